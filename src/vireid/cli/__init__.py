@@ -1,0 +1,1 @@
+"""The vireid command line."""

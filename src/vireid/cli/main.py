@@ -1,0 +1,53 @@
+"""`vireid` console script: argparse subcommands, one module per command.
+
+Each module listed in ``COMMAND_MODULES`` defines ``register(subparsers)``,
+which adds its parser and sets ``func`` (called with the parsed namespace).
+User mistakes raise ``ValueError``/``FileNotFoundError``/``KeyError`` and are
+printed as one line, not a traceback (``VIREID_DEBUG=1`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+import vireid
+
+COMMAND_MODULES: list[str] = [
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vireid", description="Visible-infrared person re-identification toolkit."
+    )
+    parser.add_argument("--version", action="version", version=f"vireid {vireid.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError, ImportError) as exc:
+        if os.environ.get("VIREID_DEBUG"):
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"vireid: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vireid: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Losses as small functions with plain tensor contracts."""

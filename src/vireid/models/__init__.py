@@ -1,0 +1,1 @@
+"""Backbones, shared layers and method models."""
