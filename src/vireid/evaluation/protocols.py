@@ -1,0 +1,324 @@
+"""Named evaluation protocols: which images are queries and which are gallery, per trial.
+
+A protocol is separate from the dataset reader: it only needs the dataset
+root and reproduces the reference's test lists exactly (order included), so a
+number printed next to a protocol name means the same thing everywhere.
+
+Names (``protocol_names()`` lists them all):
+
+* ``sysu/{all,indoor}/{single,multi}/{official,seeded}`` - queries are every
+  image of the test identities in the infrared cameras 3 and 6; the gallery is
+  1 (single) or 10 (multi) visible images per (identity, camera) from cameras
+  1,2,4,5 (all) or 1,2 (indoor), over 10 trials.
+  ``official`` takes the first shots of row ``trial`` of the dataset's
+  ``exp/rand_perm_cam.mat`` (the SYSU-MM01 MATLAB protocol; image index i is
+  the i-th file of the folder in sorted order).
+  ``seeded`` is the AGW-family Python draw: ``random.seed(trial)``, one
+  ``random.choice`` per existing (identity, camera) folder. For ``multi`` the
+  reference has no seeded draw; vireid's is ``random.seed(trial)`` and one
+  ``random.sample`` of min(10, n) files per folder, in the same visiting order.
+* ``regdb/trial{1..10}/{v2i,i2v}`` - the lists ``idx/test_{visible,thermal}_{t}.txt``;
+  v2i = visible queries against the thermal gallery; one trial (each RegDB
+  trial has its own trained model).
+* ``llcm/{i2v,v2i}`` and ``llcm/v2i_as_released`` - queries are every test
+  image of one modality (NIR cameras 1,2,4-9 or VIS cameras 1-9), the gallery
+  one random image per (identity, camera) of the other modality
+  (``random.seed(trial)``), 10 trials. The released LLCM code's "VIS->IR"
+  numbers actually rank the *sampled NIR* images (as queries) against *all*
+  VIS images; ``v2i_as_released`` reproduces that, ``v2i`` is the direct one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from vireid.data.layouts import (
+    LLCM_INFRARED_CAMS,
+    LLCM_INFRARED_DIR,
+    LLCM_VISIBLE_CAMS,
+    LLCM_VISIBLE_DIR,
+    REGDB_TRIALS,
+    SYSU_GALLERY_CAMS,
+    SYSU_INFRARED_CAMS,
+    read_id_line,
+    read_index_list,
+    sorted_names,
+)
+from vireid.data.records import INFRARED, VISIBLE, Sample
+
+SYSU_TRIALS = tuple(range(10))
+LLCM_TRIALS = tuple(range(10))
+MULTI_SHOTS = 10
+# RegDB has no camera ids; these stand for the two sensors (no rule uses them).
+REGDB_CAMERA = {VISIBLE: 1, INFRARED: 2}
+
+
+@dataclass(frozen=True)
+class TestSplit:
+    query: list[Sample]
+    gallery: list[Sample]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named way to build query/gallery lists from a dataset root, per trial."""
+
+    name: str
+    dataset: str  # which on-disk layout it reads: sysu, regdb or llcm
+    rule: str  # the camera rule of ``vireid.evaluation.evaluate``
+    trials: tuple[int, ...]
+    description: str
+    _build: Callable[[Path, int], TestSplit]
+
+    def build(self, root: str | Path, trial: int) -> TestSplit:
+        if trial not in self.trials:
+            raise ValueError(f"protocol {self.name!r} has trials {list(self.trials)}, got {trial!r}")
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"dataset root not found: {root} (protocol {self.name})")
+        return self._build(root, trial)
+
+
+# ---------------------------------------------------------------- SYSU-MM01
+
+
+def sysu_test_ids(root: Path) -> list[int]:
+    return read_id_line(Path(root) / "exp" / "test_id.txt")
+
+
+def _sysu_folder(root: Path, cam: int, pid: int) -> Path:
+    return Path(root) / f"cam{cam}" / f"{pid:04d}"
+
+
+def _sample(root: Path, rel: str, pid: int, cam: int, modality: int) -> Sample:
+    return Sample(str(Path(root) / rel), pid, cam, modality)
+
+
+def sysu_query(root: Path) -> list[Sample]:
+    """AGW order: ids ascending, then camera 3 files, then camera 6 files, sorted."""
+    root = Path(root)
+    out = []
+    for pid in sorted(sysu_test_ids(root)):
+        for cam in SYSU_INFRARED_CAMS:
+            folder = _sysu_folder(root, cam, pid)
+            if folder.is_dir():
+                out += [Sample(str(folder / f), pid, cam, INFRARED) for f in sorted_names(folder)]
+    return out
+
+
+def sysu_gallery_seeded(root: Path, mode: str, trial: int, shots: int = 1) -> list[Sample]:
+    """The AGW ``random.seed(trial)`` gallery: per id (ascending), per camera, per existing folder."""
+    root = Path(root)
+    rng = random.Random(trial)
+    out = []
+    for pid in sorted(sysu_test_ids(root)):
+        for cam in SYSU_GALLERY_CAMS[mode]:
+            folder = _sysu_folder(root, cam, pid)
+            if not folder.is_dir():
+                continue  # a missing folder consumes no random numbers, as in the reference
+            names = sorted_names(folder)
+            if not names:
+                continue
+            picked = [rng.choice(names)] if shots == 1 else rng.sample(names, min(shots, len(names)))
+            out += [Sample(str(folder / f), pid, cam, VISIBLE) for f in picked]
+    return out
+
+
+def sysu_query_official(root: Path) -> list[Sample]:
+    """Official MATLAB order: camera-major (3 then 6), then ascending id, files sorted."""
+    root = Path(root)
+    ids = sorted(sysu_test_ids(root))
+    out = []
+    for cam in SYSU_INFRARED_CAMS:
+        for pid in ids:
+            folder = _sysu_folder(root, cam, pid)
+            if folder.is_dir():
+                out += [Sample(str(folder / f), pid, cam, INFRARED) for f in sorted_names(folder)]
+    return out
+
+
+def sysu_gallery_official(root: Path, mode: str, trial: int, shots: int) -> list[Sample]:
+    """First ``shots`` entries of row ``trial`` of rand_perm_cam{cam}{id}; camera-major order."""
+    root = Path(root)
+    perms = _load_rand_perm_cam(root / "exp" / "rand_perm_cam.mat")
+    out = []
+    for cam in SYSU_GALLERY_CAMS[mode]:
+        for pid in sorted(sysu_test_ids(root)):
+            folder = _sysu_folder(root, cam, pid)
+            if not folder.is_dir():
+                continue
+            names = sorted_names(folder)
+            perm = _perm_for(perms, cam, pid)
+            if perm is None or perm.size == 0:
+                if names:
+                    raise ValueError(
+                        f"{root / 'exp' / 'rand_perm_cam.mat'}: no permutation for camera {cam}, "
+                        f"identity {pid}, but {folder} holds {len(names)} images"
+                    )
+                continue
+            if perm.ndim != 2 or perm.shape[0] <= trial:
+                raise ValueError(
+                    f"rand_perm_cam{{{cam}}}{{{pid}}} has shape {perm.shape}; expected 10 rows "
+                    f"(one per trial) to read trial {trial}"
+                )
+            for index in perm[trial, :shots]:
+                i = int(index)
+                if not 1 <= i <= len(names):
+                    raise ValueError(
+                        f"rand_perm_cam{{{cam}}}{{{pid}}} selects image {i} but {folder} holds "
+                        f"{len(names)} images; the .mat does not match this copy of the dataset"
+                    )
+                out.append(Sample(str(folder / names[i - 1]), pid, cam, VISIBLE))
+    return out
+
+
+def _load_rand_perm_cam(path: Path):
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the official SYSU-MM01 split file is missing: {path}. It ships with the dataset "
+            f"(and in the SYSU-MM01 authors' evaluation code as evaluation/data_split/"
+            f"rand_perm_cam.mat); or use a '.../seeded' protocol instead"
+        )
+    from vireid.utils.optional import require
+
+    sio = require("scipy.io", "mat", "reading exp/rand_perm_cam.mat")
+    try:
+        mat = sio.loadmat(str(path))
+    except (ValueError, NotImplementedError, OSError) as exc:
+        raise ValueError(f"cannot read {path} as a MATLAB file: {exc}") from None
+    if "rand_perm_cam" not in mat:
+        raise ValueError(f"{path} has no variable 'rand_perm_cam' (found: {sorted(k for k in mat if not k.startswith('__'))})")
+    return mat["rand_perm_cam"]
+
+
+def _perm_for(perms, cam: int, pid: int):
+    """rand_perm_cam{cam}{pid} from scipy's nested object arrays (None if absent)."""
+    cams = perms.ravel()
+    if cam > len(cams):
+        return None
+    per_id = cams[cam - 1].ravel()
+    if pid > len(per_id):
+        return None
+    cell = per_id[pid - 1]
+    while getattr(cell, "dtype", None) == object and cell.size == 1:  # unwrap 1x1 cells
+        cell = cell.ravel()[0]
+    return cell
+
+
+# ---------------------------------------------------------------- RegDB
+
+
+def regdb_test_list(root: Path, trial: int, modality: int) -> list[Sample]:
+    kind = "visible" if modality == VISIBLE else "thermal"
+    entries = read_index_list(Path(root) / "idx" / f"test_{kind}_{trial}.txt")
+    return [_sample(root, rel, label, REGDB_CAMERA[modality], modality) for rel, label in entries]
+
+
+# ---------------------------------------------------------------- LLCM
+
+_LLCM_LAYOUT = {VISIBLE: (LLCM_VISIBLE_DIR, LLCM_VISIBLE_CAMS), INFRARED: (LLCM_INFRARED_DIR, LLCM_INFRARED_CAMS)}
+
+
+def llcm_test_ids(root: Path) -> list[int]:
+    return read_id_line(Path(root) / "idx" / "test_id.txt")
+
+
+def llcm_query(root: Path, modality: int) -> list[Sample]:
+    """Every test image of one modality: ids ascending, cameras in order, files sorted."""
+    return _llcm_walk(root, modality, pick=None)
+
+
+def llcm_gallery(root: Path, modality: int, trial: int) -> list[Sample]:
+    """One ``random.choice`` per existing (id, camera) folder after ``random.seed(trial)``."""
+    rng = random.Random(trial)
+    return _llcm_walk(root, modality, pick=lambda names: [rng.choice(names)])
+
+
+def _llcm_walk(root, modality, pick):
+    root = Path(root)
+    folder_name, cams = _LLCM_LAYOUT[modality]
+    out = []
+    for pid in sorted(llcm_test_ids(root)):
+        for cam in cams:
+            folder = root / folder_name / f"cam{cam}" / f"{pid:04d}"
+            if not folder.is_dir():
+                continue
+            names = sorted_names(folder)
+            if pick is not None and names:
+                names = pick(names)
+            out += [Sample(str(folder / f), pid, cam, modality) for f in names]
+    return out
+
+
+# ---------------------------------------------------------------- registry
+
+
+def _sysu(mode: str, shots_name: str, split: str) -> Protocol:
+    shots = 1 if shots_name == "single" else MULTI_SHOTS
+    if split == "official":
+        build = lambda root, t: TestSplit(sysu_query_official(root), sysu_gallery_official(root, mode, t, shots))  # noqa: E731
+        how = "gallery from exp/rand_perm_cam.mat (official MATLAB protocol)"
+    else:
+        build = lambda root, t: TestSplit(sysu_query(root), sysu_gallery_seeded(root, mode, t, shots))  # noqa: E731
+        how = ("gallery drawn with random.seed(trial) (AGW-compatible)" if shots == 1
+               else "gallery drawn with random.seed(trial), random.sample of 10 (vireid-defined)")
+    cams = "cams 1,2,4,5" if mode == "all" else "cams 1,2"
+    return Protocol(
+        f"sysu/{mode}/{shots_name}/{split}", "sysu", "sysu", SYSU_TRIALS,
+        f"SYSU-MM01 {mode}-search {shots_name}-shot: IR cams 3,6 queries vs {shots} visible "
+        f"image(s) per id and camera ({cams}); {how}; 10 trials",
+        build,
+    )
+
+
+def _regdb(trial: int, direction: str) -> Protocol:
+    q_mod, g_mod = (VISIBLE, INFRARED) if direction == "v2i" else (INFRARED, VISIBLE)
+    build = lambda root, t: TestSplit(regdb_test_list(root, t, q_mod), regdb_test_list(root, t, g_mod))  # noqa: E731
+    words = "visible queries vs thermal gallery" if direction == "v2i" else "thermal queries vs visible gallery"
+    return Protocol(f"regdb/trial{trial}/{direction}", "regdb", "regdb", (trial,),
+                    f"RegDB split {trial}: {words}, all test images; no camera filtering", build)
+
+
+def _llcm(direction: str) -> Protocol:
+    if direction == "i2v":
+        build = lambda root, t: TestSplit(llcm_query(root, INFRARED), llcm_gallery(root, VISIBLE, t))  # noqa: E731
+        words = "all NIR queries vs one VIS image per id and camera"
+    elif direction == "v2i":
+        build = lambda root, t: TestSplit(llcm_query(root, VISIBLE), llcm_gallery(root, INFRARED, t))  # noqa: E731
+        words = "all VIS queries vs one NIR image per id and camera"
+    else:
+        build = lambda root, t: TestSplit(llcm_gallery(root, INFRARED, t), llcm_query(root, VISIBLE))  # noqa: E731
+        words = ("as the released code computes 'VIS->IR': one sampled NIR image per id and camera "
+                 "as queries vs all VIS images")
+    return Protocol(f"llcm/{direction}", "llcm", "llcm", LLCM_TRIALS,
+                    f"LLCM: {words}; random.seed(trial), 10 trials", build)
+
+
+def _all_protocols() -> dict[str, Protocol]:
+    items = [
+        _sysu(mode, shots, split)
+        for mode in ("all", "indoor")
+        for shots in ("single", "multi")
+        for split in ("official", "seeded")
+    ]
+    items += [_regdb(t, d) for t in REGDB_TRIALS for d in ("v2i", "i2v")]
+    items += [_llcm(d) for d in ("i2v", "v2i", "v2i_as_released")]
+    return {p.name: p for p in items}
+
+
+PROTOCOLS = _all_protocols()
+
+
+def protocol_names() -> list[str]:
+    return list(PROTOCOLS)
+
+
+def get_protocol(name: str) -> Protocol:
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        families = "sysu/{all,indoor}/{single,multi}/{official,seeded}, regdb/trial{1..10}/{v2i,i2v}, llcm/{i2v,v2i,v2i_as_released}"
+        raise ValueError(f"unknown protocol {name!r}; known: {families}") from None
