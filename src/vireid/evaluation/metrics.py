@@ -38,6 +38,8 @@ _IDENTITY_CMC = {"sysu": True, "regdb": False, "llcm": True}
 # Work on at most this many query x gallery cells at once, so memory stays
 # bounded for large galleries (about 60 bytes per cell are alive at once).
 _CHUNK_CELLS = 1 << 20
+# Above this many true matches per query, sorting whole rows is cheaper than searching.
+_SEARCH_MAX_MATCHES = 64
 
 
 def evaluate(
@@ -48,6 +50,8 @@ def evaluate(
     g_camids: Any = None,
     rule: str = "sysu",
     max_rank: int = 20,
+    *,
+    pad_short_cmc: bool = False,
 ) -> dict:
     """CMC/mAP/mINP of a query x gallery distance matrix (smaller = closer).
 
@@ -56,6 +60,12 @@ def evaluate(
     (fractions in [0, 1]) and ``num_valid_q`` (the denominator of every mean).
     ``rule`` is ``"sysu"``, ``"regdb"`` or ``"llcm"`` (see ``RULE_DESCRIPTIONS``);
     ``sysu`` and ``llcm`` need camera ids.
+
+    Under the identity-level CMC a query that keeps fewer than ``max_rank``
+    gallery identities has a shorter row; the reference then fails unless all
+    rows are equally short, and so do we. With ``pad_short_cmc=True`` short
+    rows are extended with their last value instead (every identity has been
+    listed by then), which is what a small gallery needs.
     """
     dist, qp, gp, qc, gc = _validated(distmat, q_pids, g_pids, q_camids, g_camids, rule, max_rank)
     num_q, num_g = dist.shape
@@ -72,7 +82,7 @@ def evaluate(
         for s in range(0, num_q, chunk)
     ]
     stats = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
-    return _summarise(stats, rule, max_rank)
+    return _summarise(stats, rule, max_rank, pad_short_cmc)
 
 
 def _chunk_keep(rule, qp, gp, qc, gc, start, chunk):
@@ -87,50 +97,121 @@ def _chunk_keep(rule, qp, gp, qc, gc, start, chunk):
 
 
 def _chunk_stats(dist, q_codes, g_codes, num_ids, keep):
-    """Per-query ranks of the matches in the filtered ranked list."""
+    """Per-query facts the metrics need, for a block of queries.
+
+    Ranks come from ``_ranks_by_search`` (fast, exact when no gallery item
+    ties with a true match), or from a stable sort for rows with such ties
+    or with very many true matches.
+    """
+    match = g_codes[None, :] == q_codes[:, None]
+    if keep is not None:
+        match &= keep
+    num_rel = match.sum(dim=1)
+    stats = {
+        "num_rel": num_rel,
+        "num_ids_kept": _distinct_ids(g_codes, keep, num_ids, dist.shape),
+    }
+    m_max = int(num_rel.max())
+    if m_max == 0:  # no valid query in this block: ranks are never read
+        zeros = torch.zeros_like(num_rel)
+        stats.update(ap_sum=zeros.double(), first_hit=zeros, last_hit=zeros, id_rank=zeros)
+        return stats
+    if m_max > _SEARCH_MAX_MATCHES:
+        stats.update(_ranks_by_sort(dist, match, keep, g_codes, num_ids))
+        return stats
+    ranks, tied = _ranks_by_search(dist, match, keep, g_codes, num_ids, num_rel, m_max)
+    stats.update(ranks)
+    if bool(tied.any()):
+        rows = tied.nonzero().squeeze(1)
+        exact = _ranks_by_sort(dist[rows], match[rows], None if keep is None else keep[rows],
+                               g_codes, num_ids)
+        for key, value in exact.items():
+            stats[key][rows] = value.to(stats[key].dtype)
+    return stats
+
+
+def _distinct_ids(g_codes, keep, num_ids, shape):
+    """Number of gallery identities with at least one item left after the camera rule."""
+    if keep is None:
+        return torch.full((shape[0],), num_ids, dtype=torch.int64, device=g_codes.device)
+    seen = torch.zeros((shape[0], num_ids), dtype=torch.int32, device=g_codes.device)
+    seen.scatter_add_(1, g_codes.expand(shape), keep.to(torch.int32))
+    return (seen > 0).sum(dim=1)
+
+
+def _ranks_by_search(dist, match, keep, g_codes, num_ids, num_rel, m_max):
+    """Ranks of the true matches without sorting whole rows.
+
+    With the true-match distances of a query sorted, s_1 <= ... <= s_m, a kept
+    item with ``searchsorted(s, d, right=True) == b`` comes after exactly b
+    matches; so the t-th match sits at 1 + #(kept items with b <= t-1), and
+    the identities met before the first match are those with b == 0. This is
+    exact unless some other item's distance equals a match distance (or two
+    matches tie), where index order decides: such rows are returned as
+    ``tied`` for the sort path.
+    """
+    rows, cols = match.nonzero(as_tuple=True)
+    values = dist[rows, cols]
+    # Sort the few match distances per row: by value, then stably by row.
+    by_value = torch.sort(values, stable=True).indices
+    by_row = torch.sort(rows[by_value], stable=True).indices
+    order = by_value[by_row]
+    rows, values = rows[order], values[order]
+    slot = torch.arange(len(rows), device=rows.device) - (torch.cumsum(num_rel, 0) - num_rel)[rows]
+    sorted_matches = torch.full((dist.shape[0], m_max), float("inf"), dtype=dist.dtype, device=dist.device)
+    sorted_matches[rows, slot] = values
+
+    after = torch.searchsorted(sorted_matches, dist, right=True)
+    before = torch.searchsorted(sorted_matches, dist, right=False)
+    kept = keep if keep is not None else torch.ones_like(match)
+    tied = ((before != after) & kept & ~match).any(dim=1)
+    pad = torch.isinf(sorted_matches[:, 1:])
+    tied |= ((sorted_matches[:, 1:] == sorted_matches[:, :-1]) & ~pad).any(dim=1)
+
+    counts = torch.zeros((dist.shape[0], m_max + 2), dtype=torch.int64, device=dist.device)
+    counts.scatter_add_(1, torch.where(kept, after, m_max + 1), torch.ones_like(after))
+    rank = torch.cumsum(counts, dim=1)[:, :m_max] + 1  # rank of the t-th match, t = 1..m_max
+    t = torch.arange(1, m_max + 1, device=dist.device)
+    real = t[None, :] <= num_rel[:, None]
+    ap_sum = torch.where(real, t / rank.to(torch.float64), 0.0).sum(dim=1)
+    last = rank.gather(1, (num_rel - 1).clamp(min=0)[:, None]).squeeze(1)
+
+    ahead = torch.zeros((dist.shape[0], num_ids), dtype=torch.int32, device=dist.device)
+    ahead.scatter_add_(1, g_codes.expand(dist.shape), ((after == 0) & kept).to(torch.int32))
+    ranks = {
+        "ap_sum": ap_sum,
+        "first_hit": rank[:, 0],
+        "last_hit": last,
+        "id_rank": (ahead > 0).sum(dim=1) + 1,
+    }
+    return ranks, tied
+
+
+def _ranks_by_sort(dist, match, keep, g_codes, num_ids):
+    """Ranks of the true matches from a stable sort of each row (ties by gallery index)."""
     order = torch.sort(dist, dim=1, stable=True).indices
     ranked_codes = g_codes[order]
-    match = ranked_codes == q_codes[:, None]
-    if keep is None:
-        kept = torch.ones_like(match)
-    else:
-        kept = torch.gather(keep, 1, order)
-        match &= kept
+    match = torch.gather(match, 1, order)
+    kept = torch.ones_like(match) if keep is None else torch.gather(keep, 1, order)
     # 1-based position of every item in the list that remains after removal.
     position = torch.cumsum(kept, dim=1, dtype=torch.int64)
-    num_kept = position[:, -1]
     hits = torch.cumsum(match, dim=1, dtype=torch.int64)
-    num_rel = hits[:, -1]
-
-    pos_f = position.to(torch.float64)
-    ap_sum = torch.where(match, hits.to(torch.float64) / pos_f, 0.0).sum(dim=1)
+    ap_sum = torch.where(match, hits.to(torch.float64) / position.to(torch.float64), 0.0).sum(dim=1)
     last_hit = torch.where(match, position, 0).amax(dim=1)
-    first_hit = torch.where(match, position, num_kept[:, None] + 1).amin(dim=1)
-
-    # Identity-level rank: 1 + number of distinct identities met before the
-    # first true match. first_seen[q, u] = position where identity u first
-    # appears in q's filtered list (or a sentinel past the end).
-    sentinel = dist.shape[1] + 1
-    first_seen = torch.full((dist.shape[0], num_ids), sentinel, dtype=torch.int64, device=dist.device)
-    first_seen.scatter_reduce_(1, ranked_codes, torch.where(kept, position, sentinel), "amin")
-    num_ids_kept = (first_seen < sentinel).sum(dim=1)
-    own = torch.where(
-        q_codes >= 0, first_seen.gather(1, q_codes.clamp(min=0)[:, None]).squeeze(1), sentinel
-    )
-    id_rank = (first_seen < own[:, None]).sum(dim=1) + 1
-
+    beyond = dist.shape[1] + 1
+    first_hit = torch.where(match, position, beyond).amin(dim=1)
+    # Identities met before the first match: 1 + their count is the identity-level rank.
+    ahead = torch.zeros((dist.shape[0], num_ids), dtype=torch.int32, device=dist.device)
+    ahead.scatter_add_(1, ranked_codes, (kept & (position < first_hit[:, None])).to(torch.int32))
     return {
-        "num_rel": num_rel,
         "ap_sum": ap_sum,
-        "last_hit": last_hit,
         "first_hit": first_hit,
-        "id_rank": id_rank,
-        "num_kept": num_kept,
-        "num_ids_kept": num_ids_kept,
+        "last_hit": last_hit,
+        "id_rank": (ahead > 0).sum(dim=1) + 1,
     }
 
 
-def _summarise(stats, rule, max_rank):
+def _summarise(stats, rule, max_rank, pad_short_cmc):
     valid = stats["num_rel"] > 0
     num_valid = int(valid.sum())
     if num_valid == 0:
@@ -146,13 +227,15 @@ def _summarise(stats, rule, max_rank):
         # The reference stacks one row per query (valid or not) of length
         # min(max_rank, identities kept); unequal lengths cannot be stacked.
         lengths = torch.clamp(stats["num_ids_kept"], max=max_rank)
-        length = _common_length(lengths, "distinct gallery identities", rule, max_rank)
+        length = int(lengths.max()) if pad_short_cmc else _common_length(lengths, rule, max_rank)
         first = stats["id_rank"][valid]
     else:
+        # No rule removes anything here, so every row has max_rank entries.
+        # (The reference also stacks the image-level rows under the SYSU/LLCM
+        # rules and fails when those differ in length, although it discards
+        # them; vireid does not, as the result does not depend on them.)
         length = max_rank
         first = stats["first_hit"][valid]
-    # The image-level rows of the valid queries must stack too (all rules).
-    _common_length(torch.clamp(stats["num_kept"][valid], max=max_rank), "gallery images", rule, max_rank)
 
     counts = torch.bincount(first.clamp(max=length + 1) - 1, minlength=length + 1)[:length]
     cmc = torch.cumsum(counts, 0).to(torch.float32) / torch.tensor(num_valid, dtype=torch.float32)
@@ -164,13 +247,13 @@ def _summarise(stats, rule, max_rank):
     }
 
 
-def _common_length(lengths, what, rule, max_rank):
+def _common_length(lengths, rule, max_rank):
     low, high = int(lengths.min()), int(lengths.max())
     if low != high:
         raise ValueError(
             f"CMC rows differ in length under the {rule!r} rule: some queries keep only {low} "
-            f"{what} after the camera rule, others {high} (max_rank={max_rank}); "
-            f"use max_rank <= {low}"
+            f"distinct gallery identities after the camera rule, others {high} "
+            f"(max_rank={max_rank}); use max_rank <= {low} or pad_short_cmc=True"
         )
     return low
 
@@ -203,6 +286,8 @@ def _validated(distmat, q_pids, g_pids, q_camids, g_camids, rule, max_rank):
         raise ValueError(f"distmat must be 2-D (queries x gallery), got shape {tuple(dist.shape)}")
     if not (dist.is_floating_point() or dist.dtype in (torch.int32, torch.int64)):
         raise ValueError(f"distmat must hold numbers, got dtype {dist.dtype}")
+    if dist.dtype not in (torch.float32, torch.float64):
+        dist = dist.to(torch.float64)  # exact for ints and half floats; sorting needs a full dtype
     num_q, num_g = dist.shape
     if num_q == 0:
         raise ValueError("distmat has no queries (shape (0, ...))")

@@ -25,9 +25,9 @@ import torch
 from vireid.evaluation.metrics import as_tensor
 
 # Rows of the joint distance matrix handled at once (block x N floats).
-_BLOCK_CELLS = 1 << 22
+_BLOCK_CELLS = 1 << 21
 # Query/gallery pairs expanded at once in the Jaccard join.
-_PAIR_CHUNK = 1 << 22
+_PAIR_CHUNK = 1 << 20
 
 
 def rerank(
