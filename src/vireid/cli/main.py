@@ -15,7 +15,8 @@ import sys
 
 import vireid
 
-COMMAND_MODULES: list[str] = [
+COMMAND_MODULES = [
+    "vireid.cli.protocols_cmd",
 ]
 
 
