@@ -91,8 +91,10 @@ def _validated(q_g_dist, q_q_dist, g_g_dist, k1, k2, lambda_value):
             t = t.to(torch.float64)
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} has NaN/inf values; distances must be finite")
-    as_float = lambda t: t if t.is_floating_point() else t.to(torch.float64)  # noqa: E731
-    return as_float(qg), as_float(qq), as_float(gg)
+    # One dtype for the joint matrix, as numpy's concatenation would give.
+    dtype = torch.promote_types(torch.promote_types(qg.dtype, qq.dtype), gg.dtype)
+    dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float64
+    return qg.to(dtype), qq.to(dtype), gg.to(dtype)
 
 
 def _joint_rows(qg, qq, gg, start, stop):
@@ -160,10 +162,8 @@ def _expand(reciprocal, half_reciprocal, n):
     half_c, half_e = _unpack(half_reciprocal, n)
     starts = torch.searchsorted(half_c, torch.arange(n + 1, device=half_c.device))
     sizes = (starts[1:] - starts[:-1])[cand]
-    pair = torch.arange(len(cand), device=cand.device).repeat_interleave(sizes)
-    offset = torch.arange(len(pair), device=cand.device) - torch.repeat_interleave(
-        torch.cumsum(sizes, 0) - sizes, sizes)
-    member = half_e[starts[cand][pair] + offset]  # e in R_half(c), per (i, c) pair
+    pair, entry = _expand_ranges(starts[cand], sizes)
+    member = half_e[entry]  # e in R_half(c), per (i, c) pair
     item = cand_i[pair]
     inside = _is_member(item * n + member, reciprocal)
     overlap = torch.zeros(len(cand), dtype=torch.int64, device=cand.device).index_add_(
@@ -177,13 +177,9 @@ def _query_expansion(rows, cols, weights, top_k2, n):
     """V[i] <- mean of V over i's k2 nearest items (itself included), as sparse triplets."""
     k2 = top_k2.shape[1]
     starts = torch.searchsorted(rows, torch.arange(n + 1, device=rows.device))
-    sizes = (starts[1:] - starts[:-1])[top_k2.reshape(-1)]
     source_row = top_k2.reshape(-1)
     target_row = torch.arange(n, device=rows.device).repeat_interleave(k2)
-    pair = torch.arange(len(source_row), device=rows.device).repeat_interleave(sizes)
-    offset = torch.arange(len(pair), device=rows.device) - torch.repeat_interleave(
-        torch.cumsum(sizes, 0) - sizes, sizes)
-    entry = starts[source_row][pair] + offset
+    pair, entry = _expand_ranges(starts[source_row], (starts[1:] - starts[:-1])[source_row])
     keys, inverse = torch.unique(target_row[pair] * n + cols[entry], return_inverse=True)
     summed = torch.zeros(len(keys), dtype=weights.dtype, device=weights.device).index_add_(
         0, inverse, weights[entry])
@@ -212,11 +208,8 @@ def _jaccard_overlap(rows, cols, weights, nq, n):
         done = int(bounds[start - 1]) if start else 0
         stop = int(torch.searchsorted(bounds, done + _PAIR_CHUNK, right=True))
         stop = max(stop, start + 1)
-        sz = sizes[start:stop]
-        entry = torch.arange(start, stop, device=cols.device).repeat_interleave(sz)
-        offset = torch.arange(len(entry), device=cols.device) - torch.repeat_interleave(
-            torch.cumsum(sz, 0) - sz, sz)
-        g_entry = col_start[q_cols[entry]] + offset
+        entry, g_entry = _expand_ranges(col_start[q_cols[start:stop]], sizes[start:stop])
+        entry += start
         contrib = torch.minimum(q_vals[entry], g_vals[g_entry])
         out.view(-1).index_add_(0, q_rows[entry] * ng + g_rows[g_entry], contrib)
         start = stop
@@ -224,23 +217,36 @@ def _jaccard_overlap(rows, cols, weights, nq, n):
 
 
 def _normalised_dist(qg, qq, gg, row_max, rows, cols):
-    """Entries (rows, cols) of the normalised squared joint distance (transposed, as the reference)."""
-    nq = qg.shape[0]
-    # Joint[i, j] read at (cols, rows) because item i's row is column i of the joint matrix.
-    r, c = cols, rows
-    value = torch.empty(len(rows), dtype=torch.float32, device=qg.device)
-    for r_q in (True, False):
-        for c_q in (True, False):
-            sel = ((r < nq) == r_q) & ((c < nq) == c_q)
-            rr = r[sel] - (0 if r_q else nq)
-            cc = c[sel] - (0 if c_q else nq)
-            source = qq if (r_q and c_q) else qg if r_q else gg if not c_q else None
-            if source is None:  # gallery row, query column: qg transposed
-                picked = qg[cc, rr]
-            else:
-                picked = source[rr, cc]
-            value[sel] = picked.square().to(torch.float32)
+    """Entries (rows, cols) of the normalised squared distance table.
+
+    Item i's row is column i of the joint matrix (see ``_joint_rows``), so
+    entry (i, e) is joint[e, i] / row_max[i].
+    """
+    value = _joint_entries(qg, qq, gg, cols, rows).square().to(torch.float32)
     return value / row_max[rows]
+
+
+def _joint_entries(qg, qq, gg, r, c):
+    """joint[r, c] of [[qq, qg], [qg^T, gg]] for index vectors r, c, without building it."""
+    nq = qg.shape[0]
+    out = torch.empty(len(r), dtype=qg.dtype, device=qg.device)
+    rq, cq = r < nq, c < nq
+    for sel, table, rr, cc in (
+        (rq & cq, qq, r, c),
+        (rq & ~cq, qg, r, c - nq),
+        (~rq & cq, qg, c, r - nq),  # lower-left block is qg transposed
+        (~rq & ~cq, gg, r - nq, c - nq),
+    ):
+        out[sel] = table[rr[sel], cc[sel]]
+    return out
+
+
+def _expand_ranges(starts, sizes):
+    """For ranges [starts[i], starts[i] + sizes[i]): (which range, index) of every element."""
+    owner = torch.arange(len(sizes), device=sizes.device).repeat_interleave(sizes)
+    first_of_owner = torch.cumsum(sizes, 0) - sizes
+    offset = torch.arange(len(owner), device=sizes.device) - first_of_owner[owner]
+    return owner, starts[owner] + offset
 
 
 def _segment_sum(values, rows, n):
