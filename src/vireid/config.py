@@ -1,0 +1,87 @@
+"""Plain YAML configs: one optional ``_base_`` file, dotted ``key=value`` overrides.
+
+A config is a nested dict. ``_base_: other.yaml`` (relative to the file)
+starts from that file and merges this one over it, so shared settings are
+written down once. Overrides may only set keys that exist, so a typo is an
+error that lists the keys that do exist, never a silently ignored value.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
+    cfg = _load_with_base(Path(path), seen=())
+    for item in overrides:
+        apply_override(cfg, item)
+    return cfg
+
+
+def _load_with_base(path: Path, seen: tuple) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ValueError(f"config {path} includes itself through _base_")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    merged = _load_with_base(path.parent / base, seen + (path.resolve(),))
+    return merge(merged, data)
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive merge; ``update`` wins. Returns a new dict."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_override(cfg: dict, item: str) -> None:
+    """Set ``a.b.c=value`` (value parsed as YAML) on an existing key."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"bad override {item!r}; expected key=value, e.g. optim.lr=3e-4")
+    parts = key.strip().split(".")
+    node = cfg
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(parts[:depth]) or "the top level"
+            known = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a section)"
+            raise ValueError(f"unknown config key {key.strip()!r} in override {item!r}; "
+                             f"keys under {where}: {known}")
+        if depth == len(parts) - 1:
+            try:
+                node[part] = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError as exc:
+                raise ValueError(f"bad value in override {item!r}: {exc}") from None
+        else:
+            node = node[part]
+
+
+def get(cfg: dict, key: str, source: str = "the config") -> Any:
+    """``cfg['a']['b']`` for key 'a.b', or a clear error naming the missing key."""
+    node: Any = cfg
+    for depth, part in enumerate(key.split(".")):
+        if not isinstance(node, dict) or part not in node:
+            raise ValueError(f"config key {key!r} is missing in {source}")
+        node = node[part]
+    return node
+
+
+def dump(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,68 @@
+"""Checkpoints that load without executing code and survive being killed mid-write.
+
+A checkpoint holds only tensors and plain Python types, so ``torch.load(...,
+weights_only=True)`` reads it. It is written to a temp file in the same
+directory and renamed over the old one, so an interrupted save leaves the
+previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vireid.utils.io import atomic_path
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for foreign or damaged files
+        raise ValueError(
+            f"cannot load {path} as a vireid checkpoint (only tensors and plain Python types are "
+            f"accepted, so pickled objects are refused): {exc}"
+        ) from None
+
+
+def rng_state() -> dict:
+    """Every random generator training touches, as tensors and plain types."""
+    np_state = np.random.get_state()
+    state = {
+        "python": _plain(random.getstate()),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value

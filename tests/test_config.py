@@ -1,0 +1,40 @@
+import pytest
+
+from vireid.config import apply_override, get, load_config
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_base_merge_and_overrides(tmp_path):
+    write(tmp_path / "base.yaml", "optim:\n  lr: 0.1\n  name: sgd\nepochs: 10\n")
+    cfg = load_config(write(tmp_path / "child.yaml", "_base_: base.yaml\noptim:\n  lr: 0.01\n"),
+                      ["epochs=3", "optim.name=adam"])
+    assert cfg == {"optim": {"lr": 0.01, "name": "adam"}, "epochs": 3}
+
+
+def test_unknown_override_key_lists_known_keys():
+    cfg = {"optim": {"lr": 0.1, "name": "sgd"}}
+    with pytest.raises(ValueError, match=r"unknown config key 'optim.lrr'.*keys under optim: lr, name"):
+        apply_override(cfg, "optim.lrr=3")
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ValueError, match=r"bad override 'epochs'; expected key=value"):
+        apply_override({"epochs": 1}, "epochs")
+
+
+def test_missing_key_and_file(tmp_path):
+    with pytest.raises(ValueError, match=r"config key 'data.root' is missing in x.yaml"):
+        get({"data": {}}, "data.root", "x.yaml")
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_bad_yaml_and_self_include(tmp_path):
+    with pytest.raises(ValueError, match="is not valid YAML"):
+        load_config(write(tmp_path / "bad.yaml", "a: [1, 2\n"))
+    with pytest.raises(ValueError, match="includes itself"):
+        load_config(write(tmp_path / "loop.yaml", "_base_: loop.yaml\n"))
