@@ -1,0 +1,251 @@
+"""The one training loop every method uses.
+
+A method is a *recipe* (``vireid.methods``): it owns the model and its loss
+mix, and ``training_step(batch)`` returns a dict of already-weighted loss
+terms. The loop owns everything else: optimiser and LR schedule, autocast,
+gradient scaling, checkpoints, logs, stopping on NaN and on signals.
+
+Resuming is exact in deterministic CPU mode: a checkpoint records the epoch,
+the number of batches done in it, every RNG state, and the optimiser, so a
+run killed mid-epoch and resumed ends with the same weights as one that was
+never stopped (batches are a pure function of (seed, epoch), see the sampler).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import torch
+from tqdm import tqdm
+
+from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vireid.engine.optim import build_optimizer, lr_factor, set_lr
+
+
+class Recipe(Protocol):
+    """What the loop needs from a method."""
+
+    name: str
+    model: torch.nn.Module
+
+    def param_groups(self) -> Iterable[dict]: ...
+
+    def training_step(self, batch: Any) -> dict[str, torch.Tensor]: ...
+
+
+class Batches(Protocol):
+    """A re-iterable source of batches for one epoch at a time."""
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterable[Any]: ...
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class TrainingInterrupted(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    epochs: int
+    optimizer: str = "adam"
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "multistep"
+    milestones: tuple = ()
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    warmup_start: float = 0.1
+    amp: str = "off"  # off | bf16 | fp16 (CUDA only)
+    channels_last: bool = False
+    compile: bool = False
+    grad_clip: float = 0.0
+    log_every: int = 10
+
+    @classmethod
+    def from_dict(cls, cfg: dict) -> "TrainConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(f"unknown train setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if "epochs" not in cfg:
+            raise ValueError("config key 'train.epochs' is missing")
+        values = dict(cfg)
+        values["milestones"] = tuple(values.get("milestones", ()))
+        if values.get("amp") in (False, None):
+            values["amp"] = "off"
+        if values.get("amp") is True:
+            values["amp"] = "fp16"
+        if values.get("amp", "off") not in ("off", "bf16", "fp16"):
+            raise ValueError(f"train.amp must be off, bf16 or fp16, got {values['amp']!r}")
+        return cls(**values)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, batches: Batches, cfg: TrainConfig, run_dir: str | Path,
+                 device: torch.device | str = "cpu", to_device: Callable[[Any, torch.device], Any] | None = None,
+                 extra_state: dict | None = None, is_main: bool = True, progress: bool = True):
+        self.recipe, self.batches, self.cfg = recipe, batches, cfg
+        self.run_dir = Path(run_dir)
+        self.device = torch.device(device)
+        self.to_device = to_device or _move
+        self.extra_state = extra_state or {}
+        self.is_main, self.progress = is_main, progress
+        self.optimizer = build_optimizer(recipe.param_groups(), cfg.optimizer, cfg.lr, cfg.weight_decay,
+                                         momentum=cfg.momentum)
+        use_scaler = cfg.amp == "fp16" and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self._stop_signal: int | None = None
+        if cfg.channels_last:
+            recipe.model.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+    def state_dict(self) -> dict:
+        return {
+            "method": self.recipe.name,
+            "model": self.recipe.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            **self.extra_state,
+        }
+
+    def save(self) -> None:
+        if self.is_main:
+            save_checkpoint(self.checkpoint_path, self.state_dict())
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Load ``path`` (or this run's checkpoint if present). Returns whether it resumed."""
+        path = Path(path) if path else self.checkpoint_path
+        if not path.is_file():
+            if path != self.checkpoint_path:
+                raise FileNotFoundError(f"checkpoint not found: {path}")
+            return False
+        state = load_checkpoint(path)
+        if state.get("method") != self.recipe.name:
+            raise ValueError(f"{path} was written by method {state.get('method')!r}, "
+                             f"not {self.recipe.name!r}; use a matching config")
+        self.recipe.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        return True
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self, on_step: Callable[["Trainer", dict], None] | None = None) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while self.epoch < self.cfg.epochs:
+                self._run_epoch(on_step)
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                self.save()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop_signal = signum  # acted on at the next step boundary, with a checkpoint
+
+    def _run_epoch(self, on_step) -> None:
+        model = self.recipe.model
+        model.train()
+        steps = len(self.batches)
+        bar = tqdm(total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                   disable=not (self.progress and self.is_main), dynamic_ncols=True, leave=False)
+        seen, start = 0, time.perf_counter()
+        for batch in self.batches.epoch(self.epoch, start=self.step_in_epoch):
+            if self._stop_signal is not None:
+                break
+            set_lr(self.optimizer, self._lr_factor(self.epoch + self.step_in_epoch / steps))
+            terms = self._step(self.to_device(batch, self.device))
+            self.step_in_epoch += 1
+            self.global_step += 1
+            seen += _batch_size(batch)
+            rate = seen / max(time.perf_counter() - start, 1e-9)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()} | {"img/s": f"{rate:.0f}"})
+            bar.update()
+            record = {"epoch": self.epoch, "step": self.step_in_epoch, "global_step": self.global_step,
+                      "lr": self.optimizer.param_groups[0]["lr"], "img_per_s": rate, **terms}
+            if self.global_step % self.cfg.log_every == 0 or self.step_in_epoch == steps:
+                self.log(record)
+            if on_step:
+                on_step(self, record)
+        bar.close()
+        if self._stop_signal is not None:
+            self.save()
+            name = signal.Signals(self._stop_signal).name
+            raise TrainingInterrupted(
+                f"stopped by {name} at epoch {self.epoch + 1}, step {self.step_in_epoch}; "
+                f"checkpoint saved to {self.checkpoint_path} (run the same command to resume)")
+
+    def _step(self, batch) -> dict[str, float]:
+        amp = self.cfg.amp != "off" and self.device.type == "cuda"
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        with torch.autocast(self.device.type, dtype=dtype, enabled=amp):
+            terms = self.recipe.training_step(batch)
+        values = {name: float(value.detach()) for name, value in terms.items()}
+        bad = [name for name, value in values.items() if not math.isfinite(value)]
+        if bad:
+            raise TrainingDiverged(
+                f"loss term {bad[0]!r} is {values[bad[0]]} at epoch {self.epoch + 1}, step "
+                f"{self.step_in_epoch + 1}; training stopped, the last good checkpoint is kept at "
+                f"{self.checkpoint_path}")
+        total = sum(terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.recipe.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        values["total"] = float(total.detach())
+        return values
+
+    def _lr_factor(self, epoch: float) -> float:
+        c = self.cfg
+        return lr_factor(epoch, schedule=c.schedule, epochs=c.epochs, warmup_epochs=c.warmup_epochs,
+                         warmup_start=c.warmup_start, milestones=c.milestones, gamma=c.gamma)
+
+    def log(self, record: dict) -> None:
+        if self.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def _move(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_move(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _move(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _batch_size(batch) -> int:
+    first = batch[0] if isinstance(batch, (list, tuple)) else batch
+    return len(first) if hasattr(first, "__len__") else 1
