@@ -16,6 +16,8 @@ import sys
 import vireid
 
 COMMAND_MODULES: list[str] = [
+    "vireid.cli.synth_cmd",
+    "vireid.cli.data_cmd",
 ]
 
 
