@@ -81,7 +81,7 @@ def check_dataset(root: str | Path, name: str, decode: bool = True, progress: bo
     samples = dataset.listing.train + dataset.listing.test
     if decode and samples:
         report.problems += undecodable([s.path for s in samples], progress=progress)
-    if not dataset.problems and not dataset.listing.train:
+    if dataset.root.is_dir() and not dataset.listing.train:
         report.problems.append(f"no training images found under {dataset.root} "
                                f"({name} expects {dataset.expected_layout})")
     report.rows = count_table(dataset.listing.train, dataset.listing.test)

@@ -51,6 +51,11 @@ class VIReIDDataset:
         return self.listing.train
 
     @property
+    def test(self) -> list[Sample]:
+        """Every image of the test identities (query/gallery selection belongs to the protocols)."""
+        return self.listing.test
+
+    @property
     def test_ids(self) -> list[int]:
         return self.listing.test_ids
 
