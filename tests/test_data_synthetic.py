@@ -159,3 +159,14 @@ def test_refuses_to_overwrite_a_non_empty_folder_and_leaves_no_temp(tmp_path):
     generate(out, "regdb", 3, images=1, size=(16, 16), workers=1, overwrite=True)
     assert not (out / "keep.txt").exists() and (out / "idx" / "train_visible_1.txt").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_sample_grid_rows_are_identities_with_grey_infrared_columns():
+    from vireid.data.synthetic import sample_grid
+
+    grid = sample_grid(seed=0, ids=2, size=(32, 16), per_camera=1, gap=2)
+    assert grid.shape == (2 * 32 + 2, 6 * 16 + 4 * 2 + 6, 3)
+    infrared = grid[:32, -16:].astype(int)  # cam 6 of identity 1
+    visible = grid[:32, :16].astype(int)  # cam 1
+    assert np.abs(infrared[..., 0] - infrared[..., 2]).max() == 0
+    assert np.abs(visible[..., 0] - visible[..., 2]).max() > 0

@@ -12,6 +12,7 @@ with vectorised masks, which is what makes >= 200 images/s possible.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -175,10 +176,10 @@ def make_camera(seed: int, cam: int, infrared: bool, indoor: bool, size: tuple[i
         # The scene in infrared: walls and floor are near ambient, structures a bit warmer or colder.
         ambient = rng.uniform(0.3, 0.45) if indoor else rng.uniform(0.12, 0.3)
         grey = ambient + 0.18 * (texture - 0.5) + 0.1 * (bg.mean(axis=2) - 0.5)
-        background = np.clip(grey, 0, 1)
+        background = np.clip(grey, 0, 1).astype(np.float32)
     else:
         ambient = 0.0
-        background = np.clip(bg, 0, 1)
+        background = np.clip(bg, 0, 1).astype(np.float32)
     views = rng.dirichlet([2.0, 2.0, 1.2])
     return Camera(
         infrared=infrared,
@@ -193,6 +194,13 @@ def make_camera(seed: int, cam: int, infrared: bool, indoor: bool, size: tuple[i
     )
 
 
+@lru_cache(maxsize=8)
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
 class _Canvas:
     """Painter's algorithm on one image: each shape overwrites what is behind it."""
 
@@ -200,7 +208,7 @@ class _Canvas:
         self.infrared = camera.infrared
         self.image = np.roll(camera.background, shift, axis=1).copy()
         h, w = self.image.shape[:2]
-        self.yy, self.xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        self.yy, self.xx = _grid(h, w)
 
     def ellipse(self, cy, cx, ry, rx):
         return ((self.yy - cy) / ry) ** 2 + ((self.xx - cx) / rx) ** 2 <= 1.0
@@ -391,7 +399,7 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian blur with edge padding (sums of shifted slices: no scipy)."""
     radius = max(1, int(round(2 * sigma)))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps /= taps.sum()
+    taps = (taps / taps.sum()).astype(np.float32)
     pad = [(radius, radius), (0, 0)] + [(0, 0)] * (image.ndim - 2)
     padded = np.pad(image, pad, mode="edge")
     out = sum(t * padded[i:i + image.shape[0]] for i, t in enumerate(taps))
@@ -402,14 +410,14 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def _finish(image: np.ndarray, camera: Camera, rng) -> np.ndarray:
     """Camera response: lighting, white balance, blur and sensor noise, then 8 bits."""
-    light = camera.gain * rng.uniform(0.85, 1.15)
+    light = np.float32(camera.gain * rng.uniform(0.85, 1.15))
     if camera.infrared:
         image = image * light
     else:
-        image = image * (light * camera.cast)
-        image = image ** rng.uniform(0.9, 1.1)
+        image = image * (light * camera.cast).astype(np.float32)
+        image = image ** np.float32(rng.uniform(0.9, 1.1))
     image = _blur(image, camera.blur * rng.uniform(0.8, 1.2))
-    image = image + rng.normal(0, camera.noise, image.shape)
+    image = image + camera.noise * rng.standard_normal(image.shape, dtype=np.float32)
     out = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
     if camera.infrared:  # stored as three equal channels, like the real infrared images
         out = np.repeat(out[..., None], 3, axis=2)

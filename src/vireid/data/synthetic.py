@@ -268,6 +268,7 @@ def generate(out: str | os.PathLike, layout: str, ids: int, seed: int = 0,
     plan = PLANNERS[layout](ids, seed, images)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the dataset should not be
     try:
         _write_images(tmp, plan.jobs, seed, tuple(size), workers, progress)
         for rel, text in plan.texts.items():
@@ -314,6 +315,12 @@ def _advance(bar, n: int) -> None:
         bar.update(n)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
     """Atomic for a new or empty ``out``; an old tree is moved aside first, then deleted."""
     old = None
@@ -323,3 +330,26 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def sample_grid(seed: int = 0, ids: int = 6, size: tuple[int, int] = DEFAULT_SIZE, per_camera: int = 2,
+                gap: int = 2) -> np.ndarray:
+    """One row per identity: SYSU visible cams 1,2,4,5 then infrared cams 3,6, ``per_camera`` images each.
+
+    For the README figure: the same person's colours must not be what
+    matches them in infrared.
+    """
+    cams = layouts.SYSU_VISIBLE_CAMS + layouts.SYSU_INFRARED_CAMS
+    h, w = size
+    rows = []
+    for pid in range(1, ids + 1):
+        tiles = []
+        for cam in cams:
+            scene, infrared, indoor, _ = SYSU_CAMERAS[cam]
+            job_camera = CameraSpec(scene, infrared, indoor)
+            for k in range(1, per_camera + 1):
+                tiles.append(render_job(ImageJob("", pid, job_camera, (seed, 3, pid, cam, k)), seed, size))
+                tiles.append(np.full((h, gap if k < per_camera else 3 * gap, 3), 255, np.uint8))
+        rows.append(np.concatenate(tiles[:-1], axis=1))
+        rows.append(np.full((gap, rows[-1].shape[1], 3), 255, np.uint8))
+    return np.concatenate(rows[:-1], axis=0)
