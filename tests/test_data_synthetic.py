@@ -165,7 +165,7 @@ def test_sample_grid_rows_are_identities_with_grey_infrared_columns():
     from vireid.data.synthetic import sample_grid
 
     grid = sample_grid(seed=0, ids=2, size=(32, 16), per_camera=1, gap=2)
-    assert grid.shape == (2 * 32 + 2, 6 * 16 + 4 * 2 + 6, 3)
+    assert grid.shape == (2 * 32 + 2, 6 * 16 + 5 * 3 * 2, 3)  # wider gaps between cameras
     infrared = grid[:32, -16:].astype(int)  # cam 6 of identity 1
     visible = grid[:32, :16].astype(int)  # cam 1
     assert np.abs(infrared[..., 0] - infrared[..., 2]).max() == 0
