@@ -82,3 +82,20 @@ def test_loader_with_sampler_seeds_is_deterministic_across_worker_counts(sysu, t
     assert torch.equal(pids[:4], pids[4:])
     again = first_batch(2)
     assert torch.equal(images, again[0]) and torch.equal(pids, again[1])
+
+
+def test_train_loader_wires_checks_cache_and_sampler(tiny_trees, tmp_path):
+    from vireid.data.check import DatasetError
+    from vireid.data.loaders import train_loader
+
+    loader = train_loader("regdb", tiny_trees["regdb"], size=SIZE, num_ids=2, num_per_modality=2, workers=0,
+                          cache_dir=tmp_path, trial=2)
+    images, pids, camids, modalities = next(iter(loader))
+    assert images.shape == (8, 3, *SIZE) and images.dtype == torch.float32
+    assert camids.tolist() == [1] * 4 + [2] * 4
+    assert [p.name.split("-")[:3] for p in tmp_path.iterdir()] == [["regdb", "trial2", "32x16"]]
+    raw = train_loader("regdb", tiny_trees["regdb"], size=SIZE, num_ids=2, num_per_modality=2, workers=0,
+                       use_cache=False, augment_on_device=True)
+    assert next(iter(raw))[0].dtype == torch.uint8
+    with pytest.raises(DatasetError, match="is not a folder"):
+        train_loader("llcm", tmp_path / "missing", workers=0)
