@@ -55,11 +55,11 @@ def test_sysu_rand_perm_cam_holds_permutations_of_each_folder(tiny_trees):
     scipy_io = pytest.importorskip("scipy.io")
     root = tiny_trees["sysu"]
     cells = scipy_io.loadmat(root / "exp" / "rand_perm_cam.mat")["rand_perm_cam"]
-    assert cells.shape == (1, 6)
+    assert cells.shape == (6, 1)
     for cam in range(1, 7):
         for pid in range(1, TINY["ids"] + 1):
             folder = root / f"cam{cam}" / f"{pid:04d}"
-            perm = cells[0, cam - 1][0, pid - 1]
+            perm = cells[cam - 1][0].squeeze()[pid - 1]  # how the usual Python evaluation reads it
             n = len(list(folder.iterdir())) if folder.is_dir() else 0
             if n == 0:
                 assert perm.size == 0

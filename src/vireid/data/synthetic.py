@@ -14,8 +14,9 @@ Layout-specific choices (documented because readers depend on them):
   in every camera, but each has at least one visible and one infrared camera;
   test ids' visible folders hold the full ``images`` count so ten-shot
   galleries never run short. ``exp/rand_perm_cam.mat`` is written when scipy
-  is installed: ``rand_perm_cam`` is a 1x6 cell (camera) of 1xN cells (id) of
-  10 x n 1-based permutations (empty for a missing folder).
+  is installed: ``rand_perm_cam`` is a 6x1 cell (camera) of 1xN cells (id) of
+  10 x n 1-based permutations (empty for a missing folder), so the common
+  Python reading ``perm[cam - 1][0].squeeze()[pid - 1][trial][:shots]`` works.
 - RegDB: person folders ``Visible/<p>/`` and ``Thermal/<p>/`` with
   ``<female|male>_<front|back>_<v|t>_<serial:05d>_<n>.bmp``; visible and
   thermal image n of a person share the pose (a dual camera); trial t splits
@@ -131,7 +132,7 @@ def plan_sysu(num_ids: int, seed: int, images: int) -> Plan:
 
 def plan_regdb(num_ids: int, seed: int, images: int) -> Plan:
     ids = list(range(1, num_ids + 1))
-    visible, thermal = CameraSpec(1, False, False), CameraSpec(2, True, False)
+    visible, thermal = CameraSpec(1, False, False), CameraSpec(1, True, False)  # one dual camera, one scene
     jobs, files = [], {}
     serial = 0
     for pid in ids:
@@ -221,7 +222,7 @@ def _write_rand_perm(root: Path, counts: dict[tuple[int, int], int], num_ids: in
         from scipy.io import savemat
     except ImportError:
         return False
-    cells = np.empty((1, 6), dtype=object)
+    cells = np.empty((6, 1), dtype=object)  # readers index it as perm[cam - 1][0].squeeze()[pid - 1]
     for cam in range(1, 7):
         per_id = np.empty((1, num_ids), dtype=object)
         for pid in range(1, num_ids + 1):
@@ -229,7 +230,7 @@ def _write_rand_perm(root: Path, counts: dict[tuple[int, int], int], num_ids: in
             rng = _rng(seed, 9, cam, pid)
             per_id[0, pid - 1] = (np.stack([rng.permutation(n) + 1 for _ in range(10)]).astype(np.float64)
                                   if n else np.zeros((0, 0)))
-        cells[0, cam - 1] = per_id
+        cells[cam - 1, 0] = per_id
     buffer = io.BytesIO()
     savemat(buffer, {"rand_perm_cam": cells})
     data = buffer.getvalue()
