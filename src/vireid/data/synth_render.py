@@ -16,8 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
-# Material -> (emissivity-like infrared brightness factor, typical thickness insulation).
-# Thick or reflective materials hide body heat; thin cotton lets it through.
+# Material -> fraction of body heat that shows through it in infrared (emissivity and thickness
+# together): thick or reflective materials hide body heat, thin cotton lets it through.
 MATERIALS = {
     "cotton": 0.80,
     "synthetic": 0.62,
@@ -265,7 +265,7 @@ def render(identity: Identity, camera: Camera, key: tuple[int, ...], view: str |
     """
     rng = _rng(*key, 303)
     h, w = camera.background.shape[:2]
-    drawn = VIEWS[rng.choice(3, p=camera.views)]
+    drawn = VIEWS[rng.choice(3, p=camera.views)]  # drawn even when forced: the rest of the stream stays put
     view = view or drawn
     scale = camera.scale * rng.uniform(0.95, 1.05)
     body_h = identity.height * scale * h
@@ -273,13 +273,14 @@ def render(identity: Identity, camera: Camera, key: tuple[int, ...], view: str |
     top = feet - body_h
     cx = w / 2 + rng.normal(0, 0.05 * w)
     canvas = _Canvas(camera, int(rng.integers(-w // 4, w // 4 + 1)))
-    _draw_person(canvas, identity, view, top, feet, cx, h, rng)
+    _draw_person(canvas, identity, view, top, feet, cx, rng)
     if rng.random() < 0.25:
         _draw_occluder(canvas, rng, h, w)
     return _finish(canvas.image, camera, rng)
 
 
-def _draw_person(c: _Canvas, p: Identity, view: str, top, feet, cx, h, rng) -> None:
+def _draw_person(c: _Canvas, p: Identity, view: str, top, feet, cx, rng) -> None:
+    """Back to front: backpack, hair, legs, torso, arms, bags, head; sizes relative to the body height."""
     body_h = feet - top
     unit = body_h  # pattern periods scale with the person
     side = view == "side"
