@@ -34,14 +34,18 @@ CAJ_ERASING_FILL = (0.4914, 0.4822, 0.4465)
 
 
 def _copy_or_gray(x: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
-    """Per image: choice 0/1/2 copies that channel to all three, 3 is grayscale, anything else unchanged."""
-    choice = choice.to(x.device)[:, None, None, None]
-    w = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    gray = (x * w).sum(dim=1, keepdim=True).expand_as(x)
-    out = torch.where(choice == 3, gray, x)
+    """Per image: choice 0/1/2 copies that channel to all three, 3 is grayscale, anything else unchanged.
+
+    Each choice is a 3x3 channel-mixing matrix, so the whole batch is one
+    batched matrix product (one pass over the images, on any device).
+    """
+    mixes = torch.zeros(5, 3, 3, dtype=x.dtype)
     for channel in range(3):
-        out = torch.where(choice == channel, x[:, channel:channel + 1].expand_as(x), out)
-    return out
+        mixes[channel, :, channel] = 1
+    mixes[3] = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype)
+    mixes[4] = torch.eye(3, dtype=x.dtype)
+    mix = mixes[torch.where((choice >= 0) & (choice <= 3), choice, 4)].to(x.device)
+    return torch.einsum("bij,bjhw->bihw", mix, x)
 
 
 class ChannelExchange:

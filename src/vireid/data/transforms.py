@@ -80,13 +80,10 @@ class PadCrop:
     def __call__(self, x, generator=None):
         b, _, h, w = x.shape
         p = self.padding
+        tops = randint_inclusive(b, 2 * p, generator).tolist()
+        lefts = randint_inclusive(b, 2 * p, generator).tolist()
         padded = torch.nn.functional.pad(x, (p, p, p, p))
-        top = randint_inclusive(b, 2 * p, generator).to(x.device)
-        left = randint_inclusive(b, 2 * p, generator).to(x.device)
-        rows = (top[:, None] + torch.arange(h, device=x.device))[:, :, None]
-        cols = (left[:, None] + torch.arange(w, device=x.device))[:, None, :]
-        batch = torch.arange(b, device=x.device)[:, None, None]
-        return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+        return torch.stack([padded[i, :, t:t + h, l:l + w] for i, (t, l) in enumerate(zip(tops, lefts))])
 
     def __repr__(self):
         return f"PadCrop(padding={self.padding})"
@@ -99,7 +96,9 @@ class HorizontalFlip:
     @batch_or_single
     def __call__(self, x, generator=None):
         flip = (uniform(x.shape[0], generator) < self.p).to(x.device)
-        return torch.where(flip[:, None, None, None], x.flip(-1), x)
+        out = x.clone()
+        out[flip] = x[flip].flip(-1)
+        return out
 
     def __repr__(self):
         return f"HorizontalFlip(p={self.p})"
@@ -162,18 +161,14 @@ class RandomErasing:
         ew = ew.gather(1, first[:, None]).squeeze(1)
         top = randint_inclusive(b, (h - eh).clamp(min=0), generator)
         left = randint_inclusive(b, (w - ew).clamp(min=0), generator)
-        rows = torch.arange(h)[None, :]
-        cols = torch.arange(w)[None, :]
-        in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])
-        in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])
-        mask = (in_rows[:, :, None] & in_cols[:, None, :] & found[:, None, None]).to(x.device)
-        fill = torch.tensor(self.fill[:c] if c == 3 else self.fill[:1], dtype=x.dtype, device=x.device)
-        fill = fill.view(1, -1, 1, 1).expand(b, c, h, w) if c == 3 else fill.view(1, 1, 1, 1)
-        if c != 3:  # the reference fills only the first channel of a non-RGB tensor
-            out = x.clone()
-            out[:, :1] = torch.where(mask[:, None], fill, x[:, :1])
-            return out
-        return torch.where(mask[:, None], fill, x)
+        fill = torch.tensor(self.fill, dtype=x.dtype, device=x.device)
+        fill = fill.view(3, 1, 1) if c == 3 else fill[:1].view(1, 1, 1)
+        channels = c if c == 3 else 1  # the reference fills only the first channel of a non-RGB tensor
+        out = x.clone()
+        for i in torch.nonzero(found).flatten().tolist():
+            t, l = int(top[i]), int(left[i])
+            out[i, :channels, t:t + int(eh[i]), l:l + int(ew[i])] = fill
+        return out
 
     def __repr__(self):
         return f"RandomErasing(p={self.p}, sl={self.sl}, sh={self.sh}, r1={self.r1}, fill={self.fill})"
