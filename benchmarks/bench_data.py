@@ -1,12 +1,13 @@
 """Data pipeline throughput: synthetic generator, and the training loader with and without the image cache.
 
-    PYTHONPATH=src python3 benchmarks/bench_data.py [--ids 60] [--workers 2] [--batches 40]
+    PYTHONPATH=src python3 benchmarks/bench_data.py [--ids 60] [--workers 2] [--batches 60] [--repeats 3]
 
 Loader numbers are images/s through a DataLoader (2 workers by default) with
 the CAJ training augmentation (pad + crop + flip + normalise + channel random
 erasing, and ChannelAdapGray for infrared) and the cross-modality sampler
 (8 ids x 4 + 4), after a warm-up batch; the cache build time is reported
-separately. "batched" runs the same augmentation once per batch in the main
+separately. Each figure is the median of ``--repeats`` runs (the machine
+may be shared; the spread is printed too). "batched" runs the same augmentation once per batch in the main
 process on uint8 images from the cache (what a GPU run would do on device).
 """
 
@@ -58,7 +59,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ids", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--image-size", default="288x144", help="size of the generated JPEGs for the loader test")
     parser.add_argument("--train-size", default="288x144", help="training input size (height x width)")
     args = parser.parse_args()
@@ -68,27 +70,30 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        small = bench_generator(tmp / "small", args.ids, (128, 64), args.workers)
-        print(f"generator, 128x64, {args.workers} workers: {small:.0f} images/s")
-        big = bench_generator(tmp / "big", args.ids, image_size, args.workers)
-        print(f"generator, {args.image_size}, {args.workers} workers: {big:.0f} images/s")
+        def report(label: str, runs: list[float]) -> None:
+            runs = sorted(runs)
+            print(f"{label}: {runs[len(runs) // 2]:.0f} images/s (runs: {', '.join(f'{r:.0f}' for r in runs)})")
 
-        train = open_dataset("sysu", tmp / "big").train
+        report(f"generator, 128x64, {args.workers} workers",
+               [bench_generator(tmp / f"small{r}", args.ids, (128, 64), args.workers) for r in range(args.repeats)])
+        report(f"generator, {args.image_size}, {args.workers} workers",
+               [bench_generator(tmp / f"big{r}", args.ids, image_size, args.workers) for r in range(args.repeats)])
+
+        train = open_dataset("sysu", tmp / "big0").train
         transform = {VISIBLE: train_transform("visible"), INFRARED: train_transform("infrared")}
         plain = ImageDataset(train, train_size, transform)
-        rate = bench_loader(plain, train, args.workers, args.batches)
-        print(f"loader, decode JPEG + resize + CAJ augmentation, {args.workers} workers: {rate:.0f} images/s")
+        report(f"loader, decode JPEG + resize + CAJ augmentation, {args.workers} workers",
+               [bench_loader(plain, train, args.workers, args.batches) for _ in range(args.repeats)])
 
         start = time.perf_counter()
         cache = ImageCache.build([s.path for s in train], train_size, "bench", tmp / "cache")
         print(f"cache build, {len(train)} images at {args.train_size}: {time.perf_counter() - start:.1f} s")
         cached = ImageDataset(train, train_size, transform, cache=cache)
-        rate = bench_loader(cached, train, args.workers, args.batches)
-        print(f"loader, cache + CAJ augmentation, {args.workers} workers: {rate:.0f} images/s")
+        report(f"loader, cache + CAJ augmentation, {args.workers} workers",
+               [bench_loader(cached, train, args.workers, args.batches) for _ in range(args.repeats)])
         raw = ImageDataset(train, train_size, None, cache=cache)
-        rate = bench_loader(raw, train, args.workers, args.batches, batched=True)
-        print(f"loader, cache + batched CAJ augmentation in the main process, {args.workers} workers: "
-              f"{rate:.0f} images/s")
+        report(f"loader, cache + batched CAJ augmentation in the main process, {args.workers} workers",
+               [bench_loader(raw, train, args.workers, args.batches, batched=True) for _ in range(args.repeats)])
 
 
 if __name__ == "__main__":
