@@ -123,3 +123,40 @@ def test_training_refuses_with_the_same_messages(tiny_trees, tmp_path):
         require_valid(root, "sysu")
     assert str(info.value) == report.format()
     assert isinstance(info.value, ValueError)
+
+
+def test_regdb_label_naming_two_people_is_a_problem(tiny_trees, tmp_path):
+    root = copy_tree(tiny_trees["regdb"], tmp_path)
+    path = root / "idx/train_thermal_1.txt"
+    lines = path.read_text().splitlines()
+    rel, label = lines[0].split(" ")
+    other = next(line.split(" ")[1] for line in lines if line.split(" ")[1] != label)
+    lines[0] = f"{rel} {other}"  # one thermal image of person A labelled as person B
+    path.write_text("\n".join(lines) + "\n")
+    problems, _ = problems_of(root, "regdb", decode=False)
+    person = rel.split("/")[1]
+    assert any(p.startswith(f"label {other} names several people in the RegDB trial 1 train lists: ")
+               for p in problems), problems
+    assert any(p.startswith(f"person {person} has several labels in the RegDB trial 1 train lists: ")
+               for p in problems)
+
+
+def test_llcm_checks_work_when_the_root_path_contains_cam(tiny_trees, tmp_path):
+    root = copy_tree(tiny_trees["llcm"], tmp_path / "camera_data")
+    train_pid = int((root / "idx/train_nir.txt").read_text().split("/")[2])
+    (root / "idx/test_id.txt").write_text(f"{train_pid}\n")
+    problems, _ = problems_of(root, "llcm", decode=False)
+    assert any("identities are in both the training and the test split" in p for p in problems)
+
+
+def test_label_gaps_are_noted_and_the_classifier_covers_them(tiny_trees, tmp_path):
+    root = copy_tree(tiny_trees["llcm"], tmp_path)
+    for name in ("train_vis", "train_nir"):
+        path = root / "idx" / f"{name}.txt"
+        lines = [line.rsplit(" ", 1) for line in path.read_text().splitlines()]
+        path.write_text("".join(f"{rel} {int(label) * 2}\n" for rel, label in lines))
+    report = check_dataset(root, "llcm", decode=False)
+    assert report.ok
+    labels = {s.pid for s in report.dataset.train}
+    assert report.dataset.num_classes == max(labels) + 1
+    assert "training labels in idx/train_*.txt are not 0..N-1" in report.format()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from vireid.data.records import INFRARED, VISIBLE, Sample
 
@@ -22,7 +23,7 @@ class Listing:
 
     train: list[Sample] = field(default_factory=list)
     test: list[Sample] = field(default_factory=list)
-    test_ids: list[int] = field(default_factory=list)
+    test_ids: list[int] = field(default_factory=list)  # as the dataset numbers them (RegDB: test-list labels)
     train_keys: set = field(default_factory=set)  # original identities of the training split
     test_keys: set = field(default_factory=set)  # original identities of the test split
     notes: list[str] = field(default_factory=list)  # worth knowing, not fatal
@@ -61,7 +62,8 @@ class VIReIDDataset:
 
     @property
     def num_classes(self) -> int:
-        return len({s.pid for s in self.listing.train})
+        """Classifier width: largest training label + 1 (lists may leave gaps; a note says so)."""
+        return max((s.pid for s in self.listing.train), default=-1) + 1
 
     def require_folder(self, rel: str, problems: list[str]) -> Path | None:
         path = self.root / rel
@@ -84,6 +86,35 @@ def overlap_problem(train_keys: set, test_keys: set, where: str) -> str | None:
         return None
     shown = ", ".join(map(str, both[:20])) + (", ..." if len(both) > 20 else "")
     return f"{len(both)} identities are in both the training and the test split ({where}): {shown}"
+
+
+def label_problems(samples: list[Sample], original: Callable[[str], object | None], where: str) -> list[str]:
+    """Labels that name two people, or people with two labels: silent wrong labels otherwise.
+
+    ``original`` gives the person a path belongs to (None when the path
+    does not say); visible and infrared lists must agree on it.
+    """
+    people: dict[int, set] = {}
+    labels: dict[object, set[int]] = {}
+    for sample in samples:
+        person = original(sample.path)
+        if person is not None:
+            people.setdefault(sample.pid, set()).add(person)
+            labels.setdefault(person, set()).add(sample.pid)
+    problems = [f"label {label} names several people in {where}: {', '.join(map(str, sorted(found, key=str)))}"
+                for label, found in sorted(people.items()) if len(found) > 1]
+    problems += [f"person {person} has several labels in {where}: {', '.join(map(str, sorted(found)))}"
+                 for person, found in sorted(labels.items(), key=lambda item: str(item[0])) if len(found) > 1]
+    return problems
+
+
+def gap_notes(train: list[Sample], where: str) -> list[str]:
+    used = {s.pid for s in train}
+    missing = sorted(set(range(max(used, default=-1) + 1)) - used)
+    if not missing:
+        return []
+    return [f"training labels in {where} are not 0..N-1: {len(missing)} unused below the largest "
+            f"({', '.join(map(str, missing[:20]))}); the classifier still has {max(used) + 1} outputs"]
 
 
 def modality_notes(train: list[Sample]) -> list[str]:

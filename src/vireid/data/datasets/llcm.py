@@ -9,10 +9,18 @@ is empty).
 
 from __future__ import annotations
 
+import os
 import re
 
 from vireid.data import layouts
-from vireid.data.datasets.base import Listing, VIReIDDataset, modality_notes, overlap_problem
+from vireid.data.datasets.base import (
+    Listing,
+    VIReIDDataset,
+    gap_notes,
+    label_problems,
+    modality_notes,
+    overlap_problem,
+)
 from vireid.data.records import INFRARED, NO_CAMERA, VISIBLE, Sample
 
 CAM_AND_PID = re.compile(r"cam(\d)[/\\](\d{4})")
@@ -38,14 +46,20 @@ class LLCM(VIReIDDataset):
             listing.train += self._read(f"idx/train_{word}.txt", modality, problems)
         listing.test_ids = self._test_ids(problems)
         listing.test = self._test_images(listing.test_ids, problems)
-        listing.train_keys = {cp[1] for cp in map(parse_cam_pid, (s.path for s in listing.train)) if cp}
+        listing.train_keys = {pid for pid in map(self._pid_of, (s.path for s in listing.train)) if pid is not None}
         listing.test_keys = set(listing.test_ids)
         overlap = overlap_problem(listing.train_keys, listing.test_keys,
                                   "pid folders of idx/train_*.txt vs idx/test_id.txt")
         if overlap:
             problems.append(overlap)
-        listing.notes += modality_notes(listing.train)
+        problems += label_problems(listing.train, self._pid_of, "idx/train_vis.txt + idx/train_nir.txt")
+        listing.notes += gap_notes(listing.train, "idx/train_*.txt") + modality_notes(listing.train)
         return listing
+
+    def _pid_of(self, path: str) -> int | None:
+        """The pid folder of a listed image, read from its path relative to the root (the root may contain 'cam')."""
+        cam_pid = parse_cam_pid(os.path.relpath(path, self.root))
+        return cam_pid[1] if cam_pid else None
 
     def _read(self, rel: str, modality: int, problems: list[str]) -> list[Sample]:
         path = self.require_file(rel, problems, "index list")

@@ -12,7 +12,14 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from vireid.data import layouts
-from vireid.data.datasets.base import Listing, VIReIDDataset, modality_notes, overlap_problem
+from vireid.data.datasets.base import (
+    Listing,
+    VIReIDDataset,
+    gap_notes,
+    label_problems,
+    modality_notes,
+    overlap_problem,
+)
 from vireid.data.records import INFRARED, VISIBLE, Sample
 
 MODALITIES = (("visible", VISIBLE, 1), ("thermal", INFRARED, 2))
@@ -44,11 +51,13 @@ class RegDB(VIReIDDataset):
             if shared:
                 problems.append(f"{len(shared)} images are in both the train and the test lists of RegDB trial "
                                 f"{trial}, e.g. {sorted(shared)[0]}")
+            for name, samples in split.items():
+                problems += label_problems(samples, person_key, f"the RegDB trial {trial} {name} lists")
             if trial == self.trial:
                 listing.train, listing.test = split["train"], split["test"]
                 listing.train_keys, listing.test_keys = keys["train"], keys["test"]
         listing.test_ids = sorted({s.pid for s in listing.test})
-        listing.notes += modality_notes(listing.train)
+        listing.notes += gap_notes(listing.train, f"idx/train_*_{self.trial}.txt") + modality_notes(listing.train)
         return listing
 
     def _read(self, split: str, trial: int, problems: list[str]) -> list[Sample]:
