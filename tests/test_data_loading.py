@@ -60,6 +60,11 @@ def test_cache_is_rebuilt_when_the_listing_or_size_changes(tiny_trees, tmp_path)
     assert listing_digest(paths[:-1], SIZE) != listing_digest(paths, SIZE)
 
 
+def test_dataset_refuses_a_transform_mapping_without_every_modality(sysu):
+    with pytest.raises(ValueError, match="transform mapping has no pipeline for modality infrared"):
+        ImageDataset(sysu.train, SIZE, {VISIBLE: train_transform("visible")})
+
+
 def test_dataset_refuses_a_cache_of_another_listing(sysu, tmp_path):
     cache = ImageCache.build([s.path for s in sysu.train[:3]], SIZE, "part", tmp_path)
     with pytest.raises(ValueError, match=r"holds 3 images but the listing has"):

@@ -29,6 +29,11 @@ class ImageDataset(Dataset):
                  transform: Transform | Mapping[int, Transform] | None = None, cache: ImageCache | None = None):
         if cache is not None and len(cache) != len(samples):
             raise ValueError(f"cache {cache.path} holds {len(cache)} images but the listing has {len(samples)}")
+        if isinstance(transform, Mapping):
+            missing = sorted({s.modality_name for s in samples if s.modality not in transform})
+            if missing:
+                raise ValueError(f"transform mapping has no pipeline for modality {', '.join(missing)}; "
+                                 "give one per modality (VISIBLE, INFRARED) or a single callable")
         self.samples, self.size, self.transform, self.cache = list(samples), tuple(size), transform, cache
 
     def __len__(self) -> int:
