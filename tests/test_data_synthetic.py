@@ -170,3 +170,12 @@ def test_sample_grid_rows_are_identities_with_grey_infrared_columns():
     visible = grid[:32, :16].astype(int)  # cam 1
     assert np.abs(infrared[..., 0] - infrared[..., 2]).max() == 0
     assert np.abs(visible[..., 0] - visible[..., 2]).max() > 0
+
+
+def test_overwrite_replaces_a_plain_file(tmp_path):
+    out = tmp_path / "out"
+    out.write_text("not a folder")
+    with pytest.raises(ValueError, match="already exists and is not empty"):
+        generate(out, "llcm", 3, images=1, size=(16, 16), workers=1)
+    generate(out, "llcm", 3, images=1, size=(16, 16), workers=1, overwrite=True)
+    assert out.is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]

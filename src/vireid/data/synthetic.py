@@ -329,8 +329,10 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
     os.replace(tmp, out)
-    if old is not None:
+    if old is not None and old.is_dir():
         shutil.rmtree(old, ignore_errors=True)
+    elif old is not None:
+        old.unlink()
 
 
 def sample_grid(seed: int = 0, ids: int = 6, size: tuple[int, int] = DEFAULT_SIZE, per_camera: int = 2,
