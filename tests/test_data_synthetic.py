@@ -153,7 +153,7 @@ def test_refuses_to_overwrite_a_non_empty_folder_and_leaves_no_temp(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(ValueError, match="already exists and is not empty"):
+    with pytest.raises(ValueError, match="already exists and is not an empty folder"):
         generate(out, "regdb", 3, images=1, size=(16, 16), workers=1)
     assert (out / "keep.txt").read_text() == "mine"
     generate(out, "regdb", 3, images=1, size=(16, 16), workers=1, overwrite=True)
@@ -175,7 +175,7 @@ def test_sample_grid_rows_are_identities_with_grey_infrared_columns():
 def test_overwrite_replaces_a_plain_file(tmp_path):
     out = tmp_path / "out"
     out.write_text("not a folder")
-    with pytest.raises(ValueError, match="already exists and is not empty"):
+    with pytest.raises(ValueError, match="already exists and is not an empty folder"):
         generate(out, "llcm", 3, images=1, size=(16, 16), workers=1)
     generate(out, "llcm", 3, images=1, size=(16, 16), workers=1, overwrite=True)
     assert out.is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
