@@ -81,7 +81,7 @@ class Plan:
     jobs: list[ImageJob]
     texts: dict[str, str]
     empty_dirs: list[str]
-    rand_perm: dict[tuple[int, int], int] | None = None  # (cam, pid) -> image count, SYSU only
+    folder_counts: dict[tuple[int, int], int] | None = None  # SYSU (cam, pid) -> images, for rand_perm_cam.mat
     num_ids: int = 0
 
 
@@ -127,7 +127,7 @@ def plan_sysu(num_ids: int, seed: int, images: int) -> Plan:
                 jobs.append(ImageJob(f"cam{cam}/{pid:04d}/{k:04d}.jpg", pid, spec, (seed, 3, pid, cam, k)))
     texts = {f"exp/{name}_id.txt": ",".join(map(str, part)) + "\n"
              for name, part in (("train", train), ("val", val), ("test", test))}
-    return Plan(jobs, texts, [], rand_perm=counts, num_ids=num_ids)
+    return Plan(jobs, texts, [], folder_counts=counts, num_ids=num_ids)
 
 
 def plan_regdb(num_ids: int, seed: int, images: int) -> Plan:
@@ -277,7 +277,7 @@ def generate(out: str | os.PathLike, layout: str, ids: int, seed: int = 0,
             (tmp / rel).write_text(text, encoding="utf-8")
         for rel in plan.empty_dirs:
             (tmp / rel).mkdir(parents=True, exist_ok=True)
-        mat = plan.rand_perm is not None and _write_rand_perm(tmp, plan.rand_perm, plan.num_ids, seed)
+        mat = plan.folder_counts is not None and _write_rand_perm(tmp, plan.folder_counts, plan.num_ids, seed)
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
