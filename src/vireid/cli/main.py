@@ -16,6 +16,8 @@ import sys
 import vireid
 
 COMMAND_MODULES = [
+    "vireid.cli.synth_cmd",
+    "vireid.cli.data_cmd",
     "vireid.cli.protocols_cmd",
 ]
 

@@ -1,0 +1,179 @@
+"""Image transforms without torchvision: decode + resize with Pillow, augment with torch.
+
+Every random transform takes an optional ``torch.Generator`` (so a seed
+fixes the result) and works on one image ``(3, H, W)`` or on a batch
+``(B, 3, H, W)`` on any device: the random parameters are drawn on the CPU
+generator, one set per image, and applied with vectorised tensor ops, so the
+same pipeline can run per sample in DataLoader workers or once per batch on
+the GPU. Pipelines start from uint8 images (what the cache stores); pad, crop
+and flip run on uint8, then ``ToFloat`` and ``Normalize``, then erasing and
+the channel augmentations on the normalised tensor, as in the reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_image(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
+    """Decode ``path`` to RGB and resize to (height, width) with Lanczos (PIL's old ANTIALIAS): uint8 (3, H, W)."""
+    height, width = size
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.LANCZOS)
+        array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def batch_or_single(fn: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]):
+    """Let a batch transform accept a single (3, H, W) image too."""
+
+    def call(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if x.dim() == 3:
+            return fn(self, x.unsqueeze(0), generator).squeeze(0)
+        if x.dim() != 4:
+            raise ValueError(f"{type(self).__name__} expects (3, H, W) or (B, 3, H, W), got shape {tuple(x.shape)}")
+        return fn(self, x, generator)
+
+    return call
+
+
+def uniform(n: int, generator: torch.Generator | None, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """n uniform draws on the CPU (where generators live), as float64."""
+    return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+def randint_inclusive(n: int, high: torch.Tensor | int, generator: torch.Generator | None) -> torch.Tensor:
+    """n integers uniform in 0..high (inclusive), ``high`` per draw."""
+    return torch.floor(uniform(n, generator) * (torch.as_tensor(high, dtype=torch.float64) + 1)).long()
+
+
+class Compose:
+    def __init__(self, steps: Sequence[Callable]):
+        self.steps = list(steps)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        for step in self.steps:
+            x = step(x, generator)
+        return x
+
+    def __repr__(self) -> str:
+        return "Compose(" + ", ".join(map(repr, self.steps)) + ")"
+
+
+class PadCrop:
+    """Zero-pad by ``padding`` then crop a random window of the original size (Pad + RandomCrop)."""
+
+    def __init__(self, padding: int = 10):
+        self.padding = padding
+
+    @batch_or_single
+    def __call__(self, x, generator=None):
+        b, _, h, w = x.shape
+        p = self.padding
+        tops = randint_inclusive(b, 2 * p, generator).tolist()
+        lefts = randint_inclusive(b, 2 * p, generator).tolist()
+        padded = torch.nn.functional.pad(x, (p, p, p, p))
+        return torch.stack([padded[i, :, t:t + h, l:l + w] for i, (t, l) in enumerate(zip(tops, lefts))])
+
+    def __repr__(self):
+        return f"PadCrop(padding={self.padding})"
+
+
+class HorizontalFlip:
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    @batch_or_single
+    def __call__(self, x, generator=None):
+        flip = (uniform(x.shape[0], generator) < self.p).to(x.device)
+        out = x.clone()
+        out[flip] = x[flip].flip(-1)
+        return out
+
+    def __repr__(self):
+        return f"HorizontalFlip(p={self.p})"
+
+
+class ToFloat:
+    """uint8 [0, 255] -> float32 [0, 1] (ToTensor's scaling)."""
+
+    def __call__(self, x, generator=None):
+        if x.dtype != torch.uint8:
+            raise ValueError(f"ToFloat expects a uint8 image, got {x.dtype}")
+        return x.float().div_(255)
+
+    def __repr__(self):
+        return "ToFloat()"
+
+
+class Normalize:
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, x, generator=None):
+        shape = (3, 1, 1) if x.dim() == 3 else (1, 3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(shape)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(shape)
+        return (x - mean) / std
+
+    def __repr__(self):
+        return f"Normalize(mean={self.mean}, std={self.std})"
+
+
+class RandomErasing:
+    """Erase one random rectangle (area fraction in [sl, sh], aspect in [r1, 1/r1]) with probability ``p``.
+
+    Up to 100 tries to find a rectangle that fits; h = round(sqrt(area *
+    aspect)), w = round(sqrt(area / aspect)), accepted if h < H and w < W;
+    the fill is a per-channel constant. With the CAJ fill (CIFAR means on the
+    normalised tensor) this is CAJ's ChannelRandomErasing, see
+    :mod:`vireid.data.channel_aug`.
+    """
+
+    attempts = 100
+
+    def __init__(self, p: float = 0.5, sl: float = 0.02, sh: float = 0.4, r1: float = 0.3,
+                 fill: Sequence[float] = (0.0, 0.0, 0.0)):
+        self.p, self.sl, self.sh, self.r1, self.fill = p, sl, sh, r1, tuple(fill)
+
+    @batch_or_single
+    def __call__(self, x, generator=None):
+        b, c, h, w = x.shape
+        apply = uniform(b, generator) <= self.p
+        target = uniform(b * self.attempts, generator, self.sl, self.sh).view(b, -1) * (h * w)
+        aspect = uniform(b * self.attempts, generator, self.r1, 1 / self.r1).view(b, -1)
+        eh = torch.round(torch.sqrt(target * aspect)).long()
+        ew = torch.round(torch.sqrt(target / aspect)).long()
+        fits = (eh < h) & (ew < w)
+        first = fits.long().argmax(dim=1)
+        found = fits.any(dim=1) & apply
+        eh = eh.gather(1, first[:, None]).squeeze(1)
+        ew = ew.gather(1, first[:, None]).squeeze(1)
+        top = randint_inclusive(b, (h - eh).clamp(min=0), generator)
+        left = randint_inclusive(b, (w - ew).clamp(min=0), generator)
+        fill = torch.tensor(self.fill, dtype=x.dtype, device=x.device)
+        fill = fill.view(3, 1, 1) if c == 3 else fill[:1].view(1, 1, 1)
+        channels = c if c == 3 else 1  # the reference fills only the first channel of a non-RGB tensor
+        out = x.clone()
+        for i in torch.nonzero(found).flatten().tolist():
+            t, l = int(top[i]), int(left[i])
+            out[i, :channels, t:t + int(eh[i]), l:l + int(ew[i])] = fill
+        return out
+
+    def __repr__(self):
+        return f"RandomErasing(p={self.p}, sl={self.sl}, sh={self.sh}, r1={self.r1}, fill={self.fill})"
+
+
+def eval_transform() -> Compose:
+    """Test time: the resized uint8 image, scaled and normalised."""
+    return Compose([ToFloat(), Normalize()])
