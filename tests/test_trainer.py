@@ -39,13 +39,14 @@ class ToyRecipe:
     def param_groups(self):
         return [{"params": self.model.parameters()}]
 
-    def training_step(self, batch):
+    def training_step(self, model, batch):
         x, y = batch
         self.calls += 1
-        loss = torch.nn.functional.cross_entropy(self.model(x), y)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
         if self.calls == self.nan_at:
             loss = loss * float("nan")
-        return {"id": loss, "l2": 1e-3 * sum((p ** 2).sum() for p in self.model.parameters())}
+        l2 = 1e-3 * sum((p ** 2).sum() for p in model.parameters())
+        return {"loss": loss + l2, "id": loss, "l2": l2}
 
 
 CFG = TrainConfig(epochs=3, optimizer="sgd", lr=0.1, schedule="multistep", milestones=(2,), warmup_epochs=1,
@@ -89,7 +90,7 @@ def test_metrics_jsonl_and_checkpoint_contents(tmp_path):
     Trainer(ToyRecipe(seed=0), ToyBatches(), TrainConfig(epochs=1, log_every=2), tmp_path, progress=False).fit()
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [l["global_step"] for l in lines] == [2, 4, 6]
-    assert {"id", "l2", "total", "lr", "img_per_s", "epoch"} <= set(lines[0])
+    assert {"id", "l2", "loss", "lr", "img_per_s", "epoch"} <= set(lines[0])
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["method"] == "toy" and state["epoch"] == 1
 

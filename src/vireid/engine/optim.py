@@ -29,7 +29,8 @@ def build_optimizer(param_groups: Iterable[dict], name: str, lr: float, weight_d
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
+        return torch.optim.SGD(groups, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                               nesterov=nesterov and momentum > 0)
     raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
 
 

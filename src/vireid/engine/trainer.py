@@ -1,9 +1,11 @@
 """The one training loop every method uses.
 
 A method is a *recipe* (``vireid.methods``): it owns the model and its loss
-mix, and ``training_step(batch)`` returns a dict of already-weighted loss
-terms. The loop owns everything else: optimiser and LR schedule, autocast,
-gradient scaling, checkpoints, logs, stopping on NaN and on signals.
+mix, and ``training_step(model, batch)`` returns ``{"loss": total, ...}``
+(the other entries are logged terms). ``model`` is the recipe's model, or its
+DistributedDataParallel wrapper under torchrun, so gradients are synchronised.
+The loop owns everything else: optimiser and LR schedule, autocast, gradient
+scaling, checkpoints, logs, stopping on NaN and on signals.
 
 Resuming is exact in deterministic CPU mode: a checkpoint records the epoch,
 the number of batches done in it, every RNG state, and the optimiser, so a
@@ -24,6 +26,7 @@ from typing import Any, Callable, Iterable, Protocol
 import torch
 from tqdm import tqdm
 
+from vireid.engine.distributed import DistInfo, wrap_ddp
 from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vireid.engine.optim import build_optimizer, lr_factor, set_lr
 
@@ -36,7 +39,7 @@ class Recipe(Protocol):
 
     def param_groups(self) -> Iterable[dict]: ...
 
-    def training_step(self, batch: Any) -> dict[str, torch.Tensor]: ...
+    def training_step(self, model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]: ...
 
 
 class Batches(Protocol):
@@ -95,13 +98,15 @@ class TrainConfig:
 class Trainer:
     def __init__(self, recipe: Recipe, batches: Batches, cfg: TrainConfig, run_dir: str | Path,
                  device: torch.device | str = "cpu", to_device: Callable[[Any, torch.device], Any] | None = None,
-                 extra_state: dict | None = None, is_main: bool = True, progress: bool = True):
+                 extra_state: dict | None = None, dist_info: DistInfo | None = None, progress: bool = True):
         self.recipe, self.batches, self.cfg = recipe, batches, cfg
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
         self.to_device = to_device or _move
         self.extra_state = extra_state or {}
-        self.is_main, self.progress = is_main, progress
+        self.dist = dist_info or DistInfo(0, 1, 0, self.device)
+        self.is_main, self.progress = self.dist.is_main, progress
+        recipe.model.to(self.device)
         self.optimizer = build_optimizer(recipe.param_groups(), cfg.optimizer, cfg.lr, cfg.weight_decay,
                                          momentum=cfg.momentum)
         use_scaler = cfg.amp == "fp16" and self.device.type == "cuda"
@@ -110,6 +115,9 @@ class Trainer:
         self._stop_signal: int | None = None
         if cfg.channels_last:
             recipe.model.to(memory_format=torch.channels_last)
+        self.train_model = wrap_ddp(recipe.model, self.dist)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
 
     # ------------------------------------------------------------------ state
 
@@ -206,15 +214,19 @@ class Trainer:
         amp = self.cfg.amp != "off" and self.device.type == "cuda"
         dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
         with torch.autocast(self.device.type, dtype=dtype, enabled=amp):
-            terms = self.recipe.training_step(batch)
+            terms = self.recipe.training_step(self.train_model, batch)
+        if "loss" not in terms:
+            raise ValueError(f"{self.recipe.name}.training_step must return a dict with 'loss'; "
+                             f"got keys {sorted(terms)}")
         values = {name: float(value.detach()) for name, value in terms.items()}
-        bad = [name for name, value in values.items() if not math.isfinite(value)]
+        # Name a specific term when one is the culprit, not just the total.
+        bad = sorted((name for name, v in values.items() if not math.isfinite(v)), key=lambda n: n == "loss")
         if bad:
             raise TrainingDiverged(
                 f"loss term {bad[0]!r} is {values[bad[0]]} at epoch {self.epoch + 1}, step "
                 f"{self.step_in_epoch + 1}; training stopped, the last good checkpoint is kept at "
                 f"{self.checkpoint_path}")
-        total = sum(terms.values())
+        total = terms["loss"]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.cfg.grad_clip > 0:
@@ -222,7 +234,6 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.recipe.model.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        values["total"] = float(total.detach())
         return values
 
     def _lr_factor(self, epoch: float) -> float:
