@@ -104,3 +104,18 @@ def test_train_loader_wires_checks_cache_and_sampler(tiny_trees, tmp_path):
     assert next(iter(raw))[0].dtype == torch.uint8
     with pytest.raises(DatasetError, match="is not a folder"):
         train_loader("llcm", tmp_path / "missing", workers=0)
+
+
+def test_train_batches_resume_mid_epoch_and_augmentations(tiny_trees, tmp_path):
+    from vireid.data.loaders import train_batches, train_transforms
+
+    batches = train_batches("regdb", tiny_trees["regdb"], size=SIZE, num_ids=2, num_per_modality=2, workers=0,
+                            cache_dir=tmp_path, augment="erasing", trial=2)
+    full = list(batches.epoch(1))
+    tail = list(batches.epoch(1, start=1))
+    assert len(full) == len(batches) and len(tail) == len(full) - 1
+    for a, b in zip(full[1:], tail):  # same images, same augmentation, same labels
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(full[0][0], list(batches.epoch(2))[0][0])
+    with pytest.raises(ValueError, match="unknown augmentation 'cutmix'"):
+        train_transforms("cutmix")

@@ -1,9 +1,11 @@
-"""One call from a dataset root to a training DataLoader, with the checks, cache and sampler wired up."""
+"""From a dataset root to training batches, with the checks, cache, augmentation and sampler wired up."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
+import torch
 from torch.utils.data import DataLoader
 
 from vireid.data.cache import ImageCache
@@ -12,29 +14,96 @@ from vireid.data.check import require_valid
 from vireid.data.image_dataset import ImageDataset
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.data.samplers import CrossModalityIdentitySampler
+from vireid.data.transforms import Compose, HorizontalFlip, Normalize, PadCrop, RandomErasing, ToFloat
+
+AUGMENTATIONS = ("plain", "erasing", "caj")
 
 
-def train_loader(name: str, root: str | Path, size: tuple[int, int] = (288, 144), num_ids: int = 8,
-                 num_per_modality: int = 4, seed: int = 0, workers: int = 2, cache_dir: str | Path | None = None,
-                 use_cache: bool = True, augment_on_device: bool = False, rank: int = 0, world_size: int = 1,
-                 **dataset_options) -> DataLoader:
-    """A loader of P x (K visible + K infrared) batches of (images, pids, camids, modalities).
+def train_transforms(augment: str = "caj", padding: int = 10, erasing: float = 0.5) -> dict:
+    """Per-modality training pipelines.
 
-    Refuses a root that fails :func:`vireid.data.check.require_valid`. With
-    ``augment_on_device`` the images come as uint8 and the caller applies
-    :func:`vireid.data.channel_aug.train_transform` to the batch (on the
-    GPU); otherwise workers apply the CAJ visible/infrared pipelines per
-    sample, seeded per batch position so runs repeat exactly. Call
-    ``loader.batch_sampler.set_epoch(epoch)`` every epoch.
+    plain: pad + random crop + flip + normalise (AGW); erasing: plain + random
+    erasing with probability ``erasing`` (IDKL); caj: CAJ's per-view pipelines
+    (channel random erasing; ChannelAdapGray on infrared).
+    """
+    if augment == "caj":
+        return {VISIBLE: train_transform("visible", padding), INFRARED: train_transform("infrared", padding)}
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
+    steps = [PadCrop(padding), HorizontalFlip(0.5), ToFloat(), Normalize()]
+    if augment == "erasing":
+        steps.append(RandomErasing(p=erasing))
+    pipeline = Compose(steps)
+    return {VISIBLE: pipeline, INFRARED: pipeline}
+
+
+class _SkipFirst:
+    """A batch sampler view that drops the first ``start`` batches (resume mid-epoch without loading them)."""
+
+    def __init__(self, sampler, start: int):
+        self.sampler, self.start = sampler, start
+
+    def __iter__(self):
+        for number, batch in enumerate(self.sampler):
+            if number >= self.start:
+                yield batch
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.start, 0)
+
+
+class TrainBatches:
+    """P x (K visible + K infrared) batches of (images, pids, camids, modalities), one epoch at a time.
+
+    ``epoch(e, start)`` yields the batches of epoch ``e`` from batch ``start``
+    on; batches and their augmentation are a pure function of (seed, e), so a
+    resumed run sees exactly what an uninterrupted one would have.
+    """
+
+    def __init__(self, dataset: ImageDataset, sampler: CrossModalityIdentitySampler, workers: int = 2):
+        self.dataset, self.sampler, self.workers = dataset, sampler, workers
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    @property
+    def num_classes(self) -> int:
+        return len({s.pid for s in self.dataset.samples})
+
+    def loader(self, epoch: int = 0, start: int = 0) -> DataLoader:
+        self.sampler.set_epoch(epoch)
+        # Own generator: creating the loader must not consume the global torch RNG.
+        return DataLoader(self.dataset, batch_sampler=_SkipFirst(self.sampler, start), num_workers=self.workers,
+                          generator=torch.Generator().manual_seed(epoch))
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator:
+        yield from self.loader(epoch, start)
+
+
+def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144), num_ids: int = 8,
+                  num_per_modality: int = 4, seed: int = 0, workers: int = 2, augment: str = "caj",
+                  padding: int = 10, erasing: float = 0.5, cache_dir: str | Path | None = None,
+                  use_cache: bool = True, augment_on_device: bool = False, rank: int = 0, world_size: int = 1,
+                  **dataset_options) -> TrainBatches:
+    """Training batches from a dataset root; refuses a root that fails :func:`vireid.data.check.require_valid`.
+
+    With ``augment_on_device`` the images come as uint8 and the caller
+    augments the whole batch (on the GPU); otherwise workers apply the
+    per-modality pipelines, seeded per batch position so runs repeat exactly.
     """
     dataset = require_valid(root, name, **dataset_options)
     cache = None
     if use_cache:
         key = f"{name}-{'-'.join(f'{k}{v}' for k, v in sorted(dataset_options.items()))}".rstrip("-")
         cache = ImageCache.build([s.path for s in dataset.train], size, key, cache_dir)
-    transform = None if augment_on_device else {VISIBLE: train_transform("visible"),
-                                                 INFRARED: train_transform("infrared")}
+    transform = None if augment_on_device else train_transforms(augment, padding, erasing)
     images = ImageDataset(dataset.train, size, transform, cache)
     sampler = CrossModalityIdentitySampler(dataset.train, num_ids, num_per_modality, seed=seed, rank=rank,
                                            world_size=world_size, with_seeds=not augment_on_device)
-    return DataLoader(images, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0)
+    return TrainBatches(images, sampler, workers)
+
+
+def train_loader(name: str, root: str | Path, **options) -> DataLoader:
+    """The DataLoader of epoch 0 (see :func:`train_batches` for the options); call
+    ``loader.batch_sampler.sampler.set_epoch(e)`` or use :class:`TrainBatches` for later epochs."""
+    return train_batches(name, root, **options).loader(0)
