@@ -78,6 +78,16 @@ PAPER = dict(reid_sp_raw=1.0, id_sp=0.1, tri_sp=0.1, confuser_targets="true", ip
              graph="paper", mdr_graph_mixed=0.0, kl="paper", sm_kl=0.0)
 
 
+def _check_alternating(modality: torch.Tensor) -> None:
+    """The code's pseudo confuser labels only mean "half flipped" for an alternating I,V,I,V batch."""
+    t = modality.reshape(-1)
+    if t.numel() < 2 or bool((t[1:] == t[:-1]).any()):
+        raise ValueError(f"confuser_targets='pseudo' needs modalities alternating sample by sample "
+                         f"(the reference sampler's I,V,I,V,... layout), got {t.tolist()[:16]}"
+                         f"{' ...' if t.numel() > 16 else ''}; use the cross-modality sampler or the paper's "
+                         f"GRL confuser (confuser_targets='true')")
+
+
 def _logit_terms(z_sh, z_sp, labels, modality, s: IDKLLossSettings, metrics) -> torch.Tensor:
     """CSA (Eq. 19) and the logit part of MDR (Eq. 20); code adds a regrouped copy (sm_kl)."""
     sh_v, sh_i = split_modalities(z_sh, modality, labels, "logit terms")
@@ -157,6 +167,8 @@ def idkl_total_loss(out: dict, labels: torch.Tensor, modality: torch.Tensor,
     add("reid_sp_raw", s.reid_sp_raw, lambda: id_loss(out["logits_sp_raw"], labels)
         + triplet_hard(out["feat_sp_raw"], labels, s.triplet_margin))
     add("unad", s.discriminator, lambda: modality_loss(out["d_sp_logits"], modality))
+    if s.confuser and s.confuser_targets == "pseudo":
+        _check_alternating(modality)
     pse_targets = confuser_targets(modality) if s.confuser_targets == "pseudo" else modality
     add("pse", s.confuser, lambda: modality_loss(out["d_sh_logits"], pse_targets))
     pen_e, pen_r = ("exp_relu", "hinge") if s.ip_penalty == "reference" else ("softplus", "softplus")
