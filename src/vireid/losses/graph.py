@@ -60,16 +60,20 @@ def tgsa_reference(sh_v, sh_i, sp_v, sp_i, mixed: bool = True) -> dict[str, torc
     return out
 
 
-def tgsa_triplet(f_a: torch.Tensor, f_b: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+def tgsa_triplet(f_a: torch.Tensor, f_b: torch.Tensor, reduction: str = "sum",
+                 sq_clamp_min: float = 1e-12) -> torch.Tensor:
     """Paper Eq. 16: L_tgsa^(a;b) = sum_i KL(A(a;a), A(b;b)) + KL(A(a;a), A(a;b)) + KL(A(a;b), A(b;b)).
 
     ``f_a``, ``f_b``: (n, D), row r of both is the same sample (Eq. 17) or the
     same identity (Eq. 20). A(x;y) row i = softmax_k exp(D(x_i, y_k)) over all
     n columns, self-pairs included (Eq. 15). KL(P, Q) = sum P log(P/Q).
+    The squared distance is clamped at ``sq_clamp_min`` only to keep the
+    gradient of sqrt finite at self-pairs.
     """
     if f_a.shape != f_b.shape:
         raise ValueError(f"tgsa_triplet needs two (n, D) tensors of equal shape, got "
                          f"{tuple(f_a.shape)} and {tuple(f_b.shape)}")
-    a_aa, a_bb, a_ab = pairwise_dist(f_a), pairwise_dist(f_b), pairwise_dist(f_a, f_b)
+    c = sq_clamp_min
+    a_aa, a_bb, a_ab = pairwise_dist(f_a, sq_clamp_min=c), pairwise_dist(f_b, sq_clamp_min=c), pairwise_dist(f_a, f_b, c)
     return (kl_rows(a_aa, a_bb, reduction) + kl_rows(a_aa, a_ab, reduction)
             + kl_rows(a_ab, a_bb, reduction))
