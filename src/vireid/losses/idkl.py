@@ -34,7 +34,7 @@ class IDKLLossSettings:
     # modality classifiers (Eq. 2-4)
     discriminator: float = 1.0      # L_D ("unad")
     confuser: float = 1.0           # L_C ("pse")
-    confuser_targets: str = "pseudo"  # "pseudo": code's half-flipped labels; "true": paper (GRL in model)
+    confuser_targets: str = "pseudo"  # "pseudo": code's half-flipped labels; "modality": paper (GRL in model)
     # Information Purifier (Eq. 10, 11, 13)
     ip_e: float = 0.1               # lambda1 * L_e
     ip_r: float = 0.1               # lambda1 * L_r
@@ -52,7 +52,7 @@ class IDKLLossSettings:
     sm_kl: float = 1.0              # multiplier of the code's regrouped copy (not in the paper)
 
     def __post_init__(self):
-        choices = {"confuser_targets": ("pseudo", "true"), "ip_penalty": ("reference", "softplus"),
+        choices = {"confuser_targets": ("pseudo", "modality"), "ip_penalty": ("reference", "softplus"),
                    "graph": ("reference", "paper"), "kl": ("symmetric", "paper")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -74,7 +74,7 @@ class IDKLLossSettings:
 # 0.1 * (intra1 + inter) and the logit distillation weight drops to 0.3.
 REFERENCE_SMALL_BATCH = dict(tgsa=0.1, mdr_graph=0.1, mdr_graph_mixed=0.0, csa=0.3)
 
-PAPER = dict(reid_sp_raw=1.0, id_sp=0.1, tri_sp=0.1, confuser_targets="true", ip_penalty="softplus",
+PAPER = dict(reid_sp_raw=1.0, id_sp=0.1, tri_sp=0.1, confuser_targets="modality", ip_penalty="softplus",
              graph="paper", mdr_graph_mixed=0.0, kl="paper", sm_kl=0.0)
 
 
@@ -85,7 +85,7 @@ def _check_alternating(modality: torch.Tensor) -> None:
         raise ValueError(f"confuser_targets='pseudo' needs modalities alternating sample by sample "
                          f"(the reference sampler's I,V,I,V,... layout), got {t.tolist()[:16]}"
                          f"{' ...' if t.numel() > 16 else ''}; use the cross-modality sampler or the paper's "
-                         f"GRL confuser (confuser_targets='true')")
+                         f"GRL confuser (confuser_targets='modality')")
 
 
 def _logit_terms(z_sh, z_sp, labels, modality, s: IDKLLossSettings, metrics) -> torch.Tensor:

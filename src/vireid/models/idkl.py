@@ -146,13 +146,34 @@ MODEL_KEYS = ("num_classes", "depth", "last_stride", "pretrained", "gem_p", "gem
               "entropy_classifier", "raw_sp_reid", "head_hidden", "head_dropout", "test_normalize")
 
 
+# Table 4 of the paper: each component can be switched off; L_b is always on.
+TERMS = {"ip": ("ip_e", "ip_r"), "tgsa": ("tgsa",), "csa": ("csa",),
+         "mdr": ("mdr_graph", "mdr_graph_mixed", "mdr_logit")}
+
+
+def apply_terms(loss_cfg: dict, terms: dict | None) -> dict:
+    """Zero the weights of the components switched off in ``terms`` (e.g. {"tgsa": False})."""
+    terms = terms or {}
+    unknown = sorted(set(terms) - set(TERMS))
+    if unknown:
+        raise ValueError(f"unknown IDKL terms {unknown}; known: {sorted(TERMS)}")
+    out = dict(loss_cfg)
+    for term, on in terms.items():
+        if not isinstance(on, bool):
+            raise ValueError(f"terms.{term} must be true or false, got {on!r}")
+        if not on:
+            out.update({w: 0.0 for w in TERMS[term]})
+    return out
+
+
 def build_idkl(cfg: dict) -> tuple[IDKL, IDKLLossSettings]:
-    """Build (model, loss settings) from a plain dict with ``model`` and ``loss`` sections.
+    """Build (model, loss settings) from a plain dict with ``model``, ``loss`` and ``terms`` sections.
 
     ``cfg["model"]`` holds :class:`IDKL` constructor arguments, ``cfg["loss"]``
-    the fields of :class:`IDKLLossSettings`; other sections (data, train) are
-    left to the caller. The confuser's loss targets follow the model's
-    ``confuser`` switch ("pseudo" -> pseudo labels, "grl" -> true labels) unless
+    the fields of :class:`IDKLLossSettings`, ``cfg["terms"]`` the Table 4
+    switches (ip, tgsa, csa, mdr: false zeroes that component's weights);
+    other sections (data, train, eval) are left to the caller. The confuser's loss targets follow the model's
+    ``confuser`` switch ("pseudo" -> pseudo labels, "grl" -> true modality labels) unless
     ``loss.confuser_targets`` says otherwise explicitly.
     """
     if not isinstance(cfg, dict) or "model" not in cfg:
@@ -161,12 +182,12 @@ def build_idkl(cfg: dict) -> tuple[IDKL, IDKLLossSettings]:
     unknown = sorted(set(model_cfg) - set(MODEL_KEYS))
     if unknown:
         raise ValueError(f"unknown IDKL model settings {unknown}; known: {sorted(MODEL_KEYS)}")
-    loss_cfg = dict(cfg.get("loss") or {})
-    loss_cfg.setdefault("confuser_targets", "true" if model_cfg.get("confuser") == "grl" else "pseudo")
+    loss_cfg = apply_terms(dict(cfg.get("loss") or {}), cfg.get("terms"))
+    loss_cfg.setdefault("confuser_targets", "modality" if model_cfg.get("confuser") == "grl" else "pseudo")
     settings = IDKLLossSettings.from_dict(loss_cfg)
-    if (model_cfg.get("confuser", "pseudo") == "grl") != (settings.confuser_targets == "true"):
+    if (model_cfg.get("confuser", "pseudo") == "grl") != (settings.confuser_targets == "modality"):
         raise ValueError(f"model.confuser={model_cfg.get('confuser', 'pseudo')!r} does not fit "
-                         f"loss.confuser_targets={settings.confuser_targets!r} (grl <-> true, pseudo <-> pseudo)")
+                         f"loss.confuser_targets={settings.confuser_targets!r} (grl <-> modality, pseudo <-> pseudo)")
     if settings.reid_sp_raw and not model_cfg.get("raw_sp_reid", False):
         raise ValueError("loss.reid_sp_raw > 0 needs model.raw_sp_reid: true")
     return IDKL(**model_cfg), settings
