@@ -31,10 +31,8 @@ class GeM(nn.Module):
         if p <= 0:
             raise ValueError(f"GeM p must be > 0, got {p}")
         self.eps = eps
-        if learnable:
-            self.p = nn.Parameter(torch.tensor(float(p)))
-        else:
-            self.register_buffer("p", torch.tensor(float(p)), persistent=False)
+        # a fixed p stays a Python float: x.pow(3.0) is much cheaper than x.pow(tensor)
+        self.p = nn.Parameter(torch.tensor(float(p))) if learnable else float(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return gem(x, self.p, self.eps)
