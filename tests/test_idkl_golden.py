@@ -266,9 +266,33 @@ def test_golden_files_exist(golden_dir):
     assert len(files) >= 32, f"expected the IDKL golden vectors under {golden_dir / 'idkl'}, found {len(files)}"
 
 
-@pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(golden_root() / "idkl")))
-def test_golden_case(path: Path):
+def run_case(path: Path) -> None:
     d = np.load(path, allow_pickle=False)
     fn = str(d["fn"])
     assert fn in CHECKS, f"{path.name}: unknown golden fn {fn!r}; known: {sorted(CHECKS)}"
     CHECKS[fn](d)
+
+
+@pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(golden_root() / "idkl")))
+def test_golden_case(path: Path):
+    run_case(path)
+
+
+def test_unknown_fn_fails_instead_of_skipping(tmp_path):
+    path = tmp_path / "new_01.npz"
+    np.savez(path, fn=np.array("brand_new_term"), expected=np.zeros(1))
+    with pytest.raises(AssertionError, match="unknown golden fn 'brand_new_term'"):
+        run_case(path)
+
+
+def test_a_wrong_answer_is_caught(tmp_path):
+    """The checks can fail: a golden file with a perturbed expectation must not pass."""
+    src = golden_root() / "idkl" / "triplet_01_p4k2d16_m1.3.npz"
+    if not src.exists():
+        pytest.skip("public triplet case not present")
+    d = dict(np.load(src, allow_pickle=False))
+    d["expected"] = d["expected"] * 1.01
+    path = tmp_path / "triplet_bad.npz"
+    np.savez(path, **d)
+    with pytest.raises(AssertionError):
+        run_case(path)

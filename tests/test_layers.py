@@ -64,8 +64,9 @@ def test_gates_pixel_vs_se():
     w1, w2 = se.fc1.weight[:, :, 0, 0], se.fc2.weight[:, :, 0, 0]
     by_hand = torch.sigmoid(torch.relu(x.mean((2, 3)) @ w1.t()) @ w2.t())
     assert torch.allclose(se(x)[:, :, 0, 0], by_hand, atol=1e-6)
-    with pytest.raises(ValueError, match="divisible"):
-        ChannelGate(30, 16)
+    assert ChannelGate(24, 16).fc1.weight.shape == (1, 24, 1, 1)  # floor(24 / 16) hidden units
+    with pytest.raises(ValueError, match="no hidden units"):
+        ChannelGate(8, 16)
 
 
 @pytest.mark.parametrize("pooled", [False, True])

@@ -118,9 +118,9 @@ class ChannelGate(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16, pooled: bool = False):
         super().__init__()
-        if channels % reduction:
-            raise ValueError(f"channels ({channels}) must be divisible by reduction ({reduction})")
-        hidden = channels // reduction
+        hidden = channels // reduction  # as the reference: floor division
+        if hidden < 1:
+            raise ValueError(f"gate reduction {reduction} leaves no hidden units for {channels} channels")
         self.pooled = pooled
         self.fc1 = nn.Conv2d(channels, hidden, 1, bias=False)
         self.fc2 = nn.Conv2d(hidden, channels, 1, bias=False)
