@@ -88,6 +88,13 @@ def _check_alternating(modality: torch.Tensor) -> None:
                          f"GRL confuser (confuser_targets='modality')")
 
 
+def _confuser_labels(modality: torch.Tensor, s: IDKLLossSettings) -> torch.Tensor:
+    if s.confuser_targets == "modality":
+        return modality
+    _check_alternating(modality)
+    return confuser_targets(modality)
+
+
 def _logit_terms(z_sh, z_sp, labels, modality, s: IDKLLossSettings, metrics) -> torch.Tensor:
     """CSA (Eq. 19) and the logit part of MDR (Eq. 20); code adds a regrouped copy (sm_kl)."""
     sh_v, sh_i = split_modalities(z_sh, modality, labels, "logit terms")
@@ -167,10 +174,7 @@ def idkl_total_loss(out: dict, labels: torch.Tensor, modality: torch.Tensor,
     add("reid_sp_raw", s.reid_sp_raw, lambda: id_loss(out["logits_sp_raw"], labels)
         + triplet_hard(out["feat_sp_raw"], labels, s.triplet_margin))
     add("unad", s.discriminator, lambda: modality_loss(out["d_sp_logits"], modality))
-    if s.confuser and s.confuser_targets == "pseudo":
-        _check_alternating(modality)
-    pse_targets = confuser_targets(modality) if s.confuser_targets == "pseudo" else modality
-    add("pse", s.confuser, lambda: modality_loss(out["d_sh_logits"], pse_targets))
+    add("pse", s.confuser, lambda: modality_loss(out["d_sh_logits"], _confuser_labels(modality, s)))
     pen_e, pen_r = ("exp_relu", "hinge") if s.ip_penalty == "reference" else ("softplus", "softplus")
     add("F_p", s.ip_e, lambda: entropy_margin(out["ent_logits"], out["ent_logits_p"], 0.0, pen_e))
     add("IN_p", s.ip_r, lambda: modal_centroid(out["pool_in"], out["pool_in_p"], labels, modality, 0.0, pen_r))
