@@ -17,7 +17,7 @@ PAPER_MODEL = dict(gates="se", in_affine=False, confuser="grl", head_input="pool
                    raw_sp_reid=True)
 
 
-def batch(p=2, k=2, h=64, w=32, seed=0):
+def batch(p=2, k=2, h=32, w=16, seed=0):
     """Sampler layout: p identities, each a run of 2k samples I, V, I, V, ..."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(p).repeat_interleave(2 * k)
