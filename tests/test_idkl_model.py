@@ -153,3 +153,19 @@ def test_bad_inputs_raise_clear_errors():
         build_idkl({"model": {"num_classes": 3, "confuser": "grl"}, "loss": {"confuser_targets": "pseudo"}})
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         IDKL(num_classes=3, depth=18, pretrained="/nonexistent/missing.pth")
+
+
+def test_pretrained_checkpoint_loads_into_trunk_and_both_branches(tmp_path, capsys):
+    from vireid.models.backbones.resnet import resnet18
+
+    torch.manual_seed(1)
+    source = resnet18(num_classes=1000)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    model = IDKL(num_classes=3, depth=18, pretrained=str(path))
+    assert torch.equal(model.trunk.conv1.weight, source.conv1.weight)
+    assert torch.equal(model.trunk.layer2[1].bn2.running_var, source.layer2[1].bn2.running_var)
+    for branch in (model.branch_sh, model.branch_sp):
+        assert torch.equal(branch.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+    report = capsys.readouterr().out
+    assert report.count("0 missing, 0 unexpected, 0 shape mismatches") == 3
