@@ -140,8 +140,8 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    # (bf16 autocast, channels_last): fp32 in both memory formats on CPU (mkldnn convolutions
-    # are markedly faster in channels_last there); fp32 and bf16 + channels_last on CUDA
+    # (bf16 autocast, channels_last): fp32 in both memory formats on CPU; fp32 and bf16 +
+    # channels_last on CUDA
     runs = [(False, False), (True, True)] if device.type == "cuda" else [(False, False), (False, True)]
     results = []
     for bf16, cl in runs:

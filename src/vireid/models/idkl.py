@@ -98,10 +98,8 @@ class IDKL(nn.Module):
     # -- test path: shared branch only ------------------------------------------------------------
     def extract(self, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
         """Test feature: BN-neck output of the shared branch (eval-mode BN), optionally
-        averaged with the horizontally flipped image and L2-normalised.
-
-        For speed put model and images in ``torch.channels_last`` (about 3x the
-        throughput of the default format on a 2-core CPU, see benchmarks/bench_idkl.py)."""
+        averaged with the horizontally flipped image and L2-normalised. Works in
+        either memory format (``torch.channels_last`` for GPU bf16 inference)."""
         feat = self.bn_neck(self.pool(self.branch_sh(self.trunk(images))))
         if flip:
             feat = 0.5 * (feat + self.bn_neck(self.pool(self.branch_sh(self.trunk(images.flip(3))))))
