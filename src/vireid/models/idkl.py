@@ -14,6 +14,8 @@ and loss settings; see ``configs/idkl_*.yaml``.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -124,7 +126,7 @@ class IDKL(nn.Module):
         f_sh, f_sp = self.pool(x_sh), self.pool(ip["out"])
         b_sh, b_sp = self.bn_neck(f_sh), self.bn_neck_sp(f_sp)
         f_raw = self.pool(x_sp)
-        ent = self.classifier_ent or self.classifier_sp
+        ent = self.classifier_ent if self.classifier_ent is not None else self.classifier_sp
         out = {
             "feat_sh": f_sh, "feat_sp": f_sp, "bn_sh": b_sh, "bn_sp": b_sp,
             "logits_sh": self.classifier(b_sh), "logits_sp": self.classifier_sp(b_sp),
@@ -142,9 +144,7 @@ class IDKL(nn.Module):
         return out
 
 
-MODEL_KEYS = ("num_classes", "depth", "last_stride", "pretrained", "gem_p", "gem_learnable", "gates", "in_affine",
-              "reduction", "confuser", "grl_coef", "num_confusers", "num_discriminators", "head_input",
-              "entropy_classifier", "raw_sp_reid", "head_hidden", "head_dropout", "test_normalize")
+MODEL_KEYS = tuple(inspect.signature(IDKL.__init__).parameters)[1:]  # the constructor's arguments
 
 
 # Table 4 of the paper: each component can be switched off; L_b is always on.
