@@ -1,0 +1,41 @@
+"""The ReID loss L_reid of the paper (Eq. 5): identity cross-entropy + batch-hard triplet."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def id_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of (B, C) logits against (B,) class ids, mean over rows."""
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def pairwise_sq_dist(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """|x_i|^2 + |y_j|^2 - 2 x_i.y_j for (n, D) and (m, D) -> (n, m) (may be slightly < 0)."""
+    y = x if y is None else y
+    xx = x.pow(2).sum(dim=1, keepdim=True)
+    yy = y.pow(2).sum(dim=1, keepdim=True)
+    return torch.addmm(xx + yy.t(), x, y.t(), beta=1, alpha=-2)
+
+
+def triplet_hard(feat: torch.Tensor, labels: torch.Tensor, margin: float = 0.3,
+                 sq_clamp_min: float = 1e-12, return_dists: bool = False):
+    """Batch-hard triplet loss over the whole batch (both modalities mined together).
+
+    Distances sqrt(max(squared distance, ``sq_clamp_min``)) over the full B x B
+    matrix; hardest positive = max over same label (the anchor itself
+    included), hardest negative = min over other labels; loss = mean of
+    max(d_ap - d_an + margin, 0). ``feat`` (B, D), ``labels`` (B,).
+    """
+    if feat.dim() != 2 or labels.shape != feat.shape[:1]:
+        raise ValueError(f"triplet_hard needs feat (B, D) and labels (B,), got {tuple(feat.shape)} "
+                         f"and {tuple(labels.shape)}")
+    dist = pairwise_sq_dist(feat).clamp(min=sq_clamp_min).sqrt()
+    same = labels[:, None] == labels[None, :]
+    if same.all():
+        raise ValueError("triplet_hard needs at least two identities in the batch")
+    d_ap = dist.masked_fill(~same, float("-inf")).amax(dim=1)
+    d_an = dist.masked_fill(same, float("inf")).amin(dim=1)
+    loss = F.relu(d_ap - d_an + margin).mean()
+    return (loss, d_ap, d_an) if return_dists else loss

@@ -1,0 +1,233 @@
+"""ResNet-18/34/50 written from the paper (He et al. 2016), torchvision-compatible names.
+
+Parameter names match torchvision's ImageNet checkpoints (conv1, bn1,
+layer1.0.conv1, ..., layer2.0.downsample.0/1, fc), so ``load_pretrained`` can
+read ``resnet50-*.pth`` or a safetensors copy without torchvision. Stride sits
+on the 3x3 conv (the "v1.5" layout torchvision uses).
+
+Split points for multi-branch models: build only some ``parts`` of a ResNet,
+e.g. a shared stem+layer1+layer2 and several layer3+layer4 branches, each
+loadable from the same ImageNet checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv3x3(cin, width, stride)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        skip = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + skip)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv1x1(cin, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, width * 4)
+        self.bn3 = nn.BatchNorm2d(width * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        skip = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + skip)
+
+
+class ResNet(nn.Module):
+    """ResNet trunk, or a slice of one.
+
+    ``parts`` names what to build, in order, from ("stem", "layer1", ...,
+    "layer4"); ``forward`` runs the built parts in order. So
+    ``resnet50(parts=("stem", "layer1", "layer2"))`` is a shared trunk and
+    ``resnet50(parts=("layer3", "layer4"), last_stride=1)`` one branch on top of
+    it, each with torchvision names for its own parameters.
+    ``last_stride=1`` keeps layer4 at 1/16 resolution (common in ReID).
+    ``num_classes > 0`` adds average pooling and ``fc``; otherwise ``forward``
+    returns the last map. Works with channels_last inputs and weights.
+    """
+
+    def __init__(self, block, layers, last_stride: int = 2, num_classes: int = 0,
+                 parts: tuple[str, ...] = PARTS, zero_init_residual: bool = False):
+        super().__init__()
+        if last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
+        unknown = [p for p in parts if p not in PARTS]
+        if unknown or not parts or list(parts) != [p for p in PARTS if p in parts]:
+            raise ValueError(f"parts must be an ordered, non-empty subset of {PARTS}, got {parts}")
+        self.parts = tuple(parts)
+        if "stem" in parts:
+            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.inplanes = 64
+        strides = (1, 2, 2, last_stride)
+        for i, name in enumerate(PARTS[1:]):
+            layer = self._make_layer(block, 64 * 2 ** i, layers[i], strides[i], build=name in parts)
+            if layer is not None:
+                setattr(self, name, layer)
+        self.out_channels = self.inplanes if parts[-1] != "stem" else 64
+        self.fc = nn.Linear(self.out_channels, num_classes) if num_classes else None
+        self._init_weights(zero_init_residual)
+
+    def _make_layer(self, block, width: int, blocks: int, stride: int, build: bool = True):
+        cin, self.inplanes = self.inplanes, width * block.expansion
+        if not build:
+            return None
+        downsample = None
+        if stride != 1 or cin != self.inplanes:
+            downsample = nn.Sequential(conv1x1(cin, self.inplanes, stride), nn.BatchNorm2d(self.inplanes))
+        layers = [block(cin, width, stride, downsample)]
+        layers += [block(self.inplanes, width) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def _init_weights(self, zero_init_residual: bool):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            if zero_init_residual and isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
+            elif zero_init_residual and isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+    def unbuilt_prefixes(self) -> tuple[str, ...]:
+        """Checkpoint key prefixes of the parts this slice does not build (to ignore when loading)."""
+        prefixes = {"stem": ("conv1.", "bn1."), "layer1": ("layer1.",), "layer2": ("layer2.",),
+                    "layer3": ("layer3.",), "layer4": ("layer4.",)}
+        out = tuple(p for part in PARTS if part not in self.parts for p in prefixes[part])
+        return out + (() if self.fc is not None else ("fc.",))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if "stem" in self.parts:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for name in self.parts:
+            if name != "stem":
+                x = getattr(self, name)(x)
+        if self.fc is None:
+            return x
+        return self.fc(torch.flatten(x.mean(dim=(2, 3)), 1))
+
+
+def resnet18(**kwargs) -> ResNet:
+    return ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
+
+
+def resnet34(**kwargs) -> ResNet:
+    return ResNet(BasicBlock, (3, 4, 6, 3), **kwargs)
+
+
+def resnet50(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
+
+
+DEPTHS = {18: resnet18, 34: resnet34, 50: resnet50}
+
+
+def build_resnet(depth: int, **kwargs) -> ResNet:
+    if depth not in DEPTHS:
+        raise ValueError(f"unsupported ResNet depth {depth}; expected one of {sorted(DEPTHS)}")
+    return DEPTHS[depth](**kwargs)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.pth``/``.pt`` (loaded with ``weights_only=True``) or ``.safetensors`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
+    return {k.removeprefix("module."): v for k, v in state.items() if torch.is_tensor(v)}
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = True,
+                    ignore: tuple[str, ...] | None = None) -> dict[str, list[str]]:
+    """Copy matching tensors from ``path`` into ``model``; report the rest instead of failing.
+
+    Returns {"matched", "missing", "unexpected", "shape_mismatch"} lists of
+    keys (missing: in the model, not in the file; unexpected: the reverse;
+    shape_mismatch: in both with different shapes, left untouched). File keys
+    starting with a prefix in ``ignore`` (default: the parts a ResNet slice
+    did not build) are counted as "ignored". ``num_batches_tracked`` buffers,
+    absent from older checkpoints, are never reported missing. Prints a
+    one-screen summary when ``verbose``.
+    """
+    source = read_state_dict(path)
+    if ignore is None:
+        ignore = model.unbuilt_prefixes() if isinstance(model, ResNet) else ()
+    ignored = [k for k in source if k.startswith(tuple(ignore))] if ignore else []
+    source = {k: v for k, v in source.items() if k not in set(ignored)}
+    target = model.state_dict()
+    report = {"matched": [], "missing": [], "unexpected": [], "shape_mismatch": [], "ignored": ignored}
+    to_load = {}
+    for key, value in source.items():
+        if key not in target:
+            report["unexpected"].append(key)
+        elif target[key].shape != value.shape:
+            report["shape_mismatch"].append(f"{key}: file {tuple(value.shape)} vs model {tuple(target[key].shape)}")
+        else:
+            to_load[key] = value
+            report["matched"].append(key)
+    report["missing"] = [k for k in target if k not in source and not k.endswith("num_batches_tracked")]
+    model.load_state_dict(to_load, strict=False)
+    if verbose:
+        print(format_report(report, path))
+    return report
+
+
+def format_report(report: dict[str, list[str]], path) -> str:
+    lines = [f"loaded {path}: {len(report['matched'])} tensors matched, {len(report['missing'])} missing, "
+             f"{len(report['unexpected'])} unexpected, {len(report['shape_mismatch'])} shape mismatches, "
+             f"{len(report['ignored'])} ignored (parts not built)"]
+    for kind in ("missing", "unexpected", "shape_mismatch"):
+        keys = report[kind]
+        if keys:
+            more = f" ... (+{len(keys) - 8})" if len(keys) > 8 else ""
+            lines.append(f"  {kind}: {', '.join(keys[:8])}{more}")
+    return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""Small building blocks shared by the method models.
+
+GeM pooling, the BN neck, bias-free classifiers, gradient reversal, the modality
+classifier MLP and the two gates of IDKL's Information Purifier. Each is a
+plain module (or function) so models read as a list of parts.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised-mean pooling of a (B, C, h, w) map to (B, C).
+
+    Clamps at ``eps`` before the power, so negative activations count as eps
+    (this is what IDKL's reference does, also on instance-normalised maps).
+    """
+    if x.dim() != 4:
+        raise ValueError(f"gem expects a (B, C, h, w) map, got shape {tuple(x.shape)}")
+    return x.clamp(min=eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+class GeM(nn.Module):
+    """GeM pooling with a fixed or learnable exponent ``p``."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6, learnable: bool = False):
+        super().__init__()
+        if p <= 0:
+            raise ValueError(f"GeM p must be > 0, got {p}")
+        self.eps = eps
+        # a fixed p stays a Python float: x.pow(3.0) is much cheaper than x.pow(tensor)
+        self.p = nn.Parameter(torch.tensor(float(p))) if learnable else float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gem(x, self.p, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"p={float(self.p):.2f}, eps={self.eps}, learnable={isinstance(self.p, nn.Parameter)}"
+
+
+class BNNeck(nn.BatchNorm1d):
+    """BatchNorm1d neck between the pooled feature and the classifier.
+
+    Weight starts at 1 and bias at 0; with ``freeze_bias`` the bias stays 0
+    (no gradient), the usual BNNeck choice and IDKL's.
+    """
+
+    def __init__(self, dim: int, freeze_bias: bool = True, eps: float = 1e-5):
+        super().__init__(dim, eps=eps)
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+        self.bias.requires_grad_(not freeze_bias)
+
+
+def classifier(in_dim: int, num_classes: int) -> nn.Linear:
+    """Bias-free linear classifier (PyTorch default init)."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return nn.Linear(in_dim, num_classes, bias=False)
+
+
+class _ReverseGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, coef):
+        ctx.coef = coef
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.coef * grad, None
+
+
+def grad_reverse(x: torch.Tensor, coef: float = 1.0) -> torch.Tensor:
+    """Identity forward, gradient multiplied by ``-coef`` backward (Ganin & Lempitsky)."""
+    return _ReverseGrad.apply(x, float(coef))
+
+
+class GradReverse(nn.Module):
+    """Module form of :func:`grad_reverse`; ``coef`` may be changed during training."""
+
+    def __init__(self, coef: float = 1.0):
+        super().__init__()
+        self.coef = coef
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return grad_reverse(x, self.coef)
+
+    def extra_repr(self) -> str:
+        return f"coef={self.coef}"
+
+
+class ModalityHead(nn.Sequential):
+    """Modality classifier MLP: D -> hidden -> hidden -> 2, BN + ReLU + dropout between.
+
+    IDKL uses it both as the specific-branch discriminator and as the
+    shared-branch confuser (hidden 100, dropout 0.5).
+    """
+
+    def __init__(self, in_dim: int, hidden: int = 100, dropout: float = 0.5, num_modalities: int = 2):
+        layers = []
+        dims = [in_dim, hidden, hidden]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        layers.append(nn.Linear(hidden, num_modalities))
+        super().__init__(*layers)
+
+
+class ChannelGate(nn.Module):
+    """Sigmoid gate from two bias-free 1x1 convs with reduction ``r``.
+
+    ``pooled=False`` (IDKL code): the gate is computed at every position, shape
+    (B, C, h, w). ``pooled=True`` (paper Eq. 8, SE-Net): global average pooling
+    first, so the gate is a channel vector (B, C, 1, 1).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, pooled: bool = False):
+        super().__init__()
+        hidden = channels // reduction  # as the reference: floor division
+        if hidden < 1:
+            raise ValueError(f"gate reduction {reduction} leaves no hidden units for {channels} channels")
+        self.pooled = pooled
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=False)
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pooled:
+            x = x.mean(dim=(2, 3), keepdim=True)
+        return torch.sigmoid(self.fc2(F.relu(self.fc1(x))))
+
+
+class InformationPurifier(nn.Module):
+    """IDKL's Information Purifier (paper Sec. 3.2, Eq. 7-9 and 12).
+
+    From the specific map F: F_IN = IN(F); gates m_r = gate_r(F_IN) and
+    m_e = gate_e(F); F_IN_p = m_r * F_IN (less modality style), F_p = m_e * F
+    (more discriminative); output F~ = m_r * F_p + m_e * F_IN_p. Returns all
+    four maps because the IP losses need them.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, pooled_gates: bool = False,
+                 in_affine: bool = True):
+        super().__init__()
+        # code: affine IN with running stats; paper Eq. 7: plain IN
+        self.norm = nn.InstanceNorm2d(channels, affine=in_affine, track_running_stats=in_affine)
+        self.gate_r = ChannelGate(channels, reduction, pooled_gates)  # reference name: mask1 / m_IN
+        self.gate_e = ChannelGate(channels, reduction, pooled_gates)  # reference name: mask2 / m_F
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x_in = self.norm(x)
+        m_r = self.gate_r(x_in)
+        m_e = self.gate_e(x)
+        x_in_p = m_r * x_in
+        x_p = m_e * x
+        out = m_r * x_p + m_e * x_in_p
+        return {"out": out, "x_in": x_in, "x_in_p": x_in_p, "x_p": x_p, "m_r": m_r, "m_e": m_e}

@@ -1,0 +1,171 @@
+"""IDKL model: train outputs, shared-only test path, GRL, config -> (model, loss settings)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from conftest import REPO
+from vireid.losses import IDKLLossSettings, idkl_total_loss
+from vireid.losses.idkl import PAPER
+from vireid.models import MODELS
+from vireid.models.idkl import IDKL, build_idkl
+from vireid.models.layers import gem
+
+CONFIGS = ["idkl_sysu.yaml", "idkl_regdb.yaml", "idkl_llcm.yaml", "idkl_paper_sysu.yaml"]
+PAPER_MODEL = dict(gates="se", in_affine=False, confuser="grl", head_input="pooled", entropy_classifier="specific",
+                   raw_sp_reid=True)
+
+
+def batch(p=2, k=2, h=32, w=16, seed=0):
+    """Sampler layout: p identities, each a run of 2k samples I, V, I, V, ..."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(p).repeat_interleave(2 * k)
+    modality = torch.tensor([1, 0]).repeat(p * k)
+    return torch.randn(2 * p * k, 3, h, w, generator=g), labels, modality
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return IDKL(num_classes=3, depth=18, **kw)
+
+
+def load(name, **model_overrides):
+    cfg = yaml.safe_load((REPO / "configs" / name).read_text())
+    cfg["model"].update(num_classes=3, depth=18, **model_overrides)
+    return cfg
+
+
+def test_registered():
+    assert MODELS.get("idkl") is IDKL
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_configs_build_and_train_one_step(name):
+    model, settings = build_idkl(load(name))
+    x, y, m = batch()
+    out = model(x, m)
+    total, metrics = idkl_total_loss(out, y, m, settings)
+    assert torch.isfinite(total)
+    total.backward()
+    for part in (model.trunk, model.branch_sh, model.branch_sp, model.classifier, model.confusers, model.discriminators):
+        assert all(p.grad is not None for p in part.parameters() if p.requires_grad), part.__class__.__name__
+    assert model.bn_neck.bias.grad is None  # frozen BN-neck bias
+
+
+def test_config_loss_sections_match_the_named_presets():
+    _, code = build_idkl(load("idkl_sysu.yaml"))
+    assert code == IDKLLossSettings()
+    _, paper = build_idkl(load("idkl_paper_sysu.yaml"))
+    assert paper == IDKLLossSettings(**PAPER)
+    _, regdb = build_idkl(load("idkl_regdb.yaml"))
+    assert (regdb.tgsa, regdb.mdr_graph, regdb.csa) == (0.0, 0.0, 0.3)
+
+
+@pytest.mark.parametrize("terms, present, absent", [
+    ({"ip": False, "tgsa": False, "csa": False, "mdr": False}, {"ce", "tri"}, {"tgsa", "csa", "F_p", "mdr_graph"}),
+    ({"ip": False, "csa": False, "mdr": False}, {"tgsa"}, {"csa", "mdr_graph", "F_p"}),
+    ({"tgsa": False, "csa": False}, {"F_p", "IN_p", "mdr_graph", "mdr_logit"}, {"tgsa", "csa"}),
+    ({}, {"tgsa", "csa", "mdr_graph", "mdr_logit", "F_p", "IN_p"}, set()),
+])
+def test_table4_rows_are_term_switches(terms, present, absent):
+    cfg = load("idkl_paper_sysu.yaml")
+    cfg["terms"] = terms
+    model, settings = build_idkl(cfg)
+    x, y, m = batch()
+    _, metrics = idkl_total_loss(model(x, m), y, m, settings)
+    assert present <= set(metrics) and not (absent & set(metrics))
+
+
+def test_train_outputs_shapes():
+    model = tiny(raw_sp_reid=True, num_confusers=2)
+    x, y, m = batch()
+    out = model(x, m)
+    d = model.feature_dim
+    for key in ("feat_sh", "feat_sp", "bn_sh", "bn_sp", "pool_in", "pool_in_p", "feat_sp_raw"):
+        assert out[key].shape == (8, d), key
+    for key in ("logits_sh", "logits_sp", "ent_logits", "ent_logits_p", "logits_sp_raw"):
+        assert out[key].shape == (8, 3), key
+    assert len(out["d_sh_logits"]) == 2 and out["d_sh_logits"][0].shape == (8, 2)
+
+
+def test_eval_runs_only_the_shared_branch_and_returns_the_bn_neck_feature():
+    model = tiny()
+    x, y, m = batch()
+    model(x, m)  # one training forward so BN statistics are not the init values
+    model.eval()
+    calls = []
+    model.branch_sp.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        feat = model(x)
+        expected = model.bn_neck(gem(model.branch_sh(model.trunk(x))))
+    assert not calls
+    assert torch.allclose(feat, expected)
+    perm = torch.randperm(8)
+    with torch.no_grad():
+        assert torch.allclose(model(x[perm]), feat[perm], atol=1e-5)  # no dependence on batch order
+
+
+def test_flip_averaging_and_normalisation():
+    model = tiny().eval()
+    x, _, _ = batch()
+    with torch.no_grad():
+        plain, flipped = model.extract(x), model.extract(x.flip(3))
+        assert torch.allclose(model.extract(x, flip=True), 0.5 * (plain + flipped), atol=1e-6)
+        model.test_normalize = True
+        assert torch.allclose(model.extract(x, flip=True).norm(dim=1), torch.ones(8), atol=1e-5)
+
+
+def test_channels_last_eval_matches():
+    model = tiny().eval()
+    x, _, _ = batch()
+    with torch.no_grad():
+        ref = model(x)
+        out = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+    assert torch.allclose(ref, out, atol=1e-4)
+
+
+def test_grl_reverses_the_confuser_gradient():
+    model = tiny(**PAPER_MODEL, head_dropout=0.0, grl_coef=0.5)
+    x, y, m = batch()
+    out = model(x, m)
+    out["feat_sh"].retain_grad()
+    F.cross_entropy(out["d_sh_logits"][0], m).backward()
+    f = out["feat_sh"].detach().requires_grad_(True)
+    (direct,) = torch.autograd.grad(F.cross_entropy(model.confusers[0](f), m), f)
+    assert torch.allclose(out["feat_sh"].grad, -0.5 * direct, atol=1e-6)
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = tiny()
+    x, y, m = batch()
+    with pytest.raises(ValueError, match="per-sample modality"):
+        model(x)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        model(x[:, :1], m)
+    with pytest.raises(ValueError, match="gates='nope'"):
+        tiny(gates="nope")
+    with pytest.raises(ValueError, match=r"unknown IDKL model settings \['dropout'\]"):
+        build_idkl({"model": {"num_classes": 3, "dropout": 0.1}})
+    with pytest.raises(ValueError, match=r"unknown IDKL terms \['lb'\]"):
+        build_idkl({"model": {"num_classes": 3}, "terms": {"lb": False}})
+    with pytest.raises(ValueError, match="does not fit"):
+        build_idkl({"model": {"num_classes": 3, "confuser": "grl"}, "loss": {"confuser_targets": "pseudo"}})
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        IDKL(num_classes=3, depth=18, pretrained="/nonexistent/missing.pth")
+
+
+def test_pretrained_checkpoint_loads_into_trunk_and_both_branches(tmp_path, capsys):
+    from vireid.models.backbones.resnet import resnet18
+
+    torch.manual_seed(1)
+    source = resnet18(num_classes=1000)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    model = IDKL(num_classes=3, depth=18, pretrained=str(path))
+    assert torch.equal(model.trunk.conv1.weight, source.conv1.weight)
+    assert torch.equal(model.trunk.layer2[1].bn2.running_var, source.layer2[1].bn2.running_var)
+    for branch in (model.branch_sh, model.branch_sp):
+        assert torch.equal(branch.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+    report = capsys.readouterr().out
+    assert report.count("0 missing, 0 unexpected, 0 shape mismatches") == 3

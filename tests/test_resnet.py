@@ -1,0 +1,98 @@
+"""Own ResNet: torchvision-compatible names and sizes, slicing, loading report, errors."""
+
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from vireid.models.backbones.resnet import build_resnet, load_pretrained, resnet18, resnet34, resnet50
+
+
+@pytest.mark.parametrize("factory, params", [(resnet18, 11_689_512), (resnet34, 21_797_672), (resnet50, 25_557_032)])
+def test_parameter_count_matches_torchvision(factory, params):
+    # torchvision's published parameter counts for the ImageNet models (1000 classes)
+    model = factory(num_classes=1000)
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+def test_resnet50_names_match_torchvision_checkpoint_layout():
+    keys = set(resnet50(num_classes=1000).state_dict())
+    for key in ("conv1.weight", "bn1.running_var", "layer1.0.conv1.weight", "layer1.0.downsample.0.weight",
+                "layer1.0.downsample.1.running_mean", "layer2.3.bn3.bias", "layer3.5.conv2.weight",
+                "layer4.2.bn3.weight", "fc.weight", "fc.bias"):
+        assert key in keys, key
+    assert "layer4.0.conv2.weight" in keys and resnet50().layer4[0].conv2.stride == (2, 2)
+    assert resnet50(last_stride=1).layer4[0].conv2.stride == (1, 1)  # stride on the 3x3 conv (v1.5)
+    assert resnet50(last_stride=1).layer4[0].downsample[0].stride == (1, 1)
+
+
+def test_slices_compose_to_the_full_network():
+    torch.manual_seed(0)
+    full = resnet18(last_stride=1).eval()
+    trunk = resnet18(parts=("stem", "layer1", "layer2")).eval()
+    branch = resnet18(parts=("layer3", "layer4"), last_stride=1).eval()
+    trunk.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith(("layer3", "layer4"))})
+    branch.load_state_dict({k: v for k, v in full.state_dict().items() if k.startswith(("layer3", "layer4"))})
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        assert torch.allclose(branch(trunk(x)), full(x), atol=1e-5)
+        assert full(x).shape == (2, 512, 4, 2)  # 1/16 with last stride 1
+
+
+def test_channels_last_gives_the_same_output():
+    torch.manual_seed(0)
+    model = resnet18().eval()
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        ref = model(x)
+        out = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+    assert torch.allclose(ref, out, atol=1e-4)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_load_pretrained_reports_and_copies(tmp_path, suffix, capsys):
+    torch.manual_seed(0)
+    source = resnet18(num_classes=10)
+    state = source.state_dict()
+    state.pop("layer1.0.bn1.num_batches_tracked")  # old checkpoints lack these: never "missing"
+    state["extra.weight"] = torch.zeros(3)
+    state["layer4.1.conv2.weight"] = torch.zeros(7, 7, 3, 3)  # wrong shape
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".pth":
+        torch.save(state, path)
+    else:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    target = resnet18(parts=("layer3", "layer4"))
+    report = load_pretrained(target, path)
+    assert report["unexpected"] == ["extra.weight"]
+    assert report["shape_mismatch"] and report["shape_mismatch"][0].startswith("layer4.1.conv2.weight")
+    assert report["missing"] == []  # the mismatched tensor keeps its init and is reported above
+    assert all(k.startswith(("conv1.", "bn1.", "layer1.", "layer2.", "fc.")) for k in report["ignored"])
+    assert torch.equal(target.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
+    assert "matched" in capsys.readouterr().out
+
+
+def test_load_pretrained_missing_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        load_pretrained(resnet18(), tmp_path / "nope.pth")
+
+
+class Payload:
+    """Stands for an arbitrary pickled object inside a checkpoint."""
+
+
+def test_load_pretrained_refuses_pickled_objects(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "obj": Payload()}, path)
+    with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only"):  # weights_only=True
+        load_pretrained(resnet18(), path)
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="last_stride"):
+        resnet50(last_stride=3)
+    with pytest.raises(ValueError, match="depth 101"):
+        build_resnet(101)
+    with pytest.raises(ValueError, match="parts"):
+        resnet18(parts=("layer2", "stem"))
