@@ -31,7 +31,7 @@ def tiny(**kw):
 
 
 def load(name, **model_overrides):
-    cfg = yaml.safe_load((REPO / "configs" / name).read_text())
+    cfg = yaml.safe_load((REPO / "src" / "vireid" / "configs" / name).read_text())
     cfg["model"].update(num_classes=3, depth=18, **model_overrides)
     return cfg
 

@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "vireid.cli.synth_cmd",
     "vireid.cli.data_cmd",
     "vireid.cli.protocols_cmd",
+    "vireid.cli.train_cmd",
+    "vireid.cli.demo_cmd",
 ]
 
 

@@ -182,8 +182,9 @@ class Trainer:
         model = self.recipe.model
         model.train()
         steps = len(self.batches)
+        # disable=None: a live bar on a terminal only; logs get one summary line per epoch.
         bar = tqdm(total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
-                   disable=not (self.progress and self.is_main), dynamic_ncols=True, leave=False)
+                   disable=None if (self.progress and self.is_main) else True, dynamic_ncols=True, leave=False)
         seen, start = 0, time.perf_counter()
         for batch in self.batches.epoch(self.epoch, start=self.step_in_epoch):
             if self._stop_signal is not None:
@@ -203,6 +204,10 @@ class Trainer:
             if on_step:
                 on_step(self, record)
         bar.close()
+        if self.progress and self.is_main and bar.disable and seen:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in terms.items())
+            print(f"epoch {self.epoch + 1}/{self.cfg.epochs}: {self.step_in_epoch} steps, {rate:.0f} img/s, {shown}",
+                  flush=True)
         if self._stop_signal is not None:
             self.save()
             name = signal.Signals(self._stop_signal).name

@@ -1,0 +1,52 @@
+"""`vireid train` and `vireid eval`."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train a method from a YAML config",
+                                  description="Train a method. Re-running the same command resumes the run.")
+    train.add_argument("config", help="a config file, or the name of a shipped config (e.g. idkl_sysu)")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=10")
+    train.add_argument("--data-root", required=True, help="dataset root in its distributed layout")
+    train.add_argument("--out", required=True, help="run directory (config, logs, checkpoint)")
+    train.add_argument("--resume", help="continue from this checkpoint instead of the run directory's own")
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.set_defaults(func=run_train)
+
+    ev = subparsers.add_parser("eval", help="evaluate a trained run under a named protocol")
+    ev.add_argument("run", help="run directory or checkpoint file")
+    ev.add_argument("--data-root", required=True)
+    ev.add_argument("--protocol", help="e.g. sysu/all/single/official (see 'vireid protocols'); "
+                    "default: the run config's eval.protocol")
+    ev.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
+    ev.add_argument("--json", help="also write the result as JSON to this file")
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=run_eval)
+
+
+def run_train(args) -> int:
+    from vireid.engine.run import train
+    from vireid.engine.trainer import TrainingDiverged, TrainingInterrupted
+
+    try:
+        path = train(args.config, args.data_root, args.out, args.overrides, device=args.device, resume=args.resume)
+    except TrainingInterrupted as exc:
+        print(f"vireid: {exc}")
+        return 130
+    except TrainingDiverged as exc:
+        print(f"vireid: error: {exc}")
+        return 1
+    print(f"finished; checkpoint: {path}")
+    return 0
+
+
+def run_eval(args) -> int:
+    from vireid.engine.run import evaluate
+
+    result = evaluate(args.run, args.data_root, args.protocol, rerank=args.rerank, device=args.device)
+    print(result.format_table())
+    if args.json:
+        result.write_json(args.json)
+        print(f"wrote {args.json}")
+    return 0

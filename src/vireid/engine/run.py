@@ -1,0 +1,135 @@
+"""A training run from a config and a dataset root, and the evaluation of a finished run.
+
+A run directory holds ``config.yaml`` (resolved), ``run.json`` (command
+line, seed, package versions), ``metrics.jsonl`` and ``checkpoint.pt``
+(the last epoch: vireid never picks a checkpoint by test accuracy).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import vireid
+from vireid.config import dump, get, load_config
+from vireid.data.loaders import train_batches
+from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from vireid.engine.distributed import barrier, init_distributed
+from vireid.engine.trainer import TrainConfig, Trainer
+from vireid.evaluation.evaluator import evaluate_protocol
+from vireid.evaluation.features import image_extractor
+from vireid.evaluation.protocols import get_protocol
+from vireid.evaluation.report import ProtocolResult
+from vireid.methods import build_recipe
+from vireid.utils.io import write_text_atomic
+
+DATA_DEFAULTS = {"dataset": "sysu", "height": 288, "width": 144, "p": 8, "k": 4, "augment": "caj", "pad": 10,
+                 "random_erasing": 0.5, "workers": 2, "cache": True, "trial": None}
+
+
+def resolve_config_path(name: str) -> Path:
+    """A config file path, or the name of a config shipped with vireid (``idkl_sysu``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = resources.files("vireid") / "configs" / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if shipped.is_file():
+        return Path(str(shipped))
+    known = sorted(p.name[:-5] for p in (resources.files("vireid") / "configs").iterdir() if p.name.endswith(".yaml"))
+    raise FileNotFoundError(f"config not found: {name} (not a file, nor a shipped config: {', '.join(known)})")
+
+
+def data_settings(cfg: dict) -> dict:
+    data = dict(cfg.get("data") or {})
+    unknown = sorted(set(data) - set(DATA_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown data setting(s) {', '.join(unknown)}; known: {', '.join(DATA_DEFAULTS)}")
+    return {**DATA_DEFAULTS, **data}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def environment(seed: int) -> dict:
+    return {"command": sys.argv, "seed": seed, "vireid": vireid.__version__, "torch": torch.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=(), *, device: str = "auto",
+          resume: str | Path | None = None, progress: bool = True) -> Path:
+    """Train (or continue) the run in ``out``. Returns the checkpoint path."""
+    cfg_path = resolve_config_path(str(config))
+    cfg = load_config(cfg_path, overrides)
+    data = data_settings(cfg)
+    train_cfg = dict(get(cfg, "train", str(cfg_path)))
+    seed = int(train_cfg.pop("seed", 0))
+    deterministic = bool(train_cfg.pop("deterministic", False))
+    tc = TrainConfig.from_dict(train_cfg)
+    info = init_distributed(device)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+    seed_everything(seed)
+
+    extra = {"trial": data["trial"]} if data["trial"] is not None else {}
+    batches = train_batches(
+        data["dataset"], data_root, size=(data["height"], data["width"]), num_ids=data["p"],
+        num_per_modality=data["k"], seed=seed, workers=data["workers"], augment=data["augment"],
+        padding=data["pad"], erasing=data["random_erasing"], use_cache=data["cache"], rank=info.rank,
+        world_size=info.world_size, **extra)
+    recipe = build_recipe(cfg, batches.num_classes)
+    out = Path(out)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", dump(cfg))
+        write_text_atomic(out / "run.json", json.dumps(environment(seed), indent=2) + "\n")
+    trainer = Trainer(recipe, batches, tc, out, device=info.device, dist_info=info, progress=progress,
+                      extra_state={"config": cfg, "num_classes": batches.num_classes})
+    if resume is not None:
+        trainer.resume(resume)
+    elif trainer.resume():
+        print(f"resuming {out} at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch}")
+    trainer.fit()
+    barrier(info)
+    return out / CHECKPOINT_NAME
+
+
+def load_trained(run_or_checkpoint: str | Path):
+    """(recipe with trained weights in eval mode, config) from a run directory or a checkpoint file."""
+    path = Path(run_or_checkpoint)
+    ckpt = path / CHECKPOINT_NAME if path.is_dir() else path
+    state = load_checkpoint(ckpt)
+    if "config" not in state or "num_classes" not in state:
+        raise ValueError(f"{ckpt} holds no run config; it was not written by 'vireid train'")
+    recipe = build_recipe(state["config"], state["num_classes"])
+    recipe.model.load_state_dict(state["model"])
+    recipe.model.eval()
+    return recipe, state["config"]
+
+
+def evaluate(run_or_checkpoint: str | Path, data_root: str | Path, protocol: str | None = None, *,
+             rerank: bool = False, device: str = "auto", trials=None, batch_size: int = 64) -> ProtocolResult:
+    """Evaluate a trained run under a named protocol (default: the config's ``eval.protocol``)."""
+    if protocol is not None:
+        get_protocol(protocol)  # an unknown name fails before any loading
+    recipe, cfg = load_trained(run_or_checkpoint)
+    if protocol is None:
+        protocol = (cfg.get("eval") or {}).get("protocol")
+        if protocol is None:
+            raise ValueError("no --protocol given and the run's config has no eval.protocol")
+    protocol_obj = get_protocol(protocol)
+    data = data_settings(cfg)
+    device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    recipe.model.to(device)
+    extract = image_extractor(recipe.embed, (data["height"], data["width"]), device, batch_size=batch_size,
+                              workers=data["workers"])
+    return evaluate_protocol(protocol_obj, data_root, extract, rerank=rerank, trials=trials)
