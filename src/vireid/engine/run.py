@@ -27,7 +27,7 @@ from vireid.evaluation.evaluator import evaluate_protocol
 from vireid.evaluation.features import image_extractor
 from vireid.evaluation.protocols import get_protocol
 from vireid.evaluation.report import ProtocolResult
-from vireid.methods import build_recipe
+from vireid.methods import build_recipe, check_method
 from vireid.utils.io import write_text_atomic
 
 DATA_DEFAULTS = {"dataset": "sysu", "height": 288, "width": 144, "p": 8, "k": 4, "augment": "caj", "pad": 10,
@@ -70,6 +70,7 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
     """Train (or continue) the run in ``out``. Returns the checkpoint path."""
     cfg_path = resolve_config_path(str(config))
     cfg = load_config(cfg_path, overrides)
+    check_method(cfg)  # fail on a misspelt method before any data is read
     data = data_settings(cfg)
     train_cfg = dict(get(cfg, "train", str(cfg_path)))
     seed = int(train_cfg.pop("seed", 0))

@@ -13,12 +13,17 @@ from vireid.registry import Registry
 METHODS = Registry("method")
 
 
-def build_recipe(cfg: dict, num_classes: int):
-    """The recipe named by ``cfg['method']``."""
+def check_method(cfg: dict):
+    """The recipe class named by ``cfg['method']``, or a clear error."""
     if "method" not in cfg:
         raise ValueError("config key 'method' is missing; it names the method, e.g. method: idkl")
     _import_methods()
-    return METHODS.get(cfg["method"])(cfg, num_classes)
+    return METHODS.get(cfg["method"])
+
+
+def build_recipe(cfg: dict, num_classes: int):
+    """The recipe named by ``cfg['method']``."""
+    return check_method(cfg)(cfg, num_classes)
 
 
 def _import_methods() -> None:
