@@ -81,6 +81,7 @@ def test_user_errors_are_one_message(trained, sysu_root, tmp_path, capsys):
     assert "unknown protocol 'sysu/all'" in _error(capsys, ["eval", str(trained), "--data-root", root,
                                                             "--protocol", "sysu/all"])
     missing = tmp_path / "missing"
+    # the dataset checker lists its problems one per line after the headline
     assert str(missing) in _error(capsys, ["train", "demo_idkl", *TINY, "--data-root", str(missing),
                                            "--out", out])
 

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "vireid.cli.protocols_cmd",
     "vireid.cli.train_cmd",
     "vireid.cli.demo_cmd",
+    "vireid.cli.ablate_cmd",
 ]
 
 

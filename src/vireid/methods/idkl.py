@@ -10,12 +10,14 @@ the two halves.
 from __future__ import annotations
 
 import copy
+from dataclasses import fields
 
 import torch
 
 from vireid.data.records import INFRARED, VISIBLE
-from vireid.losses.idkl import idkl_total_loss
+from vireid.losses.idkl import IDKLLossSettings, idkl_total_loss
 from vireid.methods import METHODS
+from vireid.methods.common import MetricLosses
 from vireid.models.idkl import build_idkl
 
 
@@ -29,11 +31,17 @@ def interleave_halves(modality: torch.Tensor) -> torch.Tensor:
     return torch.stack([visible + n, visible], dim=1).reshape(-1)
 
 
+EXTRA_KEYS = tuple(k for k in MetricLosses.KEYS if k not in {f.name for f in fields(IDKLLossSettings)})
+
+
 class IDKLRecipe:
     def __init__(self, cfg: dict, num_classes: int):
         cfg = copy.deepcopy(cfg)
         cfg.setdefault("model", {})["num_classes"] = num_classes
         self.name = cfg["method"]
+        loss = cfg.get("loss") or {}
+        # IDKL's own loss keys (triplet_margin) stay with IDKL; the rest of MetricLosses' keys are extras
+        self.extra = MetricLosses.from_dict({k: loss.pop(k) for k in EXTRA_KEYS if k in loss})
         self.model, self.settings = build_idkl(cfg)
         self.flip = bool(cfg.get("eval", {}).get("flip", False))
         self.num_classes = num_classes
@@ -47,8 +55,10 @@ class IDKLRecipe:
         images, pids, modality = images[order], pids[order], modality[order]
         if int(pids.max()) >= self.num_classes:
             raise ValueError(f"label {int(pids.max())} does not fit {self.num_classes} classes")
-        total, terms = idkl_total_loss(model(images, modality), pids, modality, self.settings)
-        return {"loss": total, **terms}
+        out = model(images, modality)
+        total, terms = idkl_total_loss(out, pids, modality, self.settings)
+        extra = self.extra.terms(out["feat_sh"], pids, modality, suffix="_sh")
+        return {"loss": total + sum(extra.values()), **terms, **extra}
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:

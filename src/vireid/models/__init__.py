@@ -4,6 +4,6 @@ Importing this package registers the models in :data:`MODELS`.
 """
 
 from .registry import MODELS
-from . import idkl  # noqa: F401  (registers "idkl")
+from . import baseline, idkl, mbfvrd  # noqa: F401  (registers "baseline", "idkl", "mbfvrd")
 
-__all__ = ["MODELS", "idkl"]
+__all__ = ["MODELS", "baseline", "idkl", "mbfvrd"]

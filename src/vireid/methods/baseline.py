@@ -1,0 +1,94 @@
+"""The re-ID baseline recipe, and AGW and CAJ as its configurations.
+
+One recipe on :class:`vireid.models.baseline.ReIDNet`: ID loss on the BN-neck
+logits plus the metric losses of :class:`vireid.methods.common.MetricLosses`
+on the pooled (pre-BN) feature. The names differ only in their configs:
+
+* ``agw`` (``configs/agw_sysu.yaml``): two-stream ResNet-50 with non-local
+  blocks, GeM, ID + WRT, SGD with the backbone at 0.1 x lr.
+* ``caj`` (``configs/caj_sysu.yaml``): the same network; CAJ's channel
+  augmentations (``data.augment: caj``), the tri-modal batch
+  (``recipe.channel_exchange: true``) and ID + ESD (``loss.adp``).
+
+Tri-modal batch: the visible images, a channel-exchanged copy of them
+(ChannelExchange(gray=2): every image becomes its R, G or B channel, 1/3
+each) and the infrared images go through the model together (both visible
+views through the visible stem) with labels [visible, visible, infrared] and
+one shared classifier. Deviation from the reference: the reference draws the
+second view from the source image with its own crop, flip and erasing; here it
+is the first view (already cropped, flipped, erased) channel-exchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+
+import torch
+
+from vireid.data.channel_aug import ChannelExchange
+from vireid.data.records import VISIBLE
+from vireid.losses import id_loss
+from vireid.methods import METHODS
+from vireid.methods.common import MetricLosses, check_keys, flip_average, head_and_backbone_groups
+from vireid.models.baseline import ReIDNet
+
+MODEL_KEYS = tuple(inspect.signature(ReIDNet.__init__).parameters)[1:]
+LOSS_KEYS = ("id", "label_smoothing", *MetricLosses.KEYS)
+RECIPE_KEYS = ("backbone_lr_mult", "channel_exchange")
+
+
+def tri_modal(images: torch.Tensor, pids: torch.Tensor, modality: torch.Tensor, exchange=ChannelExchange(gray=2)):
+    """[visible, channel-exchanged visible, infrared] images, labels and modalities (CAJ's joint batch)."""
+    vis = modality == VISIBLE
+    if not bool(vis.any()) or bool(vis.all()):
+        raise ValueError("the tri-modal (CAJ) batch needs visible and infrared samples in every batch")
+    images = torch.cat([images[vis], exchange(images[vis]), images[~vis]])
+    pids = torch.cat([pids[vis], pids[vis], pids[~vis]])
+    modality = torch.cat([modality[vis], modality[vis], modality[~vis]])
+    return images, pids, modality
+
+
+class BaselineRecipe:
+    """ID + metric losses on :class:`ReIDNet` (``method: baseline``, ``agw`` or ``caj``).
+
+    Config sections: ``model`` (ReIDNet arguments), ``loss`` (``id``,
+    ``label_smoothing`` and the metric-loss keys), ``recipe``
+    (``backbone_lr_mult``, ``channel_exchange``), ``eval.flip``.
+    """
+
+    def __init__(self, cfg: dict, num_classes: int):
+        cfg = copy.deepcopy(cfg)
+        self.name = cfg["method"]
+        model_cfg = check_keys(cfg.get("model"), MODEL_KEYS, "model")
+        model_cfg["num_classes"] = num_classes
+        loss = check_keys(cfg.get("loss"), LOSS_KEYS, "loss")
+        recipe = check_keys(cfg.get("recipe"), RECIPE_KEYS, "recipe")
+        self.model = ReIDNet(**model_cfg)
+        self.id_weight = float(loss.get("id", 1.0))
+        self.label_smoothing = float(loss.get("label_smoothing", 0.0))
+        self.metric = MetricLosses.from_dict(loss)
+        self.backbone_lr_mult = recipe.get("backbone_lr_mult", 1.0)
+        self.channel_exchange = bool(recipe.get("channel_exchange", False))
+        self.flip = bool((cfg.get("eval") or {}).get("flip", False))
+        self.num_classes = num_classes
+
+    def param_groups(self):
+        return head_and_backbone_groups(self.model, self.backbone_lr_mult)
+
+    def training_step(self, model, batch) -> dict:
+        images, pids, _, modality = batch
+        if self.channel_exchange:
+            images, pids, modality = tri_modal(images, pids, modality)
+        out = model(images, modality)
+        terms = {"id": self.id_weight * id_loss(out["logits"], pids, self.label_smoothing)}
+        terms.update(self.metric.terms(out["pooled"], pids, modality))
+        return {"loss": sum(terms.values()), **terms}
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
+        return flip_average(self.model, images, modality, self.flip)
+
+
+for _name in ("baseline", "agw", "caj"):
+    METHODS.register(_name)(BaselineRecipe)

@@ -1,0 +1,96 @@
+"""Pieces every re-ID recipe shares: the metric-loss switches, parameter groups, config checks.
+
+The metric losses are switched by weight, so "any method + hetero-center
+triplet" is a config line (``loss.hetero_center: 1.0``), not code:
+
+    loss:
+      wrt: 1.0                 # AGW's weighted regularisation triplet
+      adp: 0.0                 # CAJ's ADP / enhanced squared difference triplet
+      adp_alpha: 1.0
+      adp_gamma: 1.0
+      adp_square: true
+      triplet: 0.0             # batch-hard triplet
+      triplet_margin: 0.3
+      hetero_center: 0.0       # hetero-center triplet (HcTri)
+      hetero_center_margin: 0.3
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from vireid.losses import adp_loss, hetero_center_triplet, triplet_hard, wrt_loss
+
+
+def check_keys(section: dict, known, where: str) -> dict:
+    section = dict(section or {})
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {where} setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return section
+
+
+@dataclass(frozen=True)
+class MetricLosses:
+    """Weights (0 = off) and parameters of the metric losses on a pre-BN feature."""
+
+    wrt: float = 0.0
+    adp: float = 0.0
+    adp_alpha: float = 1.0
+    adp_gamma: float = 1.0
+    adp_square: bool = True
+    triplet: float = 0.0
+    triplet_margin: float = 0.3
+    hetero_center: float = 0.0
+    hetero_center_margin: float = 0.3
+
+    KEYS = ()  # filled below
+
+    @classmethod
+    def from_dict(cls, loss: dict) -> "MetricLosses":
+        """The metric-loss keys of a ``loss`` section (other keys are left to the caller)."""
+        values = {k: loss[k] for k in cls.KEYS if k in loss}
+        for k, v in values.items():
+            if k == "adp_square":
+                if not isinstance(v, bool):
+                    raise ValueError(f"loss.adp_square must be true or false, got {v!r}")
+            elif not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"loss.{k} must be a number >= 0, got {v!r}")
+        return cls(**values)
+
+    def terms(self, feat: torch.Tensor, labels: torch.Tensor, modality: torch.Tensor, suffix: str = "") -> dict:
+        """The weighted, switched-on terms, named ``wrt``, ``adp``, ... (+ ``suffix``)."""
+        out = {}
+        if self.wrt:
+            out["wrt"] = self.wrt * wrt_loss(feat, labels)
+        if self.adp:
+            out["adp"] = self.adp * adp_loss(feat, labels, self.adp_alpha, self.adp_gamma, self.adp_square)
+        if self.triplet:
+            out["triplet"] = self.triplet * triplet_hard(feat, labels, self.triplet_margin)
+        if self.hetero_center:
+            out["hetero_center"] = self.hetero_center * hetero_center_triplet(feat, labels, modality,
+                                                                              self.hetero_center_margin)
+        return {k + suffix: v for k, v in out.items()}
+
+
+MetricLosses.KEYS = tuple(f.name for f in fields(MetricLosses))
+
+
+def head_and_backbone_groups(model, backbone_lr_mult: float) -> list[dict]:
+    """AGW's two learning rates: the backbone at ``backbone_lr_mult`` x lr, everything else at lr."""
+    if not isinstance(backbone_lr_mult, (int, float)) or backbone_lr_mult <= 0:
+        raise ValueError(f"recipe.backbone_lr_mult must be a number > 0, got {backbone_lr_mult!r}")
+    heads = model.head_parameters()
+    ids = {id(p) for p in heads}
+    backbone = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": backbone, "lr_mult": float(backbone_lr_mult)}, {"params": heads}]
+
+
+def flip_average(embed, images: torch.Tensor, modality: torch.Tensor, flip: bool) -> torch.Tensor:
+    """``embed(images)``, averaged with the horizontally flipped images' feature when ``flip`` (CAJ's test)."""
+    feat = embed(images, modality)
+    if flip:
+        feat = 0.5 * (feat + embed(images.flip(3), modality))
+    return feat
