@@ -38,3 +38,8 @@ def test_bad_yaml_and_self_include(tmp_path):
         load_config(write(tmp_path / "bad.yaml", "a: [1, 2\n"))
     with pytest.raises(ValueError, match="includes itself"):
         load_config(write(tmp_path / "loop.yaml", "_base_: loop.yaml\n"))
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    cfg = load_config(write(tmp_path / "c.yaml", "lr: 1e-3\nname: 2e5x\nwd: 0\n"), ["wd=5e-4"])
+    assert cfg == {"lr": 1e-3, "name": "2e5x", "wd": 5e-4}

@@ -9,6 +9,7 @@ error that lists the keys that do exist, never a silently ignored value.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -36,11 +37,20 @@ def _load_with_base(path: Path, seen: tuple) -> dict:
         raise ValueError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
+    data = _numbers_in(data)
     base = data.pop("_base_", None)
     if base is None:
         return data
     merged = _load_with_base(path.parent / base, seen + (path.resolve(),))
     return merge(merged, data)
+
+
+def _numbers_in(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _numbers_in(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_numbers_in(v) for v in node]
+    return _number_or_self(node)
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -69,11 +79,21 @@ def apply_override(cfg: dict, item: str) -> None:
                              f"keys under {where}: {known}")
         if depth == len(parts) - 1:
             try:
-                node[part] = yaml.safe_load(raw) if raw.strip() else None
+                node[part] = _number_or_self(yaml.safe_load(raw)) if raw.strip() else None
             except yaml.YAMLError as exc:
                 raise ValueError(f"bad value in override {item!r}: {exc}") from None
         else:
             node = node[part]
+
+
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _number_or_self(value: Any) -> Any:
+    """YAML 1.1 reads '1e-3' (no dot) as a string; read it as the number it means."""
+    if isinstance(value, str) and _FLOAT.match(value.strip()):
+        return float(value)
+    return value
 
 
 def get(cfg: dict, key: str, source: str = "the config") -> Any:

@@ -85,6 +85,9 @@ class TrainConfig:
         if "epochs" not in cfg:
             raise ValueError("config key 'train.epochs' is missing")
         values = dict(cfg)
+        for name in ("lr", "weight_decay", "momentum", "gamma", "warmup_epochs", "warmup_start", "grad_clip"):
+            if name in values and (isinstance(values[name], bool) or not isinstance(values[name], (int, float))):
+                raise ValueError(f"train.{name} must be a number, got {values[name]!r}")
         values["milestones"] = tuple(values.get("milestones", ()))
         if values.get("amp") in (False, None):
             values["amp"] = "off"
