@@ -112,3 +112,19 @@ def test_demo_writes_report_json_and_picture(tmp_path, capsys):
     markdown = (out / "report.md").read_text()
     assert "sysu/all/single/seeded (mean ± std, 10 trials)" in markdown and "ranklist.png" in markdown
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+
+
+def test_validation_split_selects_without_the_test_set(sysu_root, tmp_path):
+    out = tmp_path / "val"
+    assert main(["train", "demo_idkl", *TINY, "data.val_ids=2", "--data-root", str(sysu_root), "--out", str(out)]) == 0
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if "val_mAP" in r]
+    assert len(val) == 1 and 0.0 <= val[0]["val_mAP"] <= 1.0
+    best = load_checkpoint(out / "best_val.pt")
+    assert best["selected_by"].startswith("validation mAP") and best["val_mAP"] == val[0]["val_mAP"]
+    # Two identities fewer to classify than the training split has.
+    from vireid.data.datasets import open_dataset
+
+    train_ids = len({s.pid for s in open_dataset("sysu", sysu_root).train})
+    assert best["num_classes"] == train_ids - 2
+    assert best["model"]["classifier.weight"].shape[0] == train_ids - 2

@@ -119,3 +119,17 @@ def test_train_batches_resume_mid_epoch_and_augmentations(tiny_trees, tmp_path):
     assert not torch.equal(full[0][0], list(batches.epoch(2))[0][0])
     with pytest.raises(ValueError, match="unknown augmentation 'cutmix'"):
         train_transforms("cutmix")
+
+
+def test_split_validation_holds_out_whole_identities_and_relabels():
+    from vireid.data.loaders import split_validation
+    from vireid.data.records import Sample
+
+    samples = [Sample(f"{p}-{m}-{i}", p, 1, m) for p in (3, 5, 8, 9, 12) for m in (0, 1) for i in range(2)]
+    train, val = split_validation(samples, 2, seed=0)
+    assert len({s.pid for s in val}) == 2 and len(val) == 8
+    assert sorted({s.pid for s in train}) == [0, 1, 2]
+    assert not {s.path for s in train} & {s.path for s in val}
+    assert split_validation(samples, 2, seed=0) == (train, val)
+    with pytest.raises(ValueError, match="data.val_ids must be between 1 and 3"):
+        split_validation(samples, 4, seed=0)

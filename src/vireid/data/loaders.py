@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -12,7 +14,7 @@ from vireid.data.cache import ImageCache
 from vireid.data.channel_aug import train_transform
 from vireid.data.check import require_valid
 from vireid.data.image_dataset import ImageDataset
-from vireid.data.records import INFRARED, VISIBLE
+from vireid.data.records import INFRARED, VISIBLE, Sample
 from vireid.data.samplers import CrossModalityIdentitySampler
 from vireid.data.transforms import Compose, HorizontalFlip, Normalize, PadCrop, RandomErasing, ToFloat
 
@@ -62,6 +64,7 @@ class TrainBatches:
 
     def __init__(self, dataset: ImageDataset, sampler: CrossModalityIdentitySampler, workers: int = 2):
         self.dataset, self.sampler, self.workers = dataset, sampler, workers
+        self.validation: list[Sample] = []  # held-out training identities, if any
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -84,23 +87,48 @@ def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144
                   num_per_modality: int = 4, seed: int = 0, workers: int = 2, augment: str = "caj",
                   padding: int = 10, erasing: float = 0.5, cache_dir: str | Path | None = None,
                   use_cache: bool = True, augment_on_device: bool = False, rank: int = 0, world_size: int = 1,
-                  **dataset_options) -> TrainBatches:
+                  val_ids: int = 0, **dataset_options) -> TrainBatches:
     """Training batches from a dataset root; refuses a root that fails :func:`vireid.data.check.require_valid`.
 
     With ``augment_on_device`` the images come as uint8 and the caller
     augments the whole batch (on the GPU); otherwise workers apply the
     per-modality pipelines, seeded per batch position so runs repeat exactly.
+    With ``val_ids`` that many training identities are held out; their samples
+    are ``batches.validation``.
     """
     dataset = require_valid(root, name, **dataset_options)
+    train, validation = split_validation(dataset.train, val_ids, seed)
     cache = None
     if use_cache:
         key = f"{name}-{'-'.join(f'{k}{v}' for k, v in sorted(dataset_options.items()))}".rstrip("-")
-        cache = ImageCache.build([s.path for s in dataset.train], size, key, cache_dir)
+        if val_ids:
+            key += f"-val{val_ids}s{seed}"
+        cache = ImageCache.build([s.path for s in train], size, key, cache_dir)
     transform = None if augment_on_device else train_transforms(augment, padding, erasing)
-    images = ImageDataset(dataset.train, size, transform, cache)
-    sampler = CrossModalityIdentitySampler(dataset.train, num_ids, num_per_modality, seed=seed, rank=rank,
+    images = ImageDataset(train, size, transform, cache)
+    sampler = CrossModalityIdentitySampler(train, num_ids, num_per_modality, seed=seed, rank=rank,
                                            world_size=world_size, with_seeds=not augment_on_device)
-    return TrainBatches(images, sampler, workers)
+    batches = TrainBatches(images, sampler, workers)
+    batches.validation = validation
+    return batches
+
+
+def split_validation(samples: list[Sample], val_ids: int, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold ``val_ids`` training identities out (drawn by ``seed``) for model selection.
+
+    The remaining identities are relabelled 0..N-1 so the classifier has no
+    unused classes; held-out samples keep their original labels.
+    """
+    if not val_ids:
+        return list(samples), []
+    pids = sorted({s.pid for s in samples})
+    if not 0 < val_ids < len(pids) - 1:
+        raise ValueError(f"data.val_ids must be between 1 and {len(pids) - 2} (the training split has "
+                         f"{len(pids)} identities), got {val_ids}")
+    held = set(np.random.default_rng([seed, 7]).choice(pids, size=val_ids, replace=False).tolist())
+    label = {pid: i for i, pid in enumerate(p for p in pids if p not in held)}
+    train = [replace(s, pid=label[s.pid]) for s in samples if s.pid not in held]
+    return train, [s for s in samples if s.pid in held]
 
 
 def train_loader(name: str, root: str | Path, **options) -> DataLoader:

@@ -20,10 +20,12 @@ import torch
 import vireid
 from vireid.config import dump, get, load_config
 from vireid.data.loaders import train_batches
-from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from vireid.data.records import INFRARED, VISIBLE
+from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from vireid.engine.distributed import barrier, init_distributed
 from vireid.engine.trainer import TrainConfig, Trainer
-from vireid.evaluation.evaluator import evaluate_protocol
+from vireid.evaluation.evaluator import cosine_distance, evaluate_protocol
+from vireid.evaluation.metrics import evaluate as evaluate_metrics
 from vireid.evaluation.features import image_extractor
 from vireid.evaluation.protocols import get_protocol
 from vireid.evaluation.report import ProtocolResult
@@ -31,7 +33,8 @@ from vireid.methods import build_recipe, check_method
 from vireid.utils.io import write_text_atomic
 
 DATA_DEFAULTS = {"dataset": "sysu", "height": 288, "width": 144, "p": 8, "k": 4, "augment": "caj", "pad": 10,
-                 "random_erasing": 0.5, "workers": 2, "cache": True, "trial": None}
+                 "random_erasing": 0.5, "workers": 2, "cache": True, "trial": None, "val_ids": 0}
+BEST_VAL_NAME = "best_val.pt"
 
 
 def resolve_config_path(name: str) -> Path:
@@ -51,7 +54,7 @@ def run_defaults() -> dict:
     train = {name: f.default for name, f in TrainConfig.__dataclass_fields__.items() if name != "epochs"}
     train["milestones"] = list(train["milestones"])
     return {"data": dict(DATA_DEFAULTS), "train": {**train, "seed": 0, "deterministic": False},
-            "eval": {"protocol": None, "rerank": False, "flip": False}}
+            "eval": {"protocol": None, "rerank": False, "flip": False, "val_every": 1}}
 
 
 def data_settings(cfg: dict) -> dict:
@@ -94,7 +97,7 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
         data["dataset"], data_root, size=(data["height"], data["width"]), num_ids=data["p"],
         num_per_modality=data["k"], seed=seed, workers=data["workers"], augment=data["augment"],
         padding=data["pad"], erasing=data["random_erasing"], use_cache=data["cache"], rank=info.rank,
-        world_size=info.world_size, **extra)
+        world_size=info.world_size, val_ids=data["val_ids"], **extra)
     recipe = build_recipe(cfg, batches.num_classes)
     out = Path(out)
     if info.is_main:
@@ -107,9 +110,46 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
         trainer.resume(resume)
     elif trainer.resume():
         print(f"resuming {out} at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch}")
-    trainer.fit()
+    validate = None
+    if batches.validation and info.is_main:
+        validate = _validator(recipe, batches.validation, data, int(cfg["eval"]["val_every"]))
+    trainer.fit(on_epoch_end=validate)
     barrier(info)
     return out / CHECKPOINT_NAME
+
+
+def _validator(recipe, samples, data, every: int):
+    """Epoch-end evaluation on held-out *training* identities (infrared queries, visible gallery).
+
+    Logs val_* metrics and keeps the best epoch by validation mAP in
+    ``best_val.pt``; the test set is never looked at.
+    """
+    query = [s for s in samples if s.modality == INFRARED]
+    gallery = [s for s in samples if s.modality == VISIBLE]
+    best = {"mAP": -1.0}
+
+    def validate(trainer: Trainer) -> None:
+        if trainer.epoch % every and trainer.epoch != trainer.cfg.epochs:
+            return
+        recipe.model.eval()
+        extract = image_extractor(recipe.embed, (data["height"], data["width"]), trainer.device,
+                                  workers=data["workers"])
+        result = evaluate_distances(cosine_distance(extract(query), extract(gallery)), query, gallery)
+        trainer.log({"epoch": trainer.epoch, "val_rank1": float(result["cmc"][0]), "val_mAP": result["mAP"],
+                     "val_mINP": result["mINP"]})
+        if result["mAP"] > best["mAP"]:
+            best["mAP"] = result["mAP"]
+            save_checkpoint(trainer.run_dir / BEST_VAL_NAME,
+                            {**trainer.state_dict(), "selected_by": "validation mAP on held-out training ids",
+                             "val_mAP": result["mAP"]})
+        recipe.model.train()
+
+    return validate
+
+
+def evaluate_distances(dist, query, gallery) -> dict:
+    return evaluate_metrics(dist, [s.pid for s in query], [s.pid for s in gallery], rule="regdb",
+                            max_rank=min(20, len(gallery)))
 
 
 def load_trained(run_or_checkpoint: str | Path):

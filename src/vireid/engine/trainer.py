@@ -166,7 +166,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def fit(self, on_step: Callable[["Trainer", dict], None] | None = None) -> None:
+    def fit(self, on_step: Callable[["Trainer", dict], None] | None = None,
+            on_epoch_end: Callable[["Trainer"], None] | None = None) -> None:
+        """Train to ``cfg.epochs``; ``on_epoch_end(trainer)`` runs after each epoch's checkpoint."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -174,6 +176,8 @@ class Trainer:
                 self._run_epoch(on_step)
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
                 self.save()
+                if on_epoch_end:
+                    on_epoch_end(self)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -250,9 +254,28 @@ class Trainer:
                          warmup_start=c.warmup_start, milestones=c.milestones, gamma=c.gamma)
 
     def log(self, record: dict) -> None:
-        if self.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+        """Append to metrics.jsonl; also to TensorBoard when it is installed."""
+        if not self.is_main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        writer = self._tensorboard()
+        if writer is not None:
+            step = record.get("global_step", self.global_step)
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("epoch", "step", "global_step"):
+                    writer.add_scalar(key, value, step)
+            writer.flush()
+
+    def _tensorboard(self):
+        if not hasattr(self, "_tb"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is an optional extra (vireid[tb])
+                self._tb = None
+            else:
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._tb
 
 
 def _move(batch, device):

@@ -23,7 +23,9 @@ def image_extractor(embed: Embed, size: tuple[int, int], device: torch.device | 
     @torch.no_grad()
     def extract(samples: Sequence[Sample]) -> torch.Tensor:
         dataset = ImageDataset(samples, size, eval_transform())
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers if len(samples) > batch_size else 0)
+        # Own generator: extraction must not consume the global RNG (a resumed run would diverge).
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers if len(samples) > batch_size else 0,
+                            generator=torch.Generator())
         rows = []
         for images, _, _, modality in loader:
             images = images.to(device, non_blocking=True)
