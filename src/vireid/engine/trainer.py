@@ -197,7 +197,10 @@ class Trainer:
             if self._stop_signal is not None:
                 break
             set_lr(self.optimizer, self._lr_factor(self.epoch + self.step_in_epoch / steps))
-            terms = self._step(self.to_device(batch, self.device))
+            batch = self.to_device(batch, self.device)
+            if self.cfg.channels_last:
+                batch = _channels_last(batch)
+            terms = self._step(batch)
             self.step_in_epoch += 1
             self.global_step += 1
             seen += _batch_size(batch)
@@ -285,6 +288,17 @@ def _move(batch, device):
         return type(batch)(_move(b, device) for b in batch)
     if isinstance(batch, dict):
         return {k: _move(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _channels_last(batch):
+    """Images (4-D float tensors) in the memory format the model was converted to."""
+    if isinstance(batch, torch.Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) if batch.ndim == 4 else batch
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_channels_last(b) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _channels_last(v) for k, v in batch.items()}
     return batch
 
 
