@@ -128,3 +128,34 @@ def test_validation_split_selects_without_the_test_set(sysu_root, tmp_path):
     train_ids = len({s.pid for s in open_dataset("sysu", sysu_root).train})
     assert best["num_classes"] == train_ids - 2
     assert best["model"]["classifier.weight"].shape[0] == train_ids - 2
+
+
+def test_killed_idkl_run_resumes_to_the_same_weights(sysu_root, tmp_path):
+    """SIGTERM mid-epoch, re-run the same command: the weights equal an uninterrupted run's."""
+    import os
+    import signal
+    import threading
+    import time
+
+    args = ["train", "demo_idkl", *TINY, "train.epochs=2", "train.log_every=1", "--data-root", str(sysu_root)]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+
+    killed = tmp_path / "killed"
+
+    def kill_after_three_steps():
+        log = killed / "metrics.jsonl"
+        while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    watcher = threading.Thread(target=kill_after_three_steps, daemon=True)
+    watcher.start()
+    assert main([*args, "--out", str(killed)]) == 130  # stopped, checkpoint saved
+    watcher.join()
+    stopped = load_checkpoint(killed / "checkpoint.pt")
+    assert 0 < stopped["global_step"] < load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["global_step"]
+    assert main([*args, "--out", str(killed)]) == 0  # resumes
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["model"]
+    resumed = load_checkpoint(killed / "checkpoint.pt")["model"]
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key
