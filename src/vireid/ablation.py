@@ -13,6 +13,7 @@ A plan is a YAML file::
       - name: AGW
         config: agw_sysu                   # a shipped config name or a path
         set: {model: {non_local: [0, 2, 2, 0]}}   # merged over budget (row-specific changes)
+        also_rerank: false                 # true: a second, labelled line evaluated with re-ranking
 
 Each row's resolved config is written to ``OUT/<row>/config.yaml`` and trained
 there with :func:`vireid.engine.run.train` (one torch thread per row, ``jobs``
@@ -37,6 +38,7 @@ from vireid.config import merge
 from vireid.utils.io import write_text_atomic
 
 PLAN_KEYS = ("synthetic", "protocol", "budget", "rows", "trials")
+ROW_KEYS = ("name", "config", "set", "also_rerank")
 
 
 def load_plan(path: str | Path) -> dict:
@@ -55,10 +57,10 @@ def load_plan(path: str | Path) -> dict:
     for i, row in enumerate(plan["rows"]):
         if not isinstance(row, dict) or "name" not in row or "config" not in row:
             raise ValueError(f"{path}: row {i} needs 'name' and 'config', got {row!r}")
-        extra = sorted(set(row) - {"name", "config", "set"})
+        extra = sorted(set(row) - set(ROW_KEYS))
         if extra:
             raise ValueError(f"{path}: row {row['name']!r} has unknown key(s) {', '.join(extra)}; "
-                             f"known: name, config, set")
+                             f"known: {', '.join(ROW_KEYS)}")
         names.append(row["name"])
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -88,8 +90,9 @@ def row_config(row: dict, budget: dict) -> dict:
     return {"_base_": str(base), **merge(budget or {}, row.get("set") or {})}
 
 
-def _run_row(task: dict) -> dict:
-    """Train and evaluate one row (in a worker process, on one torch thread)."""
+def _run_row(task: dict) -> list[dict]:
+    """Train and evaluate one row (in a worker process, on one torch thread); with ``also_rerank``
+    a second, labelled result with k-reciprocal re-ranking."""
     import torch
 
     from vireid.engine.run import evaluate, train
@@ -102,10 +105,15 @@ def _run_row(task: dict) -> dict:
     start = time.perf_counter()
     train(config, task["data_root"], out, device="cpu", progress=False)
     trained = time.perf_counter()
-    result = evaluate(out, task["data_root"], task["protocol"], device="cpu", trials=task["trials"])
-    done = time.perf_counter()
-    return {"name": task["name"], "config": task["base"], "mean": result.mean, "std": result.std,
-            "trials": len(result.trials), "train_s": trained - start, "eval_s": done - trained}
+    rows = []
+    for rerank in (False, True) if task.get("also_rerank") else (False,):
+        begin = time.perf_counter()
+        result = evaluate(out, task["data_root"], task["protocol"], device="cpu", trials=task["trials"],
+                          rerank=rerank)
+        rows.append({"name": task["name"] + (" [re-ranked]" if rerank else ""), "config": task["base"],
+                     "mean": result.mean, "std": result.std, "trials": len(result.trials),
+                     "train_s": trained - start, "eval_s": time.perf_counter() - begin})
+    return rows
 
 
 def run_ablation(plan_path: str | Path, out: str | Path, data_root: str | Path | None = None,
@@ -123,13 +131,15 @@ def run_ablation(plan_path: str | Path, out: str | Path, data_root: str | Path |
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     tasks = [{"name": row["name"], "base": str(row["config"]), "config": row_config(row, plan.get("budget")),
               "out": str(out / slug(row["name"])), "data_root": str(data_root), "protocol": plan["protocol"],
-              "trials": plan.get("trials")} for row in selected]
+              "trials": plan.get("trials"), "also_rerank": bool(row.get("also_rerank", False))}
+             for row in selected]
     start = time.perf_counter()
     if jobs == 1:
-        results = [_run_row(t) for t in tasks]
+        per_row = [_run_row(t) for t in tasks]
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_run_row, tasks))
+            per_row = list(pool.map(_run_row, tasks))
+    results = [r for rows_ in per_row for r in rows_]
     wall = time.perf_counter() - start
     table = format_table(results, plan, command, wall, jobs)
     write_text_atomic(out / "ablation.md", table)
