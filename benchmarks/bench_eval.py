@@ -10,8 +10,10 @@ Problems (seeded synthetic embeddings around identity centres, 256-d):
 * re-ranking 3803 + 301 and 2060 + 2060 (float32 Euclidean distances of
   L2-normalised embeddings, k1=20, k2=6, lambda=0.3).
 
-Prints the median of ``--repeats`` runs of the call alone (inputs prebuilt)
-and, on CPU, the peak extra resident memory of a fresh process doing the call
+Prints the median wall time of ``--repeats`` runs of the call alone (inputs
+prebuilt), the median process CPU time (less sensitive to other load on a
+shared machine; with ``--threads 1`` it compares directly with the
+single-threaded reference) and, on CPU, the peak extra resident memory of a fresh process doing the call
 once, next to the reference figures measured on this machine type
 (``shared/reference/protocols-reference.md``, "Measured here").
 """
@@ -102,14 +104,15 @@ def sync(device):
 def time_job(name, device, repeats):
     job = make_job(name, device)
     job()  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
         sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         job()
         sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(times), times, statistics.median(cpu)
 
 
 def _rss_kib(field):
@@ -155,11 +158,11 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}, load average {os.getloadavg()[0]:.2f}")
     rows = {}
     for name in ("sysu_10_trials", "regdb", "rerank_sysu", "rerank_regdb"):
-        median, times = time_job(name, args.device, args.repeats)
-        row = {"median_s": median, "runs_s": times, "reference_s": REFERENCE_SECONDS[name],
+        median, times, cpu = time_job(name, args.device, args.repeats)
+        row = {"median_s": median, "runs_s": times, "median_cpu_s": cpu, "reference_s": REFERENCE_SECONDS[name],
                "speedup": REFERENCE_SECONDS[name] / median, "goal_speedup": GOALS[name]}
         if args.device == "cpu":
             row["peak_extra_mib"] = peak_extra_mib(name)
@@ -172,7 +175,7 @@ def main():
             extra = f", peak extra {row['peak_extra_mib']:.0f} MiB"
             if "peak_over_n2x4" in row:
                 extra += f" = {row['peak_over_n2x4']:.2f} x N^2 x 4 B"
-        print(f"{name:15s} {median * 1000:8.1f} ms  (reference {REFERENCE_SECONDS[name]:.2f} s, "
+        print(f"{name:15s} {median * 1000:8.1f} ms, cpu {cpu * 1000:8.1f} ms  (reference {REFERENCE_SECONDS[name]:.2f} s, "
               f"{row['speedup']:.0f}x, goal {GOALS[name]}x){extra}")
     if args.json:
         with open(args.json, "w") as handle:

@@ -40,7 +40,9 @@ def test_eval_prints_protocol_and_writes_json(trained, sysu_root, tmp_path, caps
     assert main(["eval", str(trained), "--data-root", str(sysu_root), "--protocol", "sysu/all/single/seeded",
                  "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("sysu/all/single/seeded") == 11  # the mean line and 10 trials
+    lines = [line for line in printed.splitlines() if line.strip()]
+    # Every number line names the protocol: the mean and the 10 trials.
+    assert sum(line.startswith("sysu/all/single/seeded ") for line in lines) == 11
     data = json.loads(out.read_text())
     assert data["protocol"] == "sysu/all/single/seeded" and data["rerank"] is False and len(data["trials"]) == 10
     assert all(0.0 <= data["mean"][k] <= 1.0 for k in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP"))
@@ -57,14 +59,15 @@ def test_rerunning_a_finished_run_resumes_and_does_nothing(trained, sysu_root):
     assert load_checkpoint(trained / "checkpoint.pt")["global_step"] == before
 
 
-def _error(capsys, argv, one_line=True):
+def _error(capsys, argv):
+    """One message (a data check lists each problem on its own line), never a traceback."""
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert (len(err) == 1 or not one_line) and err[0].startswith("vireid: error: "), err
-    return err[0]
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vireid: error: ") and "Traceback" not in err, err
+    return err
 
 
-def test_user_errors_are_one_line(trained, sysu_root, tmp_path, capsys):
+def test_user_errors_are_one_message(trained, sysu_root, tmp_path, capsys):
     root, out = str(sysu_root), str(tmp_path / "x")
     assert "unknown config key 'train.epoch'" in _error(capsys, ["train", "demo_idkl", "train.epoch=3",
                                                                   "--data-root", root, "--out", out])
@@ -80,13 +83,13 @@ def test_user_errors_are_one_line(trained, sysu_root, tmp_path, capsys):
     missing = tmp_path / "missing"
     # the dataset checker lists its problems one per line after the headline
     assert str(missing) in _error(capsys, ["train", "demo_idkl", *TINY, "--data-root", str(missing),
-                                           "--out", out], one_line=False)
+                                           "--out", out])
 
 
 def test_missing_config_key(tmp_path, sysu_root, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("method: idkl\ndata: {dataset: sysu}\nmodel: {depth: 18}\n")
-    assert "config key 'train' is missing" in _error(capsys, ["train", str(cfg), "--data-root", str(sysu_root),
+    assert "config key 'train.epochs' is missing" in _error(capsys, ["train", str(cfg), "--data-root", str(sysu_root),
                                                               "--out", str(tmp_path / "r")])
 
 
@@ -97,3 +100,15 @@ def test_checkpoint_from_another_method_is_refused(trained, sysu_root, tmp_path,
     message = _error(capsys, ["train", "demo_idkl", *TINY, "--data-root", str(sysu_root),
                               "--out", str(tmp_path / "run")])
     assert "written by method 'idkl_paper', not 'idkl'" in message
+
+
+def test_demo_writes_report_json_and_picture(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--ids", "8", *TINY]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [r["protocol"] for r in report["results"]] == ["sysu/all/single/seeded", "sysu/indoor/single/seeded"]
+    assert report["test_identities"] >= 1 and 0 < report["chance_rank1"] <= 1
+    assert (out / "ranklist.png").stat().st_size > 0
+    markdown = (out / "report.md").read_text()
+    assert "sysu/all/single/seeded (mean ± std, 10 trials)" in markdown and "ranklist.png" in markdown
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out

@@ -15,8 +15,11 @@ from typing import Any, Iterable
 import yaml
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
+def load_config(path: str | Path, overrides: Iterable[str] = (), defaults: dict | None = None) -> dict:
+    """The file (with its ``_base_``) merged over ``defaults``, then the overrides applied."""
     cfg = _load_with_base(Path(path), seen=())
+    if defaults:
+        cfg = merge(defaults, cfg)
     for item in overrides:
         apply_override(cfg, item)
     return cfg

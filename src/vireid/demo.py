@@ -18,7 +18,7 @@ from vireid.data.synthetic import generate
 from vireid.engine import run as runs
 from vireid.evaluation.evaluator import cosine_distance
 from vireid.evaluation.features import image_extractor
-from vireid.evaluation.protocols import get_protocol
+from vireid.evaluation.protocols import get_protocol, sysu_test_ids
 from vireid.evaluation.visualize import rank_list_image, save_image
 from vireid.utils.io import write_text_atomic
 
@@ -50,7 +50,9 @@ def run_demo(out: str | Path = "vireid-demo", data_root: str | Path | None = Non
     _rank_list(out / "run", data_root, PROTOCOLS[0], picture)
     timings["total_s"] = time.perf_counter() - started
 
-    report = {"config": DEMO_CONFIG, "data_root": str(data_root), "timings": timings,
+    test_ids = len(sysu_test_ids(data_root))
+    report = {"config": DEMO_CONFIG, "data_root": str(data_root), "test_identities": test_ids,
+              "chance_rank1": 1.0 / test_ids, "timings": timings,
               "results": [r.to_dict() for r in results], "rank_list": picture.name}
     write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / "report.md", _markdown(report, results, data_root))
@@ -76,8 +78,9 @@ def _rank_list(run_dir: Path, data_root: Path, protocol: str, path: Path, querie
 def _markdown(report: dict, results, data_root) -> str:
     lines = ["# vireid demo report", "",
              f"IDKL (config `{report['config']}`) trained on `{data_root}` on the CPU "
-             f"(torch {torch.__version__}), evaluated without re-ranking. Chance rank-1 is about "
-             "1 / number of test identities.", ""]
+             f"(torch {torch.__version__}), evaluated without re-ranking. The test set has "
+             f"{report['test_identities']} identities, so a random ranking gives rank-1 of about "
+             f"{100 * report['chance_rank1']:.1f}%.", ""]
     for r in results:
         lines += [r.format_markdown(), ""]
     lines += ["Timings (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in report["timings"].items()), "",

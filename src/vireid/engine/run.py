@@ -46,6 +46,14 @@ def resolve_config_path(name: str) -> Path:
     raise FileNotFoundError(f"config not found: {name} (not a file, nor a shipped config: {', '.join(known)})")
 
 
+def run_defaults() -> dict:
+    """Values a config may leave out (so overrides can still set them)."""
+    train = {name: f.default for name, f in TrainConfig.__dataclass_fields__.items() if name != "epochs"}
+    train["milestones"] = list(train["milestones"])
+    return {"data": dict(DATA_DEFAULTS), "train": {**train, "seed": 0, "deterministic": False},
+            "eval": {"protocol": None, "rerank": False, "flip": False}}
+
+
 def data_settings(cfg: dict) -> dict:
     data = dict(cfg.get("data") or {})
     unknown = sorted(set(data) - set(DATA_DEFAULTS))
@@ -69,7 +77,7 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
           resume: str | Path | None = None, progress: bool = True) -> Path:
     """Train (or continue) the run in ``out``. Returns the checkpoint path."""
     cfg_path = resolve_config_path(str(config))
-    cfg = load_config(cfg_path, overrides)
+    cfg = load_config(cfg_path, overrides, defaults=run_defaults())
     check_method(cfg)  # fail on a misspelt method before any data is read
     data = data_settings(cfg)
     train_cfg = dict(get(cfg, "train", str(cfg_path)))

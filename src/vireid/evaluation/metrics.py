@@ -76,23 +76,21 @@ def evaluate(
     q_codes = _codes_of(qp, g_ids)
 
     chunk = max(1, _CHUNK_CELLS // max(num_g, len(g_ids)))
-    parts = [
-        _chunk_stats(dist[s : s + chunk], q_codes[s : s + chunk], g_codes, len(g_ids),
-                     _chunk_keep(rule, qp[s : s + chunk], gp, qc, gc, s, chunk))
-        for s in range(0, num_q, chunk)
-    ]
+    parts = []
+    for s in range(0, num_q, chunk):
+        rows = slice(s, s + chunk)
+        keep = _camera_keep(rule, qp[rows], None if qc is None else qc[rows], gp, gc)
+        parts.append(_chunk_stats(dist[rows], q_codes[rows], g_codes, len(g_ids), keep))
     stats = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
     return _summarise(stats, rule, max_rank, pad_short_cmc)
 
 
-def _chunk_keep(rule, qp, gp, qc, gc, start, chunk):
-    """Boolean (chunk x gallery) mask of gallery items the camera rule keeps, or None."""
+def _camera_keep(rule, q_pids, q_cams, g_pids, g_cams):
+    """Boolean (queries x gallery) mask of gallery items the camera rule keeps, or None (keep all)."""
     if rule == "sysu":
-        qcam = qc[start : start + chunk]
-        return ~((qcam[:, None] == 3) & (gc[None, :] == 2))
+        return ~((q_cams[:, None] == 3) & (g_cams[None, :] == 2))
     if rule == "llcm":
-        qcam = qc[start : start + chunk]
-        return ~((qp[:, None] == gp[None, :]) & (qcam[:, None] == gc[None, :]))
+        return ~((q_pids[:, None] == g_pids[None, :]) & (q_cams[:, None] == g_cams[None, :]))
     return None
 
 
