@@ -59,4 +59,6 @@ def test_table_format():
     table = format_table([{"name": "A", "config": "c", "mean": stats, "std": zero, "trials": 10, "train_s": 61.2,
                            "eval_s": 2.0}], PLAN, command="vireid ablate p.yaml", wall=120, jobs=2)
     assert "| A | c | 50.0 ± 0.0 | 25.0 ± 0.0 | 12.5 ± 0.0 | 61 | 2 |" in table
+    failed = format_table([{"name": "B", "config": "c", "error": "TrainingDiverged: loss is nan"}], PLAN)
+    assert "| B | c | failed: TrainingDiverged: loss is nan |" in failed
     assert "Command: `vireid ablate p.yaml`" in table and "2.0 min with 2 rows at a time" in table

@@ -19,7 +19,9 @@ Each row's resolved config is written to ``OUT/<row>/config.yaml`` and trained
 there with :func:`vireid.engine.run.train` (one torch thread per row, ``jobs``
 rows at a time), evaluated with :func:`vireid.engine.run.evaluate`, and the
 table written to ``OUT/ablation.md`` (and ``OUT/ablation.json``). A finished
-row is not trained again (its checkpoint is resumed, i.e. kept).
+row is not trained again (its checkpoint is resumed, i.e. kept; its training
+time is then the time between its run.json and checkpoint files). A row that
+fails (e.g. diverges) is reported as failed; the other rows still run.
 """
 
 from __future__ import annotations
@@ -98,13 +100,24 @@ def _run_row(task: dict) -> list[dict]:
     from vireid.engine.run import evaluate, train
 
     torch.set_num_threads(1)
+    try:
+        return _train_and_evaluate(task, train, evaluate)
+    except Exception as exc:  # one failed row (e.g. a diverged run) must not lose the others' results
+        return [{"name": task["name"], "config": task["base"], "error": f"{type(exc).__name__}: {exc}"}]
+
+
+def _train_and_evaluate(task: dict, train, evaluate) -> list[dict]:
     out = Path(task["out"])
     out.mkdir(parents=True, exist_ok=True)
     config = out / "ablation_config.yaml"
     write_text_atomic(config, yaml.safe_dump(task["config"], sort_keys=False))
+    ckpt, started = out / "checkpoint.pt", out / "run.json"
+    # a finished row is resumed (no training); its training time is then read off the run's files
+    earlier = ckpt.stat().st_mtime - started.stat().st_mtime if ckpt.exists() and started.exists() else None
     start = time.perf_counter()
     train(config, task["data_root"], out, device="cpu", progress=False)
     trained = time.perf_counter()
+    train_s = trained - start if earlier is None else earlier
     rows = []
     for rerank in (False, True) if task.get("also_rerank") else (False,):
         begin = time.perf_counter()
@@ -112,7 +125,7 @@ def _run_row(task: dict) -> list[dict]:
                           rerank=rerank)
         rows.append({"name": task["name"] + (" [re-ranked]" if rerank else ""), "config": task["base"],
                      "mean": result.mean, "std": result.std, "trials": len(result.trials),
-                     "train_s": trained - start, "eval_s": time.perf_counter() - begin})
+                     "train_s": train_s, "eval_s": time.perf_counter() - begin})
     return rows
 
 
@@ -166,12 +179,15 @@ def _pm(mean: float, std: float) -> str:
 
 def format_table(results: list[dict], plan: dict, command: str = "", wall: float | None = None,
                  jobs: int = 1) -> str:
-    trials = results[0]["trials"] if results else 0
+    trials = next((r["trials"] for r in results if "error" not in r), 0)
     lines = [f"Protocol `{plan['protocol']}`, mean ± std over {trials} gallery trials (%), one training run per row.",
              "",
              "| row | config | R1 | mAP | mINP | train s | eval s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
+        if "error" in r:
+            lines.append(f"| {r['name']} | {r['config']} | failed: {r['error'][:200]} | | | | |")
+            continue
         m, s = r["mean"], r["std"]
         lines.append(f"| {r['name']} | {r['config']} | {_pm(m['rank1'], s['rank1'])} | {_pm(m['mAP'], s['mAP'])} "
                      f"| {_pm(m['mINP'], s['mINP'])} | {r['train_s']:.0f} | {r['eval_s']:.0f} |")
