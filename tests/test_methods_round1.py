@@ -156,3 +156,12 @@ def test_unknown_keys_are_rejected():
     cfg["loss"]["vsd"] = 1.0
     with pytest.raises(ValueError, match="unknown loss setting\\(s\\) vsd"):
         build_recipe(cfg, num_classes=3)
+
+
+@pytest.mark.parametrize("name", [f"{m}_{d}" for m in ("agw", "caj", "mbfvrd") for d in ("sysu", "regdb", "llcm")])
+def test_shipped_configs_build(name):
+    cfg = load_config(resolve_config_path(name), ["model.depth=18", "model.non_local=[0,0,0,0]"])
+    assert cfg["method"] in name and cfg["data"]["dataset"] == name.split("_")[1]
+    assert cfg["eval"]["protocol"].startswith(name.split("_")[1])
+    recipe = build_recipe(cfg, num_classes=3)
+    assert recipe.name == cfg["method"] and len(recipe.param_groups()) == 2
