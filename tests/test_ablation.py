@@ -19,7 +19,7 @@ PLAN = {
     "rows": [
         {"name": "AGW", "config": "agw_sysu", "set": {"model": {"non_local": [0, 1, 1, 0]}}},
         {"name": "AGW + HcTri", "config": "agw_sysu",
-         "set": {"model": {"non_local": [0, 0, 0, 0]}, "loss": {"hetero_center": 1.0}}},
+         "set": {"model": {"non_local": [0, 0, 0, 0]}, "loss": {"hetero_center": 1.0}}, "also_rerank": True},
     ],
 }
 
@@ -36,7 +36,7 @@ def test_ablate_trains_rows_and_writes_the_table(tmp_path):
     table = (out / "ablation.md").read_text()
     assert "| AGW | agw_sysu |" in table and "| AGW + HcTri | agw_sysu |" in table and "over 2 gallery trials" in table
     results = json.loads((out / "ablation.json").read_text())["results"]
-    assert [r["name"] for r in results] == ["AGW", "AGW + HcTri"]
+    assert [r["name"] for r in results] == ["AGW", "AGW + HcTri", "AGW + HcTri [re-ranked]"]
     assert all(0 <= r["mean"]["mAP"] <= 1 and r["trials"] == 2 for r in results)
     resolved = yaml.safe_load((out / "agw_hctri" / "config.yaml").read_text())
     assert resolved["loss"]["hetero_center"] == 1.0 and resolved["data"]["height"] == 32  # row over budget
@@ -59,4 +59,6 @@ def test_table_format():
     table = format_table([{"name": "A", "config": "c", "mean": stats, "std": zero, "trials": 10, "train_s": 61.2,
                            "eval_s": 2.0}], PLAN, command="vireid ablate p.yaml", wall=120, jobs=2)
     assert "| A | c | 50.0 ± 0.0 | 25.0 ± 0.0 | 12.5 ± 0.0 | 61 | 2 |" in table
+    failed = format_table([{"name": "B", "config": "c", "error": "TrainingDiverged: loss is nan"}], PLAN)
+    assert "| B | c | failed: TrainingDiverged: loss is nan |" in failed
     assert "Command: `vireid ablate p.yaml`" in table and "2.0 min with 2 rows at a time" in table

@@ -111,6 +111,23 @@ def test_mbfvrd_shapes_gradients_and_test_features():
     assert net(x, modality).shape == (4, 512)
 
 
+def test_learnable_gem_exponent_is_clamped_and_trained_at_the_backbone_rate():
+    from vireid.models.layers import GeM
+
+    pool = GeM(3.0, learnable=True, p_min=1.0)
+    with torch.no_grad():
+        pool.p.fill_(-2.0)
+    x = torch.rand(2, 4, 3, 3) + 0.1
+    torch.testing.assert_close(pool(x), x.mean(dim=(2, 3)))  # clamped to p = 1: average pooling
+    with pytest.raises(ValueError, match="p_min must be in"):
+        GeM(3.0, learnable=True, p_min=4.0)
+    cfg = load_config(resolve_config_path("mbfvrd_sysu"), ["model.depth=18", "model.non_local=[0,0,0,0]"])
+    recipe = build_recipe(cfg, num_classes=3)
+    backbone, heads = recipe.param_groups()
+    assert any(p is recipe.model.pool1.p for p in backbone["params"])
+    assert not any(p is recipe.model.pool1.p for p in heads["params"])
+
+
 def test_mbfvrd_step_terms_and_vsd_switch():
     cfg = load_config(resolve_config_path("mbfvrd_sysu"), ["model.depth=18", "model.non_local=[0,0,0,0]",
                                                           "loss.vsd=0.0", "loss.metric_branches=[2]"])
@@ -139,3 +156,12 @@ def test_unknown_keys_are_rejected():
     cfg["loss"]["vsd"] = 1.0
     with pytest.raises(ValueError, match="unknown loss setting\\(s\\) vsd"):
         build_recipe(cfg, num_classes=3)
+
+
+@pytest.mark.parametrize("name", [f"{m}_{d}" for m in ("agw", "caj", "mbfvrd") for d in ("sysu", "regdb", "llcm")])
+def test_shipped_configs_build(name):
+    cfg = load_config(resolve_config_path(name), ["model.depth=18", "model.non_local=[0,0,0,0]"])
+    assert cfg["method"] in name and cfg["data"]["dataset"] == name.split("_")[1]
+    assert cfg["eval"]["protocol"].startswith(name.split("_")[1])
+    recipe = build_recipe(cfg, num_classes=3)
+    assert recipe.name == cfg["method"] and len(recipe.param_groups()) == 2

@@ -13,12 +13,15 @@ A plan is a YAML file::
       - name: AGW
         config: agw_sysu                   # a shipped config name or a path
         set: {model: {non_local: [0, 2, 2, 0]}}   # merged over budget (row-specific changes)
+        also_rerank: false                 # true: a second, labelled line evaluated with re-ranking
 
 Each row's resolved config is written to ``OUT/<row>/config.yaml`` and trained
 there with :func:`vireid.engine.run.train` (one torch thread per row, ``jobs``
 rows at a time), evaluated with :func:`vireid.engine.run.evaluate`, and the
 table written to ``OUT/ablation.md`` (and ``OUT/ablation.json``). A finished
-row is not trained again (its checkpoint is resumed, i.e. kept).
+row is not trained again (its checkpoint is resumed, i.e. kept; its training
+time is then the time between its run.json and checkpoint files). A row that
+fails (e.g. diverges) is reported as failed; the other rows still run.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from vireid.config import merge
 from vireid.utils.io import write_text_atomic
 
 PLAN_KEYS = ("synthetic", "protocol", "budget", "rows", "trials")
+ROW_KEYS = ("name", "config", "set", "also_rerank")
 
 
 def load_plan(path: str | Path) -> dict:
@@ -55,10 +59,10 @@ def load_plan(path: str | Path) -> dict:
     for i, row in enumerate(plan["rows"]):
         if not isinstance(row, dict) or "name" not in row or "config" not in row:
             raise ValueError(f"{path}: row {i} needs 'name' and 'config', got {row!r}")
-        extra = sorted(set(row) - {"name", "config", "set"})
+        extra = sorted(set(row) - set(ROW_KEYS))
         if extra:
             raise ValueError(f"{path}: row {row['name']!r} has unknown key(s) {', '.join(extra)}; "
-                             f"known: name, config, set")
+                             f"known: {', '.join(ROW_KEYS)}")
         names.append(row["name"])
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -88,24 +92,41 @@ def row_config(row: dict, budget: dict) -> dict:
     return {"_base_": str(base), **merge(budget or {}, row.get("set") or {})}
 
 
-def _run_row(task: dict) -> dict:
-    """Train and evaluate one row (in a worker process, on one torch thread)."""
+def _run_row(task: dict) -> list[dict]:
+    """Train and evaluate one row (in a worker process, on one torch thread); with ``also_rerank``
+    a second, labelled result with k-reciprocal re-ranking."""
     import torch
 
     from vireid.engine.run import evaluate, train
 
     torch.set_num_threads(1)
+    try:
+        return _train_and_evaluate(task, train, evaluate)
+    except Exception as exc:  # one failed row (e.g. a diverged run) must not lose the others' results
+        return [{"name": task["name"], "config": task["base"], "error": f"{type(exc).__name__}: {exc}"}]
+
+
+def _train_and_evaluate(task: dict, train, evaluate) -> list[dict]:
     out = Path(task["out"])
     out.mkdir(parents=True, exist_ok=True)
     config = out / "ablation_config.yaml"
     write_text_atomic(config, yaml.safe_dump(task["config"], sort_keys=False))
+    ckpt, started = out / "checkpoint.pt", out / "run.json"
+    # a finished row is resumed (no training); its training time is then read off the run's files
+    earlier = ckpt.stat().st_mtime - started.stat().st_mtime if ckpt.exists() and started.exists() else None
     start = time.perf_counter()
     train(config, task["data_root"], out, device="cpu", progress=False)
     trained = time.perf_counter()
-    result = evaluate(out, task["data_root"], task["protocol"], device="cpu", trials=task["trials"])
-    done = time.perf_counter()
-    return {"name": task["name"], "config": task["base"], "mean": result.mean, "std": result.std,
-            "trials": len(result.trials), "train_s": trained - start, "eval_s": done - trained}
+    train_s = trained - start if earlier is None else earlier
+    rows = []
+    for rerank in (False, True) if task.get("also_rerank") else (False,):
+        begin = time.perf_counter()
+        result = evaluate(out, task["data_root"], task["protocol"], device="cpu", trials=task["trials"],
+                          rerank=rerank)
+        rows.append({"name": task["name"] + (" [re-ranked]" if rerank else ""), "config": task["base"],
+                     "mean": result.mean, "std": result.std, "trials": len(result.trials),
+                     "train_s": train_s, "eval_s": time.perf_counter() - begin})
+    return rows
 
 
 def run_ablation(plan_path: str | Path, out: str | Path, data_root: str | Path | None = None,
@@ -123,13 +144,15 @@ def run_ablation(plan_path: str | Path, out: str | Path, data_root: str | Path |
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     tasks = [{"name": row["name"], "base": str(row["config"]), "config": row_config(row, plan.get("budget")),
               "out": str(out / slug(row["name"])), "data_root": str(data_root), "protocol": plan["protocol"],
-              "trials": plan.get("trials")} for row in selected]
+              "trials": plan.get("trials"), "also_rerank": bool(row.get("also_rerank", False))}
+             for row in selected]
     start = time.perf_counter()
     if jobs == 1:
-        results = [_run_row(t) for t in tasks]
+        per_row = [_run_row(t) for t in tasks]
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_run_row, tasks))
+            per_row = list(pool.map(_run_row, tasks))
+    results = [r for rows_ in per_row for r in rows_]
     wall = time.perf_counter() - start
     table = format_table(results, plan, command, wall, jobs)
     write_text_atomic(out / "ablation.md", table)
@@ -156,12 +179,15 @@ def _pm(mean: float, std: float) -> str:
 
 def format_table(results: list[dict], plan: dict, command: str = "", wall: float | None = None,
                  jobs: int = 1) -> str:
-    trials = results[0]["trials"] if results else 0
+    trials = next((r["trials"] for r in results if "error" not in r), 0)
     lines = [f"Protocol `{plan['protocol']}`, mean ± std over {trials} gallery trials (%), one training run per row.",
              "",
              "| row | config | R1 | mAP | mINP | train s | eval s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
+        if "error" in r:
+            lines.append(f"| {r['name']} | {r['config']} | failed: {r['error'][:200]} | | | | |")
+            continue
         m, s = r["mean"], r["std"]
         lines.append(f"| {r['name']} | {r['config']} | {_pm(m['rank1'], s['rank1'])} | {_pm(m['mAP'], s['mAP'])} "
                      f"| {_pm(m['mINP'], s['mINP'])} | {r['train_s']:.0f} | {r['eval_s']:.0f} |")

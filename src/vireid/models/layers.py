@@ -24,18 +24,28 @@ def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> to
 
 
 class GeM(nn.Module):
-    """GeM pooling with a fixed or learnable exponent ``p``."""
+    """GeM pooling with a fixed or learnable exponent ``p``.
 
-    def __init__(self, p: float = 3.0, eps: float = 1e-6, learnable: bool = False):
+    ``p_min`` (learnable p only) clamps the exponent in the forward pass, so a
+    large learning rate cannot drive it to 0 or below (which gives inf/NaN).
+    """
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6, learnable: bool = False, p_min: float | None = None):
         super().__init__()
         if p <= 0:
             raise ValueError(f"GeM p must be > 0, got {p}")
+        if p_min is not None and not 0 < p_min <= p:
+            raise ValueError(f"GeM p_min must be in (0, p={p}], got {p_min}")
         self.eps = eps
+        self.p_min = p_min
         # a fixed p stays a Python float: x.pow(3.0) is much cheaper than x.pow(tensor)
         self.p = nn.Parameter(torch.tensor(float(p))) if learnable else float(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return gem(x, self.p, self.eps)
+        p = self.p
+        if self.p_min is not None and isinstance(p, nn.Parameter):
+            p = p.clamp(min=self.p_min)
+        return gem(x, p, self.eps)
 
     def extra_repr(self) -> str:
         return f"p={float(self.p):.2f}, eps={self.eps}, learnable={isinstance(self.p, nn.Parameter)}"

@@ -51,6 +51,8 @@ class MBFVRD(nn.Module):
         depth, last_stride, pretrained, two_stream, non_local, non_local_width: see
             :class:`vireid.models.baseline.Backbone` (AGW's settings by default).
         gem_p, gem_learnable: initial GeM exponent of both branches (3, learnable).
+        gem_p_min: lower clamp of a learnable p (1 = average pooling; None = no clamp). Ours: trained at
+            the heads' lr 0.1, an unclamped p went below zero within 30 steps (NaN).
         ib_widths: widths of the shared information-bottleneck MLP (1024, 512).
         classifier_std: N(0, std) classifier init (None = PyTorch default).
         test_feature: "cat", "bn1" or "bn2"; test_normalize: L2-normalise (each part, for "cat").
@@ -61,15 +63,16 @@ class MBFVRD(nn.Module):
 
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
                  two_stream: bool = True, non_local=AGW_NON_LOCAL, non_local_width: str | int = "agw",
-                 gem_p: float = 3.0, gem_learnable: bool = True, ib_widths=(1024, 512),
+                 gem_p: float = 3.0, gem_learnable: bool = True, gem_p_min: float | None = 1.0,
+                 ib_widths=(1024, 512),
                  classifier_std: float | None = 0.001, test_feature: str = "cat", test_normalize: bool = True):
         super().__init__()
         if test_feature not in TEST_FEATURES:
             raise ValueError(f"MBFVRD test_feature must be one of {TEST_FEATURES}, got {test_feature!r}")
         self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width)
         dim = self.backbone.out_channels
-        self.pool1 = GeM(gem_p, learnable=gem_learnable)
-        self.pool2 = GeM(gem_p, learnable=gem_learnable)
+        self.pool1 = GeM(gem_p, learnable=gem_learnable, p_min=gem_p_min)
+        self.pool2 = GeM(gem_p, learnable=gem_learnable, p_min=gem_p_min)
         self.bn1, self.bn2 = BNNeck(dim), BNNeck(dim)
         self.ib = InformationBottleneck(dim, ib_widths)
         self.classifier1 = init_classifier(classifier(dim, num_classes), classifier_std)
@@ -81,8 +84,10 @@ class MBFVRD(nn.Module):
         self.feature_dim = 2 * dim if test_feature == "cat" else dim
 
     def head_parameters(self):
-        """Parameters outside the backbone (trained at the heads' learning rate)."""
-        return [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
+        """Parameters outside the backbone, except the GeM exponents (trained at the heads' learning rate;
+        the exponents go with the backbone's lower rate)."""
+        return [p for name, p in self.named_parameters()
+                if not name.startswith("backbone.") and not name.startswith(("pool1.", "pool2."))]
 
     def forward(self, images: torch.Tensor, modality: torch.Tensor | None = None):
         x = self.backbone(images, modality)
