@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,3 +18,13 @@ def golden_dir() -> Path:
     if not root.is_dir():
         pytest.fail(f"golden vectors not found at {root}; set VIREID_GOLDEN")
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests use tiny tensors: one torch thread is faster, and on a busy 2-core
+    machine a second OpenMP thread mostly spin-waits (tiny steps ran ~50x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

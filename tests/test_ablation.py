@@ -7,7 +7,6 @@ import yaml
 
 from vireid.ablation import format_table, load_plan, row_config, select_rows
 from vireid.cli.main import main
-from single_thread import one_thread  # noqa: F401  (autouse)
 
 PLAN = {
     "synthetic": {"layout": "sysu", "ids": 8, "seed": 1, "size": [32, 16], "images": 2},

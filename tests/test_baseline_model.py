@@ -5,7 +5,6 @@ import torch
 
 from vireid.models import MODELS
 from vireid.models.baseline import Backbone, NonLocal, ReIDNet
-from single_thread import one_thread  # noqa: F401  (autouse)
 
 
 def test_non_local_matches_its_equation():

@@ -14,7 +14,6 @@ from vireid.engine.run import evaluate, resolve_config_path, train
 from vireid.methods import build_recipe
 from vireid.methods.baseline import tri_modal
 from vireid.models.mbfvrd import MBFVRD
-from single_thread import one_thread  # noqa: F401  (autouse)
 
 TINY = {"data": {"height": 32, "width": 16, "p": 2, "k": 4, "workers": 0, "cache": False},
         "model": {"depth": 18}, "train": {"epochs": 1, "milestones": [], "amp": "off", "log_every": 1}}
