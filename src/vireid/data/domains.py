@@ -18,8 +18,7 @@ depend on the order or number of images processed:
   aspect, position and colour painted over the image.
 
 Images are uint8 (H, W, 3). A grey image (R = G = B, e.g. infrared) stays grey
-under ``lighting`` and ``color`` (one random colour for the three channels);
-``occlusion`` draws a grey colour for it. Reference: DAN, Fu et al., TCSVT 2022
+under every kind (one noise value or colour for the three channels). Reference: DAN, Fu et al., TCSVT 2022
 (synthetic target domains); the parameter ranges are ours (the paper gives none).
 """
 
@@ -72,11 +71,12 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 def add_noise(image: np.ndarray, rng: np.random.Generator, sigma: float = 25.0) -> np.ndarray:
-    """x + r, r ~ N(0, sigma^2) per pixel and channel (clipped to 0..255)."""
+    """x + r, r ~ N(0, sigma^2) per pixel and channel (per pixel for a grey image), clipped to 0..255."""
     _check_image(image)
     if sigma < 0:
         raise ValueError(f"noise sigma must be >= 0, got {sigma}")
-    return _to_uint8(image.astype(np.float64) + rng.normal(0.0, sigma, size=image.shape))
+    shape = image.shape[:2] + ((1,) if is_grey(image) else (3,))
+    return _to_uint8(image.astype(np.float64) + rng.normal(0.0, sigma, size=shape))
 
 
 def gamma_value(image: np.ndarray, gamma: float, gain: float = 1.0) -> np.ndarray:
@@ -237,3 +237,20 @@ def synth_domain(in_root: str | os.PathLike, out_root: str | os.PathLike, kind: 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"root": str(out), "kind": kind, "images": images, "files": files}
+
+
+def domain_grid(images: list[np.ndarray], seed: int = 0, params: DomainParams = DomainParams(),
+                gap: int = 2) -> np.ndarray:
+    """A before/after sheet: row 0 the originals, then one row per kind in :data:`KINDS` (uint8, white gaps)."""
+    if not images:
+        raise ValueError("domain_grid needs at least one image")
+    h, w, _ = _check_image(images[0]).shape
+    rows = [list(images)] + [[shift_image(im, kind, image_rng(seed, f"{kind}/{i}"), params)
+                              for i, im in enumerate(images)] for kind in KINDS]
+    sheet = np.full((len(rows) * (h + gap) - gap, len(images) * (w + gap) - gap, 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        for c, im in enumerate(row):
+            if im.shape != (h, w, 3):
+                raise ValueError(f"all images must have shape {(h, w, 3)}, got {im.shape}")
+            sheet[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = im
+    return sheet

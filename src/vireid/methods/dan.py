@@ -24,6 +24,10 @@ meaningful). They live in model buffers, so a checkpoint carries them. With
 lambda1 = lambda2 = lambda3 = 0 the target batch is ignored and this is the
 source-only baseline on the same network and schedule.
 
+``recipe.init`` starts from a trained run (e.g. the source-only model),
+loaded when ``vireid adapt`` attaches the data, not when a finished run is
+reloaded for evaluation.
+
 Deviations (the paper is silent): means instead of sums over samples and
 classes; squared Euclidean d in CMA; the warm-up epochs; resuming mid-epoch
 keeps the stored pseudo labels (not recomputed).
@@ -49,7 +53,7 @@ from vireid.models.layers import ModalityHead, grad_reverse
 MODEL_KEYS = tuple(inspect.signature(ReIDNet.__init__).parameters)[2:]  # num_classes comes from the data
 LOSS_KEYS = ("id", "label_smoothing", "triplet", "triplet_margin")
 RECIPE_KEYS = ("num_target", "lambda1", "lambda2", "lambda3", "soft_lambda", "m", "eta", "refresh_every",
-               "start_epoch", "grl_coef", "disc_hidden", "disc_dropout", "backbone_lr_mult")
+               "start_epoch", "grl_coef", "disc_hidden", "disc_dropout", "backbone_lr_mult", "init")
 
 
 class DANNet(nn.Module):
@@ -127,6 +131,7 @@ class DANRecipe:
         self.triplet_weight = float(loss.get("triplet", 1.0))
         self.triplet_margin = float(loss.get("triplet_margin", 0.3))
         self.backbone_lr_mult = recipe.get("backbone_lr_mult", 1.0)
+        self.init = recipe.get("init")
         self.model = DANNet(num_classes, self.num_target, self.m,
                             disc_hidden=_number(recipe, "disc_hidden", 256, low=1, integer=True),
                             disc_dropout=_number(recipe, "disc_dropout", 0.5, high=1.0),
@@ -150,6 +155,32 @@ class DANRecipe:
         self.source_samples, self.target, self.size, self.workers = list(source_samples), target, size, workers
         if len(target) != self.num_target:
             raise ValueError(f"the target set has {len(target)} images but recipe.num_target is {self.num_target}")
+        if self.init:
+            self.load_init(self.init)
+
+    def load_init(self, path) -> None:
+        """Start from a trained run's network (``recipe.init``: a DAN run or a baseline/AGW run, same source).
+
+        Only the ReIDNet part is loaded (backbone, neck, source classifier; the
+        classifier stays fresh when the identity count differs, e.g. a labelled
+        target run); the target classifier, discriminator and pseudo labels start fresh.
+        """
+        from pathlib import Path
+
+        from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+        path = Path(path)
+        state = load_checkpoint(path / CHECKPOINT_NAME if path.is_dir() else path)["model"]
+        if any(k.startswith("net.") for k in state):
+            state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+        own = self.model.net.state_dict()
+        if "classifier.weight" in state and state["classifier.weight"].shape != own["classifier.weight"].shape:
+            state["classifier.weight"] = own["classifier.weight"]  # other identities: a fresh classifier
+        try:
+            self.model.net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"recipe.init {path} does not match this network (same model settings and source "
+                             f"identities needed): {str(exc).splitlines()[0]}") from None
 
     def param_groups(self):
         return head_and_backbone_groups(self.model, self.backbone_lr_mult)
