@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The experiments of docs/dan.md: synthetic SYSU-layout source -> shifted synthetic targets, DAN vs source-only,
+# The experiments of docs/dan.md: synthetic RegDB-layout source -> shifted synthetic targets, DAN vs source-only,
 # its ablation and the supervised target model. Usage: bash docs/dan_report.sh WORKDIR [sweep|main]
 # (both stages by default; about 25 CPU minutes on 2 cores). The sweep picks the defaults of dan_synthetic.yaml.
 set -euo pipefail
@@ -11,9 +11,9 @@ mkdir -p "$W" && cd "$W"
 EPOCHS=3                                   # adaptation epochs (every adapted / continued model)
 # Data: source ids from seed 1; target ids from seed 2 (other people), shifted four ways; a held-out
 # target (seed 3, colour shift) for the hyper-parameter sweep.
-[ -d src ] || $V synth --out src --layout sysu --ids 30 --seed 1 --size 64x32 --images 4
-[ -d raw ] || $V synth --out raw --layout sysu --ids 60 --seed 2 --size 64x32 --images 4
-[ -d sweep_raw ] || $V synth --out sweep_raw --layout sysu --ids 60 --seed 3 --size 64x32 --images 4
+[ -d src ] || $V synth --out src --layout regdb --ids 60 --seed 1 --size 64x32
+[ -d raw ] || $V synth --out raw --layout regdb --ids 60 --seed 2 --size 64x32
+[ -d sweep_raw ] || $V synth --out sweep_raw --layout regdb --ids 60 --seed 3 --size 64x32
 for k in noise lighting color occlusion; do [ -d $k ] || $V synth-domain --in raw --out $k --kind $k --seed 0; done
 [ -d sweep ] || $V synth-domain --in sweep_raw --out sweep --kind color --seed 1
 OFF="recipe.lambda1=0 recipe.lambda2=0 recipe.lambda3=0"
@@ -25,7 +25,7 @@ $V adapt dan_synthetic $OFF train.epochs=8 train.milestones=[6] --source src --t
 $V adapt dan_synthetic $OFF $ADAPT --source src --target raw --out runs/source_only
 # 3. Sweep on the held-out target (documented in docs/dan.md).
 i=0
-for s in "0.1 0.5 1.0" "1.0 1.0 1.0" "0.1 0.5 5.0"; do
+for s in "0.1 0.5 1.0" "1.0 1.0 1.0" "0.1 0.1 0.1" "0.1 0.5 5.0"; do
   set -- $s; i=$((i+1))
   $V adapt dan_synthetic $ADAPT recipe.lambda1=$1 recipe.lambda2=$2 recipe.lambda3=$3 \
      --source src --target sweep --out runs/sweep$i
