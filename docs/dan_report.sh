@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The experiments of docs/dan.md: synthetic RegDB-layout source -> shifted synthetic targets, DAN vs source-only,
-# its ablation and the supervised target model. Usage: bash docs/dan_report.sh WORKDIR [sweep|main]
-# (both stages by default; about 25 CPU minutes on 2 cores). The sweep picks the defaults of dan_synthetic.yaml.
+# its ablation and the supervised target model. Usage: bash docs/dan_report.sh WORKDIR [sweep|main|long]
+# (sweep then main by default, about 13 minutes on 2 shared cores; long: 8 more minutes). The sweep picks the
+# defaults of dan_synthetic.yaml; long repeats the noise row with 10 adaptation epochs instead of 3.
 set -euo pipefail
 W=$(realpath -m "${1:?usage: dan_report.sh WORKDIR [sweep|main]}")
 STAGE=${2:-all}
@@ -18,7 +19,7 @@ for k in noise lighting color occlusion; do [ -d $k ] || $V synth-domain --in ra
 [ -d sweep ] || $V synth-domain --in sweep_raw --out sweep --kind color --seed 1
 OFF="recipe.lambda1=0 recipe.lambda2=0 recipe.lambda3=0"
 ADAPT="train.epochs=$EPOCHS train.warmup_epochs=0 train.milestones=[] recipe.start_epoch=0 recipe.init=$W/runs/source"
-if [ $STAGE != main ]; then
+if [ $STAGE = all ] || [ $STAGE = sweep ]; then
 # 1. Source-only pre-training (target ignored: all target weights 0).
 $V adapt dan_synthetic $OFF train.epochs=8 train.milestones=[6] --source src --target raw --out runs/source
 # 2. Source-only baseline: the same EPOCHS more, still source-only (one model for every target).
@@ -34,6 +35,16 @@ done
 $V eval runs/source_only --data-root sweep --json runs/source_only/eval_sweep.json > /dev/null
 fi
 [ $STAGE = sweep ] && exit 0
+if [ $STAGE = long ]; then
+  LONG="train.epochs=10 train.warmup_epochs=0 train.milestones=[8] recipe.start_epoch=0 recipe.init=$W/runs/source"
+  $V adapt dan_synthetic $OFF $LONG --source src --target raw --out runs/long_source_only
+  $V eval runs/long_source_only --data-root noise --json runs/long_source_only/eval_noise.json > /dev/null
+  $V adapt dan_synthetic $LONG --source src --target noise --out runs/long_dan_noise
+  $V eval runs/long_dan_noise --data-root noise --json runs/long_dan_noise/eval.json > /dev/null
+  $V adapt dan_synthetic $OFF $LONG --source noise --target noise --out runs/long_supervised_noise
+  $V eval runs/long_supervised_noise --data-root noise --json runs/long_supervised_noise/eval.json > /dev/null
+  exit 0
+fi
 # 4. Per target kind: source-only, DAN, supervised target model (fine-tuned with labels from the same start).
 for k in raw noise lighting color occlusion; do
   $V eval runs/source_only --data-root $k --json runs/source_only/eval_$k.json > /dev/null

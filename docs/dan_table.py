@@ -26,6 +26,11 @@ def main() -> None:
     for name, path in rows:
         print(f"| {name} | " + " | ".join(cell(path(k)) for k in KINDS) + " |")
     print(f"\nunshifted target, source-only: {cell(W / 'source_only' / 'eval_raw.json')}\n")
+    print("| noise target, 10 adaptation epochs | R1 / mAP |\n| --- | --- |")
+    for name, run in (("source-only", "long_source_only/eval_noise.json"), ("DAN", "long_dan_noise/eval.json"),
+                      ("supervised target", "long_supervised_noise/eval.json")):
+        print(f"| {name} | {cell(W / run)} |")
+    print()
     print("| ablation (color target) | R1 / mAP |\n| --- | --- |")
     for name, run in (("source-only", "source_only/eval_color.json"), ("+DAA", "only_daa_color/eval.json"),
                       ("+soft labels", "only_soft_color/eval.json"), ("+CMA", "only_cma_color/eval.json"),

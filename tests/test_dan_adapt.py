@@ -155,3 +155,10 @@ def test_cli_adapt_runs(roots, tmp_path):
                  "--target", str(roots / "tgt"), "--out", str(out), "--device", "cpu"])
     assert code == 0 and (out / "checkpoint.pt").is_file()
     assert "soft" not in _records(out)[-1] and "daa" in _records(out)[-1]
+
+
+def test_img_per_s_counts_the_source_batch_of_a_pair():
+    from vireid.engine.trainer import _batch_size
+
+    pair = ((torch.zeros(5, 3), torch.zeros(5)), (torch.zeros(7, 3), torch.zeros(7)))
+    assert _batch_size(pair) == 5 and _batch_size((torch.zeros(4, 3), torch.zeros(4))) == 4
