@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "vireid.cli.train_cmd",
     "vireid.cli.demo_cmd",
     "vireid.cli.ablate_cmd",
+    "vireid.cli.synth_domain_cmd",
+    "vireid.cli.adapt_cmd",
 ]
 
 

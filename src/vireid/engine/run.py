@@ -76,9 +76,8 @@ def environment(seed: int) -> dict:
             "numpy": np.__version__, "python": platform.python_version(), "platform": platform.platform()}
 
 
-def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=(), *, device: str = "auto",
-          resume: str | Path | None = None, progress: bool = True) -> Path:
-    """Train (or continue) the run in ``out``. Returns the checkpoint path."""
+def _prepare(config, overrides, device: str):
+    """Resolved config, data settings, TrainConfig, distributed info and seed; seeds every RNG."""
     cfg_path = resolve_config_path(str(config))
     cfg = load_config(cfg_path, overrides, defaults=run_defaults())
     check_method(cfg)  # fail on a misspelt method before any data is read
@@ -91,27 +90,34 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
     if deterministic:
         torch.use_deterministic_algorithms(True)
     seed_everything(seed)
+    return cfg, data, tc, info, seed
 
+
+def _source_batches(data: dict, root, seed: int, info):
     extra = {"trial": data["trial"]} if data["trial"] is not None else {}
-    batches = train_batches(
-        data["dataset"], data_root, size=(data["height"], data["width"]), num_ids=data["p"],
+    return train_batches(
+        data["dataset"], root, size=(data["height"], data["width"]), num_ids=data["p"],
         num_per_modality=data["k"], seed=seed, workers=data["workers"], augment=data["augment"],
         padding=data["pad"], erasing=data["random_erasing"], use_cache=data["cache"], rank=info.rank,
         world_size=info.world_size, val_ids=data["val_ids"], **extra)
-    recipe = build_recipe(cfg, batches.num_classes)
+
+
+def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_classes: int, resume,
+         progress: bool) -> Path:
+    """Write the run's config and environment, then train (or resume) it to the end."""
     out = Path(out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", dump(cfg))
         write_text_atomic(out / "run.json", json.dumps(environment(seed), indent=2) + "\n")
     trainer = Trainer(recipe, batches, tc, out, device=info.device, dist_info=info, progress=progress,
-                      extra_state={"config": cfg, "num_classes": batches.num_classes})
+                      extra_state={"config": cfg, "num_classes": num_classes})
     if resume is not None:
         trainer.resume(resume)
     elif trainer.resume():
         print(f"resuming {out} at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch}")
     validate = None
-    if batches.validation and info.is_main:
+    if getattr(batches, "validation", None) and info.is_main:
         validate = _validator(recipe, batches.validation, data, int(cfg["eval"]["val_every"]))
     trainer.fit(on_epoch_end=validate)
     barrier(info)
@@ -150,6 +156,58 @@ def _validator(recipe, samples, data, every: int):
 def evaluate_distances(dist, query, gallery) -> dict:
     return evaluate_metrics(dist, [s.pid for s in query], [s.pid for s in gallery], rule="regdb",
                             max_rank=min(20, len(gallery)))
+
+
+def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=(), *, device: str = "auto",
+          resume: str | Path | None = None, progress: bool = True) -> Path:
+    """Train (or continue) the run in ``out``. Returns the checkpoint path."""
+    cfg, data, tc, info, seed = _prepare(config, overrides, device)
+    batches = _source_batches(data, data_root, seed, info)
+    recipe = build_recipe(cfg, batches.num_classes)
+    return _fit(recipe, batches, tc, cfg, data, out, info, seed, batches.num_classes, resume, progress)
+
+
+def adapt(config: str | Path, source: str | Path, target: str | Path, out: str | Path, overrides=(), *,
+          device: str = "auto", resume: str | Path | None = None, progress: bool = True) -> Path:
+    """Unsupervised domain adaptation: labelled ``source`` root, unlabelled ``target`` root (same layout).
+
+    One loop over (source batch, target batch) pairs; the target's identity
+    labels are not used for training (DAN logs them only as a pseudo-label
+    diagnostic). The method must provide ``attach`` (``method: dan``).
+    ``recipe.num_target`` is set from the target set and saved in the run's
+    config, so ``evaluate``/``load_trained`` rebuild the same network.
+    Returns the checkpoint path; evaluate it on the target root.
+    """
+    from vireid.data.cache import ImageCache
+    from vireid.data.check import require_valid
+    from vireid.data.loaders import train_transforms
+    from vireid.data.target_batches import PairedBatches, TargetBatches
+
+    cfg, data, tc, info, seed = _prepare(config, overrides, device)
+    if info.world_size > 1:
+        raise ValueError("vireid adapt runs on one process (the pseudo-label refresh is not distributed)")
+    recipe_cls = check_method(cfg)
+    if not hasattr(recipe_cls, "attach"):
+        raise ValueError(f"method {cfg['method']!r} does not adapt to a target domain; use a method with "
+                         "source+target training, e.g. method: dan")
+    size = (data["height"], data["width"])
+    extra = {"trial": data["trial"]} if data["trial"] is not None else {}
+    source_batches = _source_batches(data, source, seed, info)
+    target_set = require_valid(target, data["dataset"], **extra)
+    samples = target_set.train
+    given = (cfg.get("recipe") or {}).get("num_target")
+    if given is not None and given != len(samples):
+        raise ValueError(f"recipe.num_target is {given} but the target training set at {target} has "
+                         f"{len(samples)} images; leave it out (adapt sets it)")
+    cfg.setdefault("recipe", {})["num_target"] = len(samples)
+    cache = ImageCache.build([s.path for s in samples], size, f"{data['dataset']}-target") if data["cache"] else None
+    target_batches = TargetBatches(samples, size, train_transforms(data["augment"], data["pad"],
+                                                                   data["random_erasing"]),
+                                   data["p"], data["k"], seed=seed, workers=data["workers"], cache=cache)
+    recipe = build_recipe(cfg, source_batches.num_classes)
+    recipe.attach(source_batches.dataset.samples, target_batches, size, data["workers"])
+    batches = PairedBatches(source_batches, target_batches)
+    return _fit(recipe, batches, tc, cfg, data, out, info, seed, source_batches.num_classes, resume, progress)
 
 
 def load_trained(run_or_checkpoint: str | Path):

@@ -41,6 +41,8 @@ class Recipe(Protocol):
 
     def training_step(self, model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]: ...
 
+    # Optional: ``on_epoch_start(epoch, trainer)`` is called before each epoch's first (or resumed) step.
+
 
 class Batches(Protocol):
     """A re-iterable source of batches for one epoch at a time."""
@@ -186,6 +188,10 @@ class Trainer:
         self._stop_signal = signum  # acted on at the next step boundary, with a checkpoint
 
     def _run_epoch(self, on_step) -> None:
+        # Optional recipe hook, e.g. a pseudo-label refresh (DAN); ``self.step_in_epoch`` > 0 when resuming.
+        on_epoch_start = getattr(self.recipe, "on_epoch_start", None)
+        if on_epoch_start is not None:
+            on_epoch_start(self.epoch, self)
         model = self.recipe.model
         model.train()
         steps = len(self.batches)
@@ -304,4 +310,6 @@ def _channels_last(batch):
 
 def _batch_size(batch) -> int:
     first = batch[0] if isinstance(batch, (list, tuple)) else batch
+    if isinstance(first, (list, tuple)):  # a (source, target) pair: count the source batch
+        return _batch_size(first)
     return len(first) if hasattr(first, "__len__") else 1

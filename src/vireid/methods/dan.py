@@ -1,0 +1,270 @@
+"""DAN (Fu et al., TCSVT 2022): unsupervised cross-domain, cross-modal adaptation, as a recipe for ``vireid adapt``.
+
+Labelled visible+infrared source, unlabelled visible+infrared target. A
+batch is a pair (source batch, target batch) from
+:class:`vireid.data.target_batches.PairedBatches`; both go through one
+:class:`DANNet` forward (one BN-statistics pool), and the loss is eq. 15:
+
+    L = L_cls + L_tri (source) + lambda1 L_DAA + lambda2 L_soft + lambda3 L_CMA
+
+* DAA: a discriminator (MLP, one logit) on the pooled feature behind gradient
+  reversal, source = 1, target = 0 (:func:`vireid.losses.dan.domain_adversarial_loss`).
+* Soft labels: an N_t-way bias-free classifier on the target BN feature,
+  trained towards lambda on the sample itself and (1 - lambda)/m on its m
+  reliable neighbours.
+* CMA: visible vs infrared means and variances of the hard pseudo classes
+  (source prototypes, same modality) on the L2-normalised target BN feature
+  (the test feature).
+
+Pseudo labels and reliable sets are refreshed from a full source + target
+feature pass at the start of epoch ``start_epoch`` and every
+``refresh_every`` epochs after it (target losses are off before
+``start_epoch``: the source-only warm-up that makes the first prototypes
+meaningful). They live in model buffers, so a checkpoint carries them. With
+lambda1 = lambda2 = lambda3 = 0 the target batch is ignored and this is the
+source-only baseline on the same network and schedule.
+
+``recipe.init`` starts from a trained run (e.g. the source-only model),
+loaded when ``vireid adapt`` attaches the data, not when a finished run is
+reloaded for evaluation.
+
+Deviations (the paper is silent): means instead of sums over samples and
+classes; squared Euclidean d in CMA; the warm-up epochs; resuming mid-epoch
+keeps the stored pseudo labels (not recomputed).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vireid.losses import id_loss, triplet_hard
+from vireid.losses.dan import (cross_modal_alignment, domain_adversarial_loss, hard_pseudo_labels,
+                               modality_prototypes, reliable_neighbours, soft_label_loss)
+from vireid.methods import METHODS
+from vireid.methods.common import check_keys, flip_average, head_and_backbone_groups
+from vireid.models.baseline import ReIDNet
+from vireid.models.layers import ModalityHead, grad_reverse
+
+MODEL_KEYS = tuple(inspect.signature(ReIDNet.__init__).parameters)[2:]  # num_classes comes from the data
+LOSS_KEYS = ("id", "label_smoothing", "triplet", "triplet_margin")
+RECIPE_KEYS = ("num_target", "lambda1", "lambda2", "lambda3", "soft_lambda", "m", "eta", "refresh_every",
+               "start_epoch", "grl_coef", "disc_hidden", "disc_dropout", "backbone_lr_mult", "init")
+
+
+class DANNet(nn.Module):
+    """:class:`ReIDNet` + an N_t-way target classifier + a domain discriminator; pseudo labels as buffers.
+
+    Train mode: ReIDNet's dict plus "target_logits" (B, N_t) and "domain" (B,)
+    (discriminator logits behind gradient reversal). Eval mode: the test feature.
+    """
+
+    def __init__(self, num_classes: int, num_target: int, m: int, disc_hidden: int = 256,
+                 disc_dropout: float = 0.5, grl_coef: float = 1.0, **model):
+        super().__init__()
+        self.net = ReIDNet(num_classes, **model)
+        dim = self.net.feature_dim
+        self.target_classifier = nn.Linear(dim, num_target, bias=False)
+        nn.init.normal_(self.target_classifier.weight, std=0.001)
+        self.discriminator = ModalityHead(dim, disc_hidden, disc_dropout, num_modalities=1)
+        self.grl_coef = grl_coef
+        self.register_buffer("pseudo_labels", torch.full((num_target,), -1, dtype=torch.long))
+        self.register_buffer("neighbours", torch.zeros((num_target, m), dtype=torch.long))
+
+    @property
+    def has_labels(self) -> bool:
+        return bool((self.pseudo_labels >= 0).all())
+
+    def head_parameters(self):
+        return [p for name, p in self.named_parameters() if not name.startswith("net.backbone.")]
+
+    def forward(self, images: torch.Tensor, modality: torch.Tensor | None = None):
+        out = self.net(images, modality)
+        if not self.training:
+            return out
+        out["target_logits"] = self.target_classifier(out["bn"])
+        out["domain"] = self.discriminator(grad_reverse(out["pooled"], self.grl_coef)).squeeze(1)
+        return out
+
+
+def _number(recipe: dict, key: str, default, low=0.0, integer=False, high=None):
+    value = recipe.get(key, default)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low
+    ok = ok and (not integer or float(value).is_integer()) and (high is None or value <= high)
+    if not ok:
+        what = "an integer" if integer else "a number"
+        bound = f" and <= {high}" if high is not None else ""
+        raise ValueError(f"recipe.{key} must be {what} >= {low}{bound}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+class DANRecipe:
+    """``method: dan`` (see the module docstring). Needs :meth:`attach` (``vireid adapt`` calls it)."""
+
+    def __init__(self, cfg: dict, num_classes: int):
+        cfg = copy.deepcopy(cfg)
+        self.name = cfg["method"]
+        model_cfg = check_keys(cfg.get("model"), MODEL_KEYS, "model")
+        loss = check_keys(cfg.get("loss"), LOSS_KEYS, "loss")
+        recipe = check_keys(cfg.get("recipe"), RECIPE_KEYS, "recipe")
+        if "num_target" not in recipe:
+            raise ValueError("recipe.num_target (target training images) is missing; DAN runs through "
+                             "'vireid adapt', which sets it from the target dataset")
+        self.num_target = _number(recipe, "num_target", None, low=2, integer=True)
+        self.lambda1 = _number(recipe, "lambda1", 1.0)
+        self.lambda2 = _number(recipe, "lambda2", 1.0)
+        self.lambda3 = _number(recipe, "lambda3", 1.0)
+        self.soft_lambda = _number(recipe, "soft_lambda", 0.5, high=1.0)
+        self.m = _number(recipe, "m", 4, low=1, integer=True)
+        if self.m >= self.num_target:
+            raise ValueError(f"recipe.m ({self.m}) must be smaller than the number of target images "
+                             f"({self.num_target})")
+        self.eta = _number(recipe, "eta", 1.0)
+        self.refresh_every = _number(recipe, "refresh_every", 1, low=1, integer=True)
+        self.start_epoch = _number(recipe, "start_epoch", 1, integer=True)
+        self.id_weight = float(loss.get("id", 1.0))
+        self.label_smoothing = float(loss.get("label_smoothing", 0.0))
+        self.triplet_weight = float(loss.get("triplet", 1.0))
+        self.triplet_margin = float(loss.get("triplet_margin", 0.3))
+        self.backbone_lr_mult = recipe.get("backbone_lr_mult", 1.0)
+        self.init = recipe.get("init")
+        self.model = DANNet(num_classes, self.num_target, self.m,
+                            disc_hidden=_number(recipe, "disc_hidden", 256, low=1, integer=True),
+                            disc_dropout=_number(recipe, "disc_dropout", 0.5, high=1.0),
+                            grl_coef=_number(recipe, "grl_coef", 1.0), **model_cfg)
+        self.flip = bool((cfg.get("eval") or {}).get("flip", False))
+        self.num_classes = num_classes
+        self.epoch = 0
+        self.source_samples = self.target = None
+        self.size, self.workers = None, 0
+        self.last_refresh: dict = {}
+
+    @property
+    def adapts(self) -> bool:
+        return bool(self.lambda1 or self.lambda2 or self.lambda3)
+
+    def active(self, epoch: int) -> bool:
+        return self.adapts and epoch >= self.start_epoch
+
+    def attach(self, source_samples, target, size: tuple[int, int], workers: int = 0) -> None:
+        """The labelled source listing, the :class:`TargetBatches` and the image size for refreshes."""
+        self.source_samples, self.target, self.size, self.workers = list(source_samples), target, size, workers
+        if len(target) != self.num_target:
+            raise ValueError(f"the target set has {len(target)} images but recipe.num_target is {self.num_target}")
+        if self.init:
+            self.load_init(self.init)
+
+    def load_init(self, path) -> None:
+        """Start from a trained run's network (``recipe.init``: a DAN run or a baseline/AGW run, same source).
+
+        Only the ReIDNet part is loaded (backbone, neck, source classifier; the
+        classifier stays fresh when the identity count differs, e.g. a labelled
+        target run); the target classifier, discriminator and pseudo labels start fresh.
+        """
+        from pathlib import Path
+
+        from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+        path = Path(path)
+        state = load_checkpoint(path / CHECKPOINT_NAME if path.is_dir() else path)["model"]
+        if any(k.startswith("net.") for k in state):
+            state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+        own = self.model.net.state_dict()
+        if "classifier.weight" in state and state["classifier.weight"].shape != own["classifier.weight"].shape:
+            state["classifier.weight"] = own["classifier.weight"]  # other identities: a fresh classifier
+        try:
+            self.model.net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"recipe.init {path} does not match this network (same model settings and source "
+                             f"identities needed): {str(exc).splitlines()[0]}") from None
+
+    def param_groups(self):
+        return head_and_backbone_groups(self.model, self.backbone_lr_mult)
+
+    # ------------------------------------------------------------ pseudo labels
+
+    def on_epoch_start(self, epoch: int, trainer) -> None:
+        self.epoch = epoch
+        if not self.active(epoch):
+            return
+        if self.target is None:
+            raise ValueError("DAN needs source and target data: run it with 'vireid adapt' (engine.run.adapt)")
+        due = (epoch - self.start_epoch) % self.refresh_every == 0
+        if (due and trainer.step_in_epoch == 0) or not self.model.has_labels:
+            self.refresh(trainer.device)
+            trainer.log({"epoch": epoch, "refresh": True, **self.last_refresh})
+        self.target.set_labels(self.model.pseudo_labels.cpu().numpy())
+
+    @torch.no_grad()
+    def features(self, samples, device) -> torch.Tensor:
+        from vireid.evaluation.features import image_extractor
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return image_extractor(self.embed, self.size, device, workers=self.workers)(samples)
+        finally:
+            self.model.train(was_training)
+
+    @torch.no_grad()
+    def refresh(self, device="cpu") -> dict:
+        """Hard pseudo labels (source prototypes) and reliable sets from a full feature pass."""
+        src = self.features(self.source_samples, device)
+        tgt = self.features(self.target.samples, device)
+        src_labels = torch.tensor([s.pid for s in self.source_samples])
+        src_mod = torch.tensor([s.modality for s in self.source_samples])
+        protos, present = modality_prototypes(src, src_labels, src_mod, self.num_classes)
+        tgt_mod = self.target.modality
+        labels = hard_pseudo_labels(tgt, tgt_mod, protos, present)
+        neighbours = reliable_neighbours(tgt, self.m)
+        self.model.pseudo_labels.copy_(labels)
+        self.model.neighbours.copy_(neighbours)
+        # Diagnostics only (the target identities never enter a loss): how often a reliable neighbour is
+        # the same person, and how many pseudo classes hold both modalities.
+        truth = torch.tensor([s.pid for s in self.target.samples])
+        both = sum(1 for k in labels.unique() if len((tgt_mod[labels == k]).unique()) == 2)
+        self.last_refresh = {"pseudo_classes": int(labels.unique().numel()), "cross_modal_classes": both,
+                             "neighbour_precision": float((truth[neighbours] == truth[:, None]).float().mean())}
+        return self.last_refresh
+
+    # ------------------------------------------------------------ training
+
+    def training_step(self, model, batch) -> dict:
+        if isinstance(batch, (list, tuple)) and len(batch) == 2:
+            source, target = batch
+        else:
+            source, target = batch, None
+        images, pids, _, modality = source
+        active = target is not None and self.active(self.epoch)
+        if active:
+            t_images, t_index, _, t_mod = target
+            out = model(torch.cat([images, t_images]), torch.cat([modality, t_mod]))
+        else:
+            out = model(images, modality)
+        ns = len(images)
+        terms = {"cls": self.id_weight * id_loss(out["logits"][:ns], pids, self.label_smoothing)}
+        if self.triplet_weight:
+            terms["tri"] = self.triplet_weight * triplet_hard(out["pooled"][:ns], pids, self.triplet_margin)
+        if active:
+            net = self.model
+            if self.lambda1:
+                terms["daa"] = self.lambda1 * domain_adversarial_loss(out["domain"][:ns], out["domain"][ns:])
+            if self.lambda2:
+                terms["soft"] = self.lambda2 * soft_label_loss(out["target_logits"][ns:], t_index,
+                                                               net.neighbours[t_index], self.soft_lambda)
+            if self.lambda3:
+                feat = F.normalize(out["bn"][ns:], dim=1)
+                terms["cma"] = self.lambda3 * cross_modal_alignment(feat, net.pseudo_labels[t_index], t_mod,
+                                                                    self.eta)
+        return {"loss": sum(terms.values()), **terms}
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
+        return flip_average(self.model, images, modality, self.flip)
+
+
+METHODS.register("dan")(DANRecipe)
