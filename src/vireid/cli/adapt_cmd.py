@@ -21,16 +21,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from vireid.engine.run import adapt
-    from vireid.engine.trainer import TrainingDiverged, TrainingInterrupted
 
-    try:
-        path = adapt(args.config, args.source, args.target, args.out, args.overrides, device=args.device,
-                     resume=args.resume)
-    except TrainingInterrupted as exc:
-        print(f"vireid: {exc}")
-        return 130
-    except TrainingDiverged as exc:
-        print(f"vireid: error: {exc}")
-        return 1
+    path = adapt(args.config, args.source, args.target, args.out, args.overrides, device=args.device,
+                 resume=args.resume)
     print(f"finished; checkpoint: {path}")
     return 0

@@ -44,8 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from vireid.engine.trainer import TrainingDiverged, TrainingInterrupted
+
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as exc:  # a checkpoint was saved: re-running resumes
+        print(f"vireid: {exc}", file=sys.stderr)
+        return 130
+    except TrainingDiverged as exc:
+        print(f"vireid: error: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, KeyError, ImportError) as exc:
         if os.environ.get("VIREID_DEBUG"):
             raise

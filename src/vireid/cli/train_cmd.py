@@ -27,16 +27,8 @@ def register(subparsers) -> None:
 
 def run_train(args) -> int:
     from vireid.engine.run import train
-    from vireid.engine.trainer import TrainingDiverged, TrainingInterrupted
 
-    try:
-        path = train(args.config, args.data_root, args.out, args.overrides, device=args.device, resume=args.resume)
-    except TrainingInterrupted as exc:
-        print(f"vireid: {exc}")
-        return 130
-    except TrainingDiverged as exc:
-        print(f"vireid: error: {exc}")
-        return 1
+    path = train(args.config, args.data_root, args.out, args.overrides, device=args.device, resume=args.resume)
     print(f"finished; checkpoint: {path}")
     return 0
 
