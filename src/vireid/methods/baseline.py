@@ -30,7 +30,7 @@ from vireid.data.channel_aug import ChannelExchange
 from vireid.data.records import VISIBLE
 from vireid.losses import id_loss
 from vireid.methods import METHODS
-from vireid.methods.common import MetricLosses, check_keys, flip_average, head_and_backbone_groups
+from vireid.methods.common import MetricLosses, recipe_sections, flip_average, head_and_backbone_groups
 from vireid.models.baseline import ReIDNet
 
 MODEL_KEYS = tuple(inspect.signature(ReIDNet.__init__).parameters)[1:]
@@ -60,10 +60,7 @@ class BaselineRecipe:
     def __init__(self, cfg: dict, num_classes: int):
         cfg = copy.deepcopy(cfg)
         self.name = cfg["method"]
-        model_cfg = check_keys(cfg.get("model"), MODEL_KEYS, "model")
-        model_cfg["num_classes"] = num_classes
-        loss = check_keys(cfg.get("loss"), LOSS_KEYS, "loss")
-        recipe = check_keys(cfg.get("recipe"), RECIPE_KEYS, "recipe")
+        model_cfg, loss, recipe = recipe_sections(cfg, num_classes, MODEL_KEYS, LOSS_KEYS, RECIPE_KEYS)
         self.model = ReIDNet(**model_cfg)
         self.id_weight = float(loss.get("id", 1.0))
         self.label_smoothing = float(loss.get("label_smoothing", 0.0))

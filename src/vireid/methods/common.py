@@ -32,6 +32,13 @@ def check_keys(section: dict, known, where: str) -> dict:
     return section
 
 
+def recipe_sections(cfg: dict, num_classes: int, model_keys, loss_keys, recipe_keys) -> tuple[dict, dict, dict]:
+    """The checked ``model`` (with ``num_classes`` set), ``loss`` and ``recipe`` sections of a config."""
+    model_cfg = check_keys(cfg.get("model"), model_keys, "model")
+    model_cfg["num_classes"] = num_classes
+    return model_cfg, check_keys(cfg.get("loss"), loss_keys, "loss"), check_keys(cfg.get("recipe"), recipe_keys, "recipe")
+
+
 @dataclass(frozen=True)
 class MetricLosses:
     """Weights (0 = off) and parameters of the metric losses on a pre-BN feature."""

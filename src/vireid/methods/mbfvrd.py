@@ -20,7 +20,7 @@ import torch
 
 from vireid.losses import id_loss, vsd_loss
 from vireid.methods import METHODS
-from vireid.methods.common import MetricLosses, check_keys, flip_average, head_and_backbone_groups
+from vireid.methods.common import MetricLosses, recipe_sections, flip_average, head_and_backbone_groups
 from vireid.models.mbfvrd import MBFVRD
 
 MODEL_KEYS = tuple(inspect.signature(MBFVRD.__init__).parameters)[1:]
@@ -39,10 +39,7 @@ class MBFVRDRecipe:
     def __init__(self, cfg: dict, num_classes: int):
         cfg = copy.deepcopy(cfg)
         self.name = cfg["method"]
-        model_cfg = check_keys(cfg.get("model"), MODEL_KEYS, "model")
-        model_cfg["num_classes"] = num_classes
-        loss = check_keys(cfg.get("loss"), LOSS_KEYS, "loss")
-        recipe = check_keys(cfg.get("recipe"), RECIPE_KEYS, "recipe")
+        model_cfg, loss, recipe = recipe_sections(cfg, num_classes, MODEL_KEYS, LOSS_KEYS, RECIPE_KEYS)
         self.model = MBFVRD(**model_cfg)
         self.id_weight = float(loss.get("id", 1.0))
         self.id_z_weight = float(loss.get("id_z", 1.0))
