@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from vireid.ablation import format_table, load_plan, row_config, select_rows
+from vireid.app.ablation import format_table, load_plan, row_config, select_rows
 from vireid.cli.main import main
 
 PLAN = {

@@ -13,7 +13,7 @@ from vireid.data.domains import synth_domain
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.data.synthetic import generate
 from vireid.data.target_batches import TargetBatches
-from vireid.engine.run import adapt, evaluate, load_trained, resolve_config_path
+from vireid.app.runs import adapt, evaluate_run, load_run, resolve_config_path
 from vireid.engine.trainer import TrainConfig, Trainer
 from vireid.methods import build_recipe
 
@@ -102,11 +102,11 @@ def test_two_step_adaptation_run_and_evaluation(roots, tmp_path):
     assert len(steps) >= 2
     for r in steps:
         assert {"cls", "tri", "daa", "soft", "cma"} <= set(r) and all(np.isfinite(r[k]) for k in r if k != "lr")
-    recipe, cfg = load_trained(out)
+    recipe, cfg = load_run(out)
     n = len(open_dataset("sysu", roots / "tgt").train)
     assert cfg["recipe"]["num_target"] == n
     assert (recipe.model.pseudo_labels >= 0).all() and recipe.model.neighbours.shape == (n, 2)
-    result = evaluate(out, roots / "tgt", "sysu/all/single/seeded", device="cpu", trials=[0])
+    result = evaluate_run(out, roots / "tgt", "sysu/all/single/seeded", device="cpu", trials=[0])
     assert 0.0 <= result.mean["mAP"] <= 1.0
 
 
@@ -116,7 +116,7 @@ def test_adaptation_changes_the_weights_only_through_target_terms(roots, tmp_pat
     a, b = tmp_path / "a", tmp_path / "b"
     adapt(roots / "tiny.yaml", roots / "src", roots / "tgt", a, off, device="cpu", progress=False)
     adapt(roots / "tiny.yaml", roots / "src", roots / "raw", b, off, device="cpu", progress=False)
-    sa, sb = load_trained(a)[0].model.net.state_dict(), load_trained(b)[0].model.net.state_dict()
+    sa, sb = load_run(a)[0].model.net.state_dict(), load_run(b)[0].model.net.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert {"cls", "tri"} == {k for k in _records(a)[-1] if k in ("cls", "tri", "daa", "soft", "cma")}
 
@@ -125,7 +125,7 @@ def test_init_from_a_trained_run(roots, tmp_path):
     first = tmp_path / "first"
     adapt(roots / "tiny.yaml", roots / "src", roots / "tgt", first, ["recipe.lambda1=0", "recipe.lambda2=0",
           "recipe.lambda3=0"], device="cpu", progress=False)
-    trained = load_trained(first)[0].model.net.state_dict()
+    trained = load_run(first)[0].model.net.state_dict()
     cfg = yaml.safe_load((first / "config.yaml").read_text())
     cfg["recipe"]["init"] = str(first)
     recipe = build_recipe(cfg, len({s.pid for s in open_dataset("sysu", roots / "src").train}))

@@ -1,5 +1,5 @@
 """AGW, CAJ, MBFVRD and the config-only combinations (IDKL + CAJ augmentation, any method + hetero-center):
-each trains on a tiny synthetic SYSU tree through ``vireid.engine.run`` and is evaluated; plus the
+each trains on a tiny synthetic SYSU tree through ``vireid.app.runs`` and is evaluated; plus the
 tri-modal batch, the MBFVRD model's shapes and gradients, the parameter groups and the config errors."""
 
 import json
@@ -10,7 +10,7 @@ import yaml
 
 from vireid.config import load_config, merge
 from vireid.data.synthetic import generate
-from vireid.engine.run import evaluate, resolve_config_path, train
+from vireid.app.runs import evaluate_run, resolve_config_path, train
 from vireid.methods import build_recipe
 from vireid.methods.baseline import tri_modal
 from vireid.models.mbfvrd import MBFVRD
@@ -49,7 +49,7 @@ def test_recipe_trains_and_evaluates(case, sysu_root, tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) >= 2  # at least two optimisation steps
     assert logged <= set(records[-1]) and all(records[-1][k] == records[-1][k] for k in logged)  # finite
-    result = evaluate(out, sysu_root, PROTOCOL, device="cpu", trials=[0, 1])
+    result = evaluate_run(out, sysu_root, PROTOCOL, device="cpu", trials=[0, 1])
     assert len(result.trials) == 2 and 0.0 <= result.mean["mAP"] <= 1.0 and 0.0 <= result.mean["rank1"] <= 1.0
 
 

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from vireid.ablation import run_ablation
+    from vireid.app.ablation import run_ablation
 
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
     command = "vireid " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["ablate"] else ""

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from vireid.engine.run import adapt
+    from vireid.app.runs import adapt
 
     path = adapt(args.config, args.source, args.target, args.out, args.overrides, device=args.device,
                  resume=args.resume)

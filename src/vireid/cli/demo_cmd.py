@@ -16,7 +16,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from vireid.demo import DEMO_IDS, run_demo
+    from vireid.app.demo import DEMO_IDS, run_demo
 
     run_demo(args.out, args.data_root, args.overrides, ids=args.ids or DEMO_IDS)
     return 0

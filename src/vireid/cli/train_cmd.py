@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 
 
 def run_train(args) -> int:
-    from vireid.engine.run import train
+    from vireid.app.runs import train
 
     path = train(args.config, args.data_root, args.out, args.overrides, device=args.device, resume=args.resume)
     print(f"finished; checkpoint: {path}")
@@ -34,9 +34,9 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
-    from vireid.engine.run import evaluate
+    from vireid.app.runs import evaluate_run
 
-    result = evaluate(args.run, args.data_root, args.protocol, rerank=args.rerank, device=args.device)
+    result = evaluate_run(args.run, args.data_root, args.protocol, rerank=args.rerank, device=args.device)
     print(result.format_table())
     if args.json:
         result.write_json(args.json)

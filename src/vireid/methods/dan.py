@@ -192,7 +192,7 @@ class DANRecipe:
         if not self.active(epoch):
             return
         if self.target is None:
-            raise ValueError("DAN needs source and target data: run it with 'vireid adapt' (engine.run.adapt)")
+            raise ValueError("DAN needs source and target data: run it with 'vireid adapt' (vireid.app.runs.adapt)")
         due = (epoch - self.start_epoch) % self.refresh_every == 0
         if (due and trainer.step_in_epoch == 0) or not self.model.has_labels:
             self.refresh(trainer.device)

@@ -16,8 +16,8 @@ A plan is a YAML file::
         also_rerank: false                 # true: a second, labelled line evaluated with re-ranking
 
 Each row's resolved config is written to ``OUT/<row>/config.yaml`` and trained
-there with :func:`vireid.engine.run.train` (one torch thread per row, ``jobs``
-rows at a time), evaluated with :func:`vireid.engine.run.evaluate`, and the
+there with :func:`vireid.app.runs.train` (one torch thread per row, ``jobs``
+rows at a time), evaluated with :func:`vireid.app.runs.evaluate_run`, and the
 table written to ``OUT/ablation.md`` (and ``OUT/ablation.json``). A finished
 row is not trained again (its checkpoint is resumed, i.e. kept; its training
 time is then the time between its run.json and checkpoint files). A row that
@@ -86,7 +86,7 @@ def slug(name: str) -> str:
 
 def row_config(row: dict, budget: dict) -> dict:
     """The row's config file contents: its base config, then the budget, then the row's own changes."""
-    from vireid.engine.run import resolve_config_path
+    from vireid.app.runs import resolve_config_path
 
     base = resolve_config_path(str(row["config"])).resolve()
     return {"_base_": str(base), **merge(budget or {}, row.get("set") or {})}
@@ -97,11 +97,11 @@ def _run_row(task: dict) -> list[dict]:
     a second, labelled result with k-reciprocal re-ranking."""
     import torch
 
-    from vireid.engine.run import evaluate, train
+    from vireid.app.runs import evaluate_run, train
 
     torch.set_num_threads(1)
     try:
-        return _train_and_evaluate(task, train, evaluate)
+        return _train_and_evaluate(task, train, evaluate_run)
     except Exception as exc:  # one failed row (e.g. a diverged run) must not lose the others' results
         return [{"name": task["name"], "config": task["base"], "error": f"{type(exc).__name__}: {exc}"}]
 

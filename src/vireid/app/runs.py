@@ -175,7 +175,7 @@ def adapt(config: str | Path, source: str | Path, target: str | Path, out: str |
     labels are not used for training (DAN logs them only as a pseudo-label
     diagnostic). The method must provide ``attach`` (``method: dan``).
     ``recipe.num_target`` is set from the target set and saved in the run's
-    config, so ``evaluate``/``load_trained`` rebuild the same network.
+    config, so ``evaluate_run``/``load_run`` rebuild the same network.
     Returns the checkpoint path; evaluate it on the target root.
     """
     from vireid.data.cache import ImageCache
@@ -210,7 +210,7 @@ def adapt(config: str | Path, source: str | Path, target: str | Path, out: str |
     return _fit(recipe, batches, tc, cfg, data, out, info, seed, source_batches.num_classes, resume, progress)
 
 
-def load_trained(run_or_checkpoint: str | Path):
+def load_run(run_or_checkpoint: str | Path):
     """(recipe with trained weights in eval mode, config) from a run directory or a checkpoint file."""
     path = Path(run_or_checkpoint)
     ckpt = path / CHECKPOINT_NAME if path.is_dir() else path
@@ -223,12 +223,12 @@ def load_trained(run_or_checkpoint: str | Path):
     return recipe, state["config"]
 
 
-def evaluate(run_or_checkpoint: str | Path, data_root: str | Path, protocol: str | None = None, *,
+def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol: str | None = None, *,
              rerank: bool = False, device: str = "auto", trials=None, batch_size: int = 64) -> ProtocolResult:
     """Evaluate a trained run under a named protocol (default: the config's ``eval.protocol``)."""
     if protocol is not None:
         get_protocol(protocol)  # an unknown name fails before any loading
-    recipe, cfg = load_trained(run_or_checkpoint)
+    recipe, cfg = load_run(run_or_checkpoint)
     if protocol is None:
         protocol = (cfg.get("eval") or {}).get("protocol")
         if protocol is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from vireid.data.synthetic import generate
-from vireid.engine import run as runs
+from vireid.app import runs
 from vireid.evaluation.evaluator import cosine_distance
 from vireid.evaluation.features import image_extractor
 from vireid.evaluation.protocols import get_protocol, sysu_test_ids
@@ -44,7 +44,7 @@ def run_demo(out: str | Path = "vireid-demo", data_root: str | Path | None = Non
     timings["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    results = [runs.evaluate(out / "run", data_root, name, device="cpu") for name in PROTOCOLS]
+    results = [runs.evaluate_run(out / "run", data_root, name, device="cpu") for name in PROTOCOLS]
     timings["eval_s"] = time.perf_counter() - t
     picture = out / "ranklist.png"
     _rank_list(out / "run", data_root, PROTOCOLS[0], picture)
@@ -64,7 +64,7 @@ def run_demo(out: str | Path = "vireid-demo", data_root: str | Path | None = Non
 
 def _rank_list(run_dir: Path, data_root: Path, protocol: str, path: Path, queries: int = 8) -> None:
     """Infrared queries of trial 0 with their top-10 visible gallery images."""
-    recipe, cfg = runs.load_trained(run_dir)
+    recipe, cfg = runs.load_run(run_dir)
     data = runs.data_settings(cfg)
     split = get_protocol(protocol).build(data_root, 0)
     extract = image_extractor(recipe.embed, (data["height"], data["width"]), "cpu", workers=0)
