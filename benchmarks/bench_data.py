@@ -27,7 +27,7 @@ from vireid.data.datasets import open_dataset
 from vireid.data.image_dataset import ImageDataset
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.data.samplers import CrossModalityIdentitySampler
-from vireid.data.synthetic import generate
+from vireid.synth.generator import generate
 
 
 def bench_generator(out: Path, ids: int, size: tuple[int, int], workers: int) -> float:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vireid.data.synthetic import generate
+from vireid.synth.generator import generate
 
 TINY = {"ids": 8, "images": 3, "size": (32, 16), "seed": 5}
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vireid.cli.main import main
-from vireid.data.synthetic import generate
+from vireid.synth.generator import generate
 from vireid.engine.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = ["data.height=32", "data.width=16", "data.p=2", "data.k=2", "data.workers=0", "data.cache=false",

@@ -9,9 +9,9 @@ import yaml
 
 from vireid.cli.main import main
 from vireid.data.datasets import open_dataset
-from vireid.data.domains import synth_domain
+from vireid.synth.domains import synth_domain
 from vireid.data.records import INFRARED, VISIBLE
-from vireid.data.synthetic import generate
+from vireid.synth.generator import generate
 from vireid.data.target_batches import TargetBatches
 from vireid.app.runs import adapt, evaluate_run, load_run, resolve_config_path
 from vireid.engine.trainer import TrainConfig, Trainer

@@ -5,10 +5,10 @@ import pytest
 from PIL import Image
 
 from vireid.cli.main import main
-from vireid.data.domains import (KINDS, add_noise, change_color, change_lighting, dct_recolor, domain_grid,
+from vireid.synth.domains import (KINDS, add_noise, change_color, change_lighting, dct_recolor, domain_grid,
                                  gamma_value, highpass, image_rng, occlude, occlusion_box, shift_image,
                                  synth_domain)
-from vireid.data.synthetic import generate
+from vireid.synth.generator import generate
 
 
 def _image(seed=0, h=32, w=16):

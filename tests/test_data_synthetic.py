@@ -8,8 +8,8 @@ from PIL import Image
 
 from data_trees import TINY, tiny_trees  # noqa: F401  (fixture)
 from vireid.data import layouts
-from vireid.data.synth_render import Garment, make_camera, make_identity, render
-from vireid.data.synthetic import generate
+from vireid.synth.render import Garment, make_camera, make_identity, render
+from vireid.synth.generator import generate
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -162,7 +162,7 @@ def test_refuses_to_overwrite_a_non_empty_folder_and_leaves_no_temp(tmp_path):
 
 
 def test_sample_grid_rows_are_identities_with_grey_infrared_columns():
-    from vireid.data.synthetic import sample_grid
+    from vireid.synth.generator import sample_grid
 
     grid = sample_grid(seed=0, ids=2, size=(32, 16), per_camera=1, gap=2)
     assert grid.shape == (2 * 32 + 2, 6 * 16 + 5 * 3 * 2, 3)  # wider gaps between cameras

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from vireid.config import load_config, merge
-from vireid.data.synthetic import generate
+from vireid.synth.generator import generate
 from vireid.app.runs import evaluate_run, resolve_config_path, train
 from vireid.methods import build_recipe
 from vireid.methods.baseline import tri_modal

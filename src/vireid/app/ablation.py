@@ -163,7 +163,7 @@ def run_ablation(plan_path: str | Path, out: str | Path, data_root: str | Path |
 
 
 def make_data(plan: dict, root: Path) -> None:
-    from vireid.data.synthetic import generate
+    from vireid.synth.generator import generate
 
     spec = dict(plan.get("synthetic") or {})
     if "layout" not in spec or "ids" not in spec:

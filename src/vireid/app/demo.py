@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vireid.data.synthetic import generate
+from vireid.synth.generator import generate
 from vireid.app import runs
 from vireid.evaluation.evaluator import cosine_distance
 from vireid.evaluation.features import image_extractor

@@ -15,7 +15,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def register(subparsers) -> None:
-    from vireid.data.synthetic import DEFAULT_SIZE, LAYOUTS
+    from vireid.synth.generator import DEFAULT_SIZE, LAYOUTS
 
     parser = subparsers.add_parser(
         "synth", help="write a synthetic visible/infrared dataset in the SYSU-MM01, RegDB or LLCM layout",
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import time
 
-    from vireid.data.synthetic import generate
+    from vireid.synth.generator import generate
 
     start = time.perf_counter()
     summary = generate(args.out, args.layout, args.ids, seed=args.seed, size=args.size, images=args.images,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    from vireid.data.domains import KINDS
+    from vireid.synth.domains import KINDS
 
     parser = subparsers.add_parser(
         "synth-domain", help="write a copy of a dataset with every image shifted to a synthetic domain",
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from vireid.data.domains import synth_domain
+    from vireid.synth.domains import synth_domain
 
     summary = synth_domain(args.in_root, args.out, args.kind, seed=args.seed, overwrite=args.overwrite)
     print(f"wrote {summary['images']} {summary['kind']}-shifted images and copied {summary['files']} other "

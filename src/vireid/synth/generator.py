@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image
 
 from vireid.data import layouts
-from vireid.data.synth_render import make_camera, make_identity, render
+from vireid.synth.render import make_camera, make_identity, render
 
 LAYOUTS = ("sysu", "regdb", "llcm")
 DEFAULT_IMAGES = {"sysu": 10, "regdb": 10, "llcm": 6}
