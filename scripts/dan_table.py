@@ -1,4 +1,4 @@
-"""Markdown tables of docs/dan.md from the eval JSON files of docs/dan_report.sh: python3 docs/dan_table.py WORKDIR."""
+"""Markdown tables of docs/dan.md from the eval JSON files of scripts/dan_report.sh: python3 scripts/dan_table.py WORKDIR."""
 
 import json
 import sys

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The experiments of docs/dan.md: synthetic RegDB-layout source -> shifted synthetic targets, DAN vs source-only,
-# its ablation and the supervised target model. Usage: bash docs/dan_report.sh WORKDIR [sweep|main|long]
+# its ablation and the supervised target model. Usage: bash scripts/dan_report.sh WORKDIR [sweep|main|long]
 # (sweep then main by default, about 13 minutes on 2 shared cores; long: 8 more minutes). The sweep picks the
 # defaults of dan_synthetic.yaml; long repeats the noise row with 10 adaptation epochs instead of 3.
 set -euo pipefail
