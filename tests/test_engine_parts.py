@@ -60,3 +60,21 @@ def test_optimizer_param_group_multipliers():
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.005, 0.05])
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
         build_optimizer([{"params": a.parameters()}], "rmsprop", lr=0.1, weight_decay=0)
+
+
+def test_truncated_and_foreign_checkpoints_are_named_plainly(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"model": {"w": torch.ones(4)}, "epoch": 2})
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or damaged"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "notes.pt"
+    foreign.write_text("these are not weights")
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
+        load_checkpoint(foreign)
+    listed = tmp_path / "list.pt"
+    torch.save([1, 2], listed)
+    with pytest.raises(ValueError, match="holds a list, not a checkpoint"):
+        load_checkpoint(listed)

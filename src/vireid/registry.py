@@ -6,6 +6,8 @@ known names, so a typo in a config says what would have been accepted.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable, Dict, Iterator, TypeVar
 
 T = TypeVar("T", bound=Callable)
@@ -40,3 +42,16 @@ class Registry:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def import_submodules(package: str) -> None:
+    """Import every module directly inside ``package`` (registration happens on import).
+
+    This is how methods and models are discovered: dropping ``methods/foo.py``
+    with an ``@METHODS.register("foo")`` class in it is enough; no list of
+    modules is kept by hand. Modules whose name starts with ``_`` are skipped.
+    """
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")

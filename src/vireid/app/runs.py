@@ -7,6 +7,7 @@ line, seed, package versions), ``metrics.jsonl`` and ``checkpoint.pt``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import random
@@ -23,6 +24,7 @@ from vireid.data.loaders import train_batches
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from vireid.engine.distributed import barrier, init_distributed
+from vireid.engine.run_lock import run_directory_lock
 from vireid.engine.trainer import TrainConfig, Trainer
 from vireid.evaluation.evaluator import cosine_distance, evaluate_protocol
 from vireid.evaluation.metrics import evaluate as evaluate_metrics
@@ -107,7 +109,6 @@ def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_c
     """Write the run's config and environment, then train (or resume) it to the end."""
     out = Path(out)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", dump(cfg))
         write_text_atomic(out / "run.json", json.dumps(environment(seed), indent=2) + "\n")
     trainer = Trainer(recipe, batches, tc, out, device=info.device, dist_info=info, progress=progress,
@@ -162,9 +163,19 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
           resume: str | Path | None = None, progress: bool = True) -> Path:
     """Train (or continue) the run in ``out``. Returns the checkpoint path."""
     cfg, data, tc, info, seed = _prepare(config, overrides, device)
-    batches = _source_batches(data, data_root, seed, info)
-    recipe = build_recipe(cfg, batches.num_classes)
-    return _fit(recipe, batches, tc, cfg, data, out, info, seed, batches.num_classes, resume, progress)
+    with _exclusive(out, info):
+        batches = _source_batches(data, data_root, seed, info)
+        recipe = build_recipe(cfg, batches.num_classes)
+        return _fit(recipe, batches, tc, cfg, data, out, info, seed, batches.num_classes, resume, progress)
+
+
+def _exclusive(out, info):
+    """The run directory's lock, held by the main process from before any data is read to the end of training.
+
+    A second ``vireid train``/``adapt`` into a directory that a live run holds
+    stops at once instead of interleaving checkpoints with it.
+    """
+    return run_directory_lock(out) if info.is_main else contextlib.nullcontext()
 
 
 def adapt(config: str | Path, source: str | Path, target: str | Path, out: str | Path, overrides=(), *,
@@ -207,7 +218,8 @@ def adapt(config: str | Path, source: str | Path, target: str | Path, out: str |
     recipe = build_recipe(cfg, source_batches.num_classes)
     recipe.attach(source_batches.dataset.samples, target_batches, size, data["workers"])
     batches = PairedBatches(source_batches, target_batches)
-    return _fit(recipe, batches, tc, cfg, data, out, info, seed, source_batches.num_classes, resume, progress)
+    with _exclusive(out, info):
+        return _fit(recipe, batches, tc, cfg, data, out, info, seed, source_batches.num_classes, resume, progress)
 
 
 def load_run(run_or_checkpoint: str | Path):

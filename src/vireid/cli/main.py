@@ -38,12 +38,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting ``key=value`` overrides sit anywhere on the line, before or after the options.
+
+    argparse stops filling a ``nargs="*"`` positional at the first option, so
+    ``train CFG --out o a.b=1`` would leave ``a.b=1`` unrecognised. Such
+    leftovers are appended, in order, to the command's ``overrides``; anything
+    else left over is still an error.
+    """
+    args, extra = parser.parse_known_args(argv)
+    overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+    unknown = [e for e in extra if e not in overrides]
+    if overrides and not hasattr(args, "overrides"):
+        unknown = extra
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides:
+        args.overrides = list(args.overrides or []) + overrides
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from vireid.engine.run_lock import RunDirectoryBusy
     from vireid.engine.trainer import TrainingDiverged, TrainingInterrupted
 
     try:
@@ -54,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as exc:
         print(f"vireid: error: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, KeyError, ImportError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, ImportError, RunDirectoryBusy) as exc:
         if os.environ.get("VIREID_DEBUG"):
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

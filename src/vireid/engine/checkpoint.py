@@ -8,7 +8,9 @@ previous checkpoint intact.
 
 from __future__ import annotations
 
+import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import torch
 from vireid.utils.io import atomic_path
 
 CHECKPOINT_NAME = "checkpoint.pt"
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -26,16 +29,35 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
+    """The state dict saved by :func:`save_checkpoint`, with a plain error for each way a file can be wrong.
+
+    A missing file, a truncated one (interrupted copy, full disk), a file that
+    is not a PyTorch checkpoint at all, and one that holds pickled objects
+    (refused: loading it could run code) each get their own message.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != _ZIP_MAGIC:
+        raise ValueError(f"{path} is not a PyTorch checkpoint (it does not start like a torch.save file: "
+                         f"first bytes {magic!r}); vireid reads checkpoints written by torch >= 1.6")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is truncated or damaged ({path.stat().st_size} bytes, the archive's end is "
+                         "missing); copy it again, or delete it to train from the start")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for foreign or damaged files
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
         raise ValueError(
-            f"cannot load {path} as a vireid checkpoint (only tensors and plain Python types are "
-            f"accepted, so pickled objects are refused): {exc}"
+            f"cannot load {path} as a vireid checkpoint: it holds pickled Python objects, which are refused "
+            f"(only tensors and plain Python types are accepted, so loading never runs code): {exc}"
         ) from None
+    except Exception as exc:  # torch raises several types for damaged archives
+        raise ValueError(f"{path} is damaged and cannot be read as a checkpoint: {exc}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint (a dict of tensors and values)")
+    return state
 
 
 def rng_state() -> dict:

@@ -8,7 +8,7 @@ identities, and provides what the loop and the evaluation need:
 * ``embed(images, modality) -> features`` for testing (eval mode).
 """
 
-from vireid.registry import Registry
+from vireid.registry import Registry, import_submodules
 
 METHODS = Registry("method")
 
@@ -27,4 +27,5 @@ def build_recipe(cfg: dict, num_classes: int):
 
 
 def _import_methods() -> None:
-    from vireid.methods import baseline, dan, idkl, mbfvrd  # noqa: F401  (baseline/agw/caj, dan, idkl/idkl_paper, mbfvrd)
+    """Import every module of this package, so each ``@METHODS.register`` runs: a new file is found, not listed."""
+    import_submodules(__name__)
