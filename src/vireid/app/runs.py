@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import platform
 import random
 import sys
@@ -37,6 +38,7 @@ from vireid.utils.io import write_text_atomic
 DATA_DEFAULTS = {"dataset": "sysu", "height": 288, "width": 144, "p": 8, "k": 4, "augment": "caj", "pad": 10,
                  "random_erasing": 0.5, "workers": 2, "cache": True, "trial": None, "val_ids": 0}
 BEST_VAL_NAME = "best_val.pt"
+log = logging.getLogger(__name__)
 
 
 def resolve_config_path(name: str) -> Path:
@@ -116,7 +118,7 @@ def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_c
     if resume is not None:
         trainer.resume(resume)
     elif trainer.resume():
-        print(f"resuming {out} at epoch {trainer.epoch + 1}, step {trainer.step_in_epoch}")
+        log.info("resuming %s at epoch %d, step %d", out, trainer.epoch + 1, trainer.step_in_epoch)
     validate = None
     if getattr(batches, "validation", None) and info.is_main:
         validate = _validator(recipe, batches.validation, data, int(cfg["eval"]["val_every"]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -32,10 +33,30 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vireid", description="Visible-infrared person re-identification toolkit."
     )
     parser.add_argument("--version", action="version", version=f"vireid {vireid.__version__}")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    noise.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """The library logs through ``logging.getLogger("vireid...")``; the command line shows those messages.
+
+    INFO by default (progress notes such as 'resuming at epoch 3'), WARNING
+    with ``--quiet``, DEBUG with ``--verbose``. Progress bars are tqdm's and
+    are not affected. A program importing vireid configures logging itself.
+    """
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logger = logging.getLogger("vireid")
+    logger.setLevel(level)
+    if not any(getattr(h, "_vireid_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._vireid_cli = True
+        logger.addHandler(handler)
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -61,6 +82,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
+    configure_logging(args.quiet, args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

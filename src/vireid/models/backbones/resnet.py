@@ -12,11 +12,14 @@ loadable from the same ImageNet checkpoint.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
 
@@ -217,7 +220,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = T
     report["missing"] = [k for k in target if k not in source and not k.endswith("num_batches_tracked")]
     model.load_state_dict(to_load, strict=False)
     if verbose:
-        print(format_report(report, path))
+        log.info(format_report(report, path))
     return report
 
 
