@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from vireid.config import apply_override, get, load_config
 
@@ -43,3 +44,29 @@ def test_bad_yaml_and_self_include(tmp_path):
 def test_exponent_without_a_dot_is_a_number(tmp_path):
     cfg = load_config(write(tmp_path / "c.yaml", "lr: 1e-3\nname: 2e5x\nwd: 0\n"), ["wd=5e-4"])
     assert cfg == {"lr": 1e-3, "name": "2e5x", "wd": 5e-4}
+
+
+def test_replace_marker_replaces_an_inherited_section(tmp_path):
+    write(tmp_path / "base.yaml", "loss:\n  wrt: 1.0\n  adp: 0.5\nmodel:\n  depth: 50\n")
+    child = write(tmp_path / "child.yaml", "_base_: base.yaml\nloss:\n  _replace_: true\n  triplet: 1.0\n"
+                                           "model:\n  _replace_: false\n  last_stride: 1\n")
+    cfg = load_config(child)
+    assert cfg["loss"] == {"triplet": 1.0}  # wrt/adp dropped, marker gone
+    assert cfg["model"] == {"depth": 50, "last_stride": 1}  # false: an ordinary merge
+    bad = write(tmp_path / "bad.yaml", "_base_: base.yaml\nloss:\n  _replace_: yes please\n")
+    with pytest.raises(ValueError, match="_replace_ in section 'loss' must be true or false"):
+        load_config(bad)
+
+
+def test_configs_lists_every_preset_and_config_show_resolves(capsys):
+    from vireid.cli.main import main
+
+    assert main(["configs"]) == 0
+    listing = capsys.readouterr().out
+    assert "idkl_sysu " in listing and "demo_idkl " in listing and "agw_sysu " in listing
+    assert main(["config", "show", "demo_idkl", "train.epochs=3", "data.p=2"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["train"]["epochs"] == 3 and shown["data"]["p"] == 2
+    assert shown["method"] == "idkl" and shown["model"]["depth"] == 18  # demo's own value over its base
+    assert main(["config", "show", "demo_idkl", "train.epoch=3"]) == 2
+    assert "unknown config key 'train.epoch'" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 A config is a nested dict. ``_base_: other.yaml`` (relative to the file)
 starts from that file and merges this one over it, so shared settings are
-written down once. Overrides may only set keys that exist, so a typo is an
+written down once; a section marked ``_replace_: true`` replaces the
+inherited section instead of merging into it. Overrides may only set keys that exist, so a typo is an
 error that lists the keys that do exist, never a silently ignored value.
 """
 
@@ -40,7 +41,7 @@ def _load_with_base(path: Path, seen: tuple) -> dict:
     data = _numbers_in(data)
     base = data.pop("_base_", None)
     if base is None:
-        return data
+        return _strip_markers(data)
     merged = _load_with_base(path.parent / base, seen + (path.resolve(),))
     return merge(merged, data)
 
@@ -53,15 +54,37 @@ def _numbers_in(node: Any) -> Any:
     return _number_or_self(node)
 
 
+REPLACE = "_replace_"
+
+
 def merge(base: dict, update: dict) -> dict:
-    """Recursive merge; ``update`` wins. Returns a new dict."""
+    """Recursive merge; ``update`` wins. Returns a new dict.
+
+    A section of ``update`` holding ``_replace_: true`` replaces the base's
+    section whole instead of merging into it, so a preset can drop keys it
+    inherited (e.g. a method whose ``loss`` section has other terms).
+    """
     out = copy.deepcopy(base)
     for key, value in update.items():
+        if isinstance(value, dict) and value.get(REPLACE) is not None:
+            flag = value[REPLACE]
+            if not isinstance(flag, bool):
+                raise ValueError(f"{REPLACE} in section {key!r} must be true or false, got {flag!r}")
+            value = {k: v for k, v in value.items() if k != REPLACE}
+            if flag:
+                out[key] = _strip_markers(value)
+                continue
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = _strip_markers(value)
     return out
+
+
+def _strip_markers(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_markers(v) for k, v in node.items() if k != REPLACE}
+    return copy.deepcopy(node)
 
 
 def apply_override(cfg: dict, item: str) -> None:

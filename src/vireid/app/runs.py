@@ -53,6 +53,28 @@ def resolve_config_path(name: str) -> Path:
     raise FileNotFoundError(f"config not found: {name} (not a file, nor a shipped config: {', '.join(known)})")
 
 
+def shipped_configs() -> dict[str, str]:
+    """Name -> one-line description (the file's first comment line) of every config shipped with vireid."""
+    out = {}
+    for entry in sorted((resources.files("vireid") / "configs").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            first = entry.read_text(encoding="utf-8").splitlines()[:1]
+            out[entry.name[:-5]] = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+    return out
+
+
+def resolve_config(config: str | Path, overrides=()) -> dict:
+    """The config a run would use: the file with its ``_base_`` chain, defaults filled in, overrides applied.
+
+    Checks the method name and the data section, so ``vireid config show``
+    fails on the same mistakes ``vireid train`` would.
+    """
+    cfg = load_config(resolve_config_path(str(config)), overrides, defaults=run_defaults())
+    check_method(cfg)
+    data_settings(cfg)
+    return cfg
+
+
 def run_defaults() -> dict:
     """Values a config may leave out (so overrides can still set them)."""
     train = {name: f.default for name, f in TrainConfig.__dataclass_fields__.items() if name != "epochs"}

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "vireid.cli.ablate_cmd",
     "vireid.cli.synth_domain_cmd",
     "vireid.cli.adapt_cmd",
+    "vireid.cli.config_cmd",
 ]
 
 
