@@ -109,5 +109,5 @@ def test_train_config_errors():
     with pytest.raises(ValueError, match="'train.epochs' is missing"):
         TrainConfig.from_dict({})
     assert TrainConfig.from_dict({"epochs": 2, "amp": True}).amp == "fp16"
-    with pytest.raises(ValueError, match="train.lr must be a number, got 'fast'"):
+    with pytest.raises(ValueError, match="train.lr must be a number >= 0, got 'fast'"):
         TrainConfig.from_dict({"epochs": 1, "lr": "fast"})

@@ -33,10 +33,9 @@ from vireid.evaluation.features import image_extractor
 from vireid.evaluation.protocols import get_protocol
 from vireid.evaluation.report import ProtocolResult
 from vireid.methods import build_recipe, check_method
+from vireid.schema import DataSettings, EvalSettings, parse_section, section_defaults, to_dict
 from vireid.utils.io import write_text_atomic
 
-DATA_DEFAULTS = {"dataset": "sysu", "height": 288, "width": 144, "p": 8, "k": 4, "augment": "caj", "pad": 10,
-                 "random_erasing": 0.5, "workers": 2, "cache": True, "trial": None, "val_ids": 0}
 BEST_VAL_NAME = "best_val.pt"
 log = logging.getLogger(__name__)
 
@@ -76,19 +75,14 @@ def resolve_config(config: str | Path, overrides=()) -> dict:
 
 
 def run_defaults() -> dict:
-    """Values a config may leave out (so overrides can still set them)."""
-    train = {name: f.default for name, f in TrainConfig.__dataclass_fields__.items() if name != "epochs"}
-    train["milestones"] = list(train["milestones"])
-    return {"data": dict(DATA_DEFAULTS), "train": {**train, "seed": 0, "deterministic": False},
-            "eval": {"protocol": None, "rerank": False, "flip": False, "val_every": 1}}
+    """Values a config may leave out (so overrides can still set them), from the section dataclasses."""
+    train = section_defaults(TrainConfig)
+    return {"data": section_defaults(DataSettings), "train": train, "eval": section_defaults(EvalSettings)}
 
 
 def data_settings(cfg: dict) -> dict:
-    data = dict(cfg.get("data") or {})
-    unknown = sorted(set(data) - set(DATA_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown data setting(s) {', '.join(unknown)}; known: {', '.join(DATA_DEFAULTS)}")
-    return {**DATA_DEFAULTS, **data}
+    """The checked ``data`` section with every default filled in, as a dict."""
+    return to_dict(parse_section(DataSettings, cfg.get("data"), "data"))
 
 
 def seed_everything(seed: int) -> None:
@@ -108,15 +102,13 @@ def _prepare(config, overrides, device: str):
     cfg = load_config(cfg_path, overrides, defaults=run_defaults())
     check_method(cfg)  # fail on a misspelt method before any data is read
     data = data_settings(cfg)
-    train_cfg = dict(get(cfg, "train", str(cfg_path)))
-    seed = int(train_cfg.pop("seed", 0))
-    deterministic = bool(train_cfg.pop("deterministic", False))
-    tc = TrainConfig.from_dict(train_cfg)
+    tc = TrainConfig.from_dict(get(cfg, "train", str(cfg_path)))
+    parse_section(EvalSettings, cfg.get("eval"), "eval")
     info = init_distributed(device)
-    if deterministic:
+    if tc.deterministic:
         torch.use_deterministic_algorithms(True)
-    seed_everything(seed)
-    return cfg, data, tc, info, seed
+    seed_everything(tc.seed)
+    return cfg, data, tc, info, tc.seed
 
 
 def _source_batches(data: dict, root, seed: int, info):

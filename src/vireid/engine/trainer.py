@@ -29,6 +29,7 @@ from tqdm import tqdm
 from vireid.engine.distributed import DistInfo, wrap_ddp
 from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vireid.engine.optim import build_optimizer, lr_factor, set_lr
+from vireid.schema import parse_section, setting
 
 
 class Recipe(Protocol):
@@ -62,42 +63,30 @@ class TrainingInterrupted(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    epochs: int
-    optimizer: str = "adam"
-    lr: float = 3.5e-4
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    schedule: str = "multistep"
-    milestones: tuple = ()
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    warmup_start: float = 0.1
-    amp: str = "off"  # off | bf16 | fp16 (CUDA only)
-    channels_last: bool = False
-    compile: bool = False
-    grad_clip: float = 0.0
-    log_every: int = 10
+    """``train:`` the loop's settings (the defaults here are the only ones; see :mod:`vireid.schema`)."""
+
+    epochs: int = setting(low=1)
+    optimizer: str = setting("adam", choices=("adam", "adamw", "sgd"))
+    lr: float = setting(3.5e-4, low=0)
+    weight_decay: float = setting(5e-4, low=0)
+    momentum: float = setting(0.9, low=0)
+    schedule: str = setting("multistep", choices=("multistep", "cosine", "constant"))
+    milestones: tuple[int, ...] = setting(())
+    gamma: float = setting(0.1, low=0)
+    warmup_epochs: float = setting(0.0, low=0)
+    warmup_start: float = setting(0.1, low=0)
+    amp: str = setting("off", choices=("off", "bf16", "fp16"), aliases={False: "off", None: "off", True: "fp16"},
+                       doc="fp16 is CUDA only")
+    channels_last: bool = setting(False)
+    compile: bool = setting(False)
+    grad_clip: float = setting(0.0, low=0)
+    log_every: int = setting(10, low=1)
+    seed: int = setting(0)
+    deterministic: bool = setting(False)
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "TrainConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"unknown train setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        if "epochs" not in cfg:
-            raise ValueError("config key 'train.epochs' is missing")
-        values = dict(cfg)
-        for name in ("lr", "weight_decay", "momentum", "gamma", "warmup_epochs", "warmup_start", "grad_clip"):
-            if name in values and (isinstance(values[name], bool) or not isinstance(values[name], (int, float))):
-                raise ValueError(f"train.{name} must be a number, got {values[name]!r}")
-        values["milestones"] = tuple(values.get("milestones", ()))
-        if values.get("amp") in (False, None):
-            values["amp"] = "off"
-        if values.get("amp") is True:
-            values["amp"] = "fp16"
-        if values.get("amp", "off") not in ("off", "bf16", "fp16"):
-            raise ValueError(f"train.amp must be off, bf16 or fp16, got {values['amp']!r}")
-        return cls(**values)
+        return parse_section(cls, cfg, "train")
 
 
 class Trainer:

@@ -1,0 +1,197 @@
+"""The config schema: a typed dataclass per section, each default written once, one validation helper.
+
+Every section of a config (``data``, ``train``, ``eval``, and each method's
+``model``/``loss``/``recipe``) is a frozen dataclass whose fields are the keys,
+whose defaults are *the* defaults (nowhere else), and whose annotations and
+``setting(...)`` metadata say what a value may be. :func:`parse_section` turns
+a config's dict into that dataclass, and every mistake reads the same way::
+
+    data.height must be an integer >= 8, got 'tall'
+    train.amp must be one of off, bf16, fp16, got 'half'
+    unknown loss setting(s) wrtt; known: adp, triplet, wrt
+
+``section_defaults(cls)`` gives the defaults as a plain dict (what ``vireid
+config show`` fills in and what overrides may set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Union
+
+NO_DEFAULT = dataclasses.MISSING
+
+
+def setting(default: Any = NO_DEFAULT, *, choices=None, low=None, high=None, aliases=None, doc: str = ""):
+    """A dataclass field with what validation needs.
+
+    ``choices``: the accepted values; ``low``/``high``: inclusive bounds for
+    numbers; ``aliases``: legacy spellings mapped to a canonical value (e.g.
+    ``{True: "fp16"}`` for ``amp``); ``doc``: one line for error messages.
+    """
+    meta = {"choices": tuple(choices) if choices is not None else None, "low": low, "high": high,
+            "aliases": dict(aliases or {}), "doc": doc}
+    if isinstance(default, (list, dict, set)):
+        frozen = tuple(default) if isinstance(default, (list, set)) else default
+        return dataclasses.field(default_factory=lambda: frozen, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def parse_section(cls, values: dict | None, where: str):
+    """``cls(**values)`` after checking every key and value; errors name ``where.key``, the value and what fits."""
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ValueError(f"config section {where!r} must be a mapping of keys to values, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {where} setting(s) {', '.join(map(str, unknown))}; "
+                         f"known: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    checked = {}
+    for name, field in fields.items():
+        if name in values:
+            checked[name] = check_value(f"{where}.{name}", values[name], hints[name], field.metadata)
+        elif field.default is NO_DEFAULT and field.default_factory is NO_DEFAULT:
+            raise ValueError(f"config key '{where}.{name}' is missing")
+    return cls(**checked)
+
+
+def section_defaults(cls) -> dict:
+    """Field name -> default (lists for tuples, so the dict dumps as plain YAML); required fields left out."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not NO_DEFAULT:
+            value = f.default
+        elif f.default_factory is not NO_DEFAULT:
+            value = f.default_factory()
+        else:
+            continue
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def to_dict(section) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(section).items()}
+
+
+def check_value(key: str, value: Any, annotation, meta: typing.Mapping | None = None) -> Any:
+    """The value, converted to the annotated type where that is lossless, or a ValueError naming ``key``."""
+    meta = meta or {}
+    aliases = meta.get("aliases") or {}
+    for alias, canonical in aliases.items():
+        if value is alias or (type(value) is type(alias) and value == alias):
+            value = canonical
+            break
+    value = _check_type(key, value, annotation, meta)
+    choices = meta.get("choices")
+    if choices is not None and value not in choices and value is not None:
+        shown = ", ".join(str(c) for c in choices)
+        raise ValueError(f"{key} must be one of {shown}, got {value!r}")
+    low, high = meta.get("low"), meta.get("high")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ValueError(f"{key} must be {_describe(annotation, meta)}, got {value!r}")
+    return value
+
+
+def _check_type(key: str, value: Any, annotation, meta) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_type(key, value, option, meta)
+            except ValueError as exc:
+                errors.append(exc)
+        raise ValueError(f"{key} must be {_describe(annotation, meta)}, got {value!r}")
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif origin in (tuple, list) or annotation in (tuple, list):
+        if isinstance(value, (list, tuple)):
+            args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+            if not args:
+                return tuple(value)
+            try:
+                return tuple(_check_type(key, v, args[0], {}) for v in value)
+            except ValueError:
+                pass  # reported below for the whole list
+    elif origin is dict or annotation is dict:
+        if isinstance(value, dict):
+            return value
+    else:
+        raise TypeError(f"schema for {key}: unsupported annotation {annotation!r}")
+    raise ValueError(f"{key} must be {_describe(annotation, meta)}, got {value!r}")
+
+
+def _describe(annotation, meta) -> str:
+    """'an integer >= 8', 'a number in [0, 1]', 'true or false', 'a list of integers', 'null or ...'."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        parts = [_describe(a, meta) for a in typing.get_args(annotation) if a is not type(None)]
+        prefix = "null or " if type(None) in typing.get_args(annotation) else ""
+        return prefix + " or ".join(parts)
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
+    if origin in (tuple, list) or annotation in (tuple, list):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        inner = {int: "integers", float: "numbers", str: "strings"}.get(args[0], "values") if args else "values"
+        return f"a list of {inner}"
+    text = names.get(annotation, str(annotation))
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and high is not None:
+        text += f" in [{low}, {high}]"
+    elif low is not None:
+        text += f" >= {low}"
+    elif high is not None:
+        text += f" <= {high}"
+    return text
+
+
+# --- the sections every run has ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """``data:`` what is read and how batches are made."""
+
+    dataset: str = setting("sysu", doc="dataset layout: sysu, regdb, llcm or folder")
+    height: int = setting(288, low=8)
+    width: int = setting(144, low=8)
+    p: int = setting(8, low=1, doc="identities per batch")
+    k: int = setting(4, low=1, doc="images per identity per modality")
+    augment: str = setting("caj", choices=("plain", "erasing", "caj"))
+    pad: int = setting(10, low=0)
+    random_erasing: float = setting(0.5, low=0, high=1)
+    workers: int = setting(2, low=0)
+    cache: bool = setting(True)
+    trial: int | None = setting(None, low=1, doc="RegDB split 1-10")
+    val_ids: int = setting(0, low=0, doc="training identities held out for validation")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """``eval:`` how a run is evaluated by default."""
+
+    protocol: str | None = setting(None)
+    rerank: bool = setting(False)
+    flip: bool = setting(False)
+    val_every: int = setting(1, low=1)
