@@ -27,6 +27,10 @@ class Registry:
 
         return add
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (for plugins and tests that register something temporary)."""
+        self._items.pop(name, None)
+
     def get(self, name: str) -> Callable:
         try:
             return self._items[name]
