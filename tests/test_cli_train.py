@@ -53,6 +53,19 @@ def test_eval_defaults_to_the_config_protocol_and_labels_reranking(trained, sysu
     assert "sysu/all/single/seeded [re-ranked] mean" in capsys.readouterr().out
 
 
+def test_eval_follows_the_config_rerank_switch(trained, sysu_root, tmp_path, capsys):
+    """eval.rerank (e.g. MBFVRD's published setting) takes effect and is labelled; --no-rerank overrides it."""
+    state = load_checkpoint(trained / "checkpoint.pt")
+    state["config"]["eval"]["rerank"] = True
+    ckpt = tmp_path / "rerank.pt"
+    save_checkpoint(ckpt, state)
+    assert main(["eval", str(ckpt), "--data-root", str(sysu_root)]) == 0
+    assert "sysu/all/single/seeded [re-ranked] mean" in capsys.readouterr().out
+    assert main(["eval", str(ckpt), "--data-root", str(sysu_root), "--no-rerank"]) == 0
+    out = capsys.readouterr().out
+    assert "sysu/all/single/seeded mean" in out and "[re-ranked]" not in out
+
+
 def test_rerunning_a_finished_run_resumes_and_does_nothing(trained, sysu_root):
     before = load_checkpoint(trained / "checkpoint.pt")["global_step"]
     assert main(["train", "demo_idkl", *TINY, "--data-root", str(sysu_root), "--out", str(trained)]) == 0

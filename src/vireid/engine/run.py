@@ -224,8 +224,11 @@ def load_trained(run_or_checkpoint: str | Path):
 
 
 def evaluate(run_or_checkpoint: str | Path, data_root: str | Path, protocol: str | None = None, *,
-             rerank: bool = False, device: str = "auto", trials=None, batch_size: int = 64) -> ProtocolResult:
-    """Evaluate a trained run under a named protocol (default: the config's ``eval.protocol``)."""
+             rerank: bool | None = None, device: str = "auto", trials=None, batch_size: int = 64) -> ProtocolResult:
+    """Evaluate a trained run under a named protocol (default: the config's ``eval.protocol``).
+
+    ``rerank`` None follows the config's ``eval.rerank``; re-ranked results are labelled ``[re-ranked]``.
+    """
     if protocol is not None:
         get_protocol(protocol)  # an unknown name fails before any loading
     recipe, cfg = load_trained(run_or_checkpoint)
@@ -233,6 +236,10 @@ def evaluate(run_or_checkpoint: str | Path, data_root: str | Path, protocol: str
         protocol = (cfg.get("eval") or {}).get("protocol")
         if protocol is None:
             raise ValueError("no --protocol given and the run's config has no eval.protocol")
+    if rerank is None:
+        rerank = (cfg.get("eval") or {}).get("rerank", False)
+        if not isinstance(rerank, bool):
+            raise ValueError(f"eval.rerank in the run's config must be true or false, got {rerank!r}")
     protocol_obj = get_protocol(protocol)
     data = data_settings(cfg)
     device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
