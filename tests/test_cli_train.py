@@ -99,6 +99,23 @@ def test_user_errors_are_one_message(trained, sysu_root, tmp_path, capsys):
                                            "--out", out])
 
 
+@pytest.mark.parametrize("preset", ["idkl_sysu", "idkl_paper_sysu", "agw_sysu", "caj_regdb", "mbfvrd_llcm"])
+def test_resnet50_presets_refuse_to_start_without_pretrained_weights(preset, sysu_root, tmp_path, capsys):
+    message = _error(capsys, ["train", preset, "--data-root", str(sysu_root), "--out", str(tmp_path / "r")])
+    assert "model.pretrained is not set" in message and "resnet50-19c8e357.pth" in message
+    assert "model.pretrained=none" in message
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+def test_pretrained_none_is_a_deliberate_random_start(sysu_root):
+    from vireid.engine.run import _prepare
+
+    cfg = _prepare("idkl_sysu", ["model.pretrained=none"], "cpu")[0]
+    assert cfg["model"]["pretrained"] == "none" and cfg["model"]["depth"] == 50
+    with pytest.raises(ValueError, match="model.pretrained is not set"):
+        _prepare("idkl_sysu", [], "cpu")
+
+
 def test_missing_config_key(tmp_path, sysu_root, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("method: idkl\ndata: {dataset: sysu}\nmodel: {depth: 18}\n")

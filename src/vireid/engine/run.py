@@ -7,6 +7,7 @@ line, seed, package versions), ``metrics.jsonl`` and ``checkpoint.pt``
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import random
@@ -30,6 +31,7 @@ from vireid.evaluation.features import image_extractor
 from vireid.evaluation.protocols import get_protocol
 from vireid.evaluation.report import ProtocolResult
 from vireid.methods import build_recipe, check_method
+from vireid.models.backbones.resnet import NO_PRETRAINED, file_sha256, pretrained_path, require_pretrained
 from vireid.utils.io import write_text_atomic
 
 DATA_DEFAULTS = {"dataset": "sysu", "height": 288, "width": 144, "p": 8, "k": 4, "augment": "caj", "pad": 10,
@@ -81,6 +83,8 @@ def _prepare(config, overrides, device: str):
     cfg_path = resolve_config_path(str(config))
     cfg = load_config(cfg_path, overrides, defaults=run_defaults())
     check_method(cfg)  # fail on a misspelt method before any data is read
+    if not (cfg.get("recipe") or {}).get("init"):  # a run started from another run's weights needs no ImageNet file
+        require_pretrained(cfg.get("model") or {})
     data = data_settings(cfg)
     train_cfg = dict(get(cfg, "train", str(cfg_path)))
     seed = int(train_cfg.pop("seed", 0))
@@ -109,7 +113,11 @@ def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_c
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", dump(cfg))
-        write_text_atomic(out / "run.json", json.dumps(environment(seed), indent=2) + "\n")
+        env = environment(seed)
+        weights = pretrained_path((cfg.get("model") or {}).get("pretrained"))
+        if weights:
+            env["pretrained"] = {"path": weights, "sha256": file_sha256(weights)}
+        write_text_atomic(out / "run.json", json.dumps(env, indent=2) + "\n")
     trainer = Trainer(recipe, batches, tc, out, device=info.device, dist_info=info, progress=progress,
                       extra_state={"config": cfg, "num_classes": num_classes})
     if resume is not None:
@@ -217,7 +225,10 @@ def load_trained(run_or_checkpoint: str | Path):
     state = load_checkpoint(ckpt)
     if "config" not in state or "num_classes" not in state:
         raise ValueError(f"{ckpt} holds no run config; it was not written by 'vireid train'")
-    recipe = build_recipe(state["config"], state["num_classes"])
+    cfg = copy.deepcopy(state["config"])
+    if isinstance(cfg.get("model"), dict) and "pretrained" in cfg["model"]:
+        cfg["model"]["pretrained"] = NO_PRETRAINED  # the checkpoint replaces every weight: no ImageNet file needed
+    recipe = build_recipe(cfg, state["num_classes"])
     recipe.model.load_state_dict(state["model"])
     recipe.model.eval()
     return recipe, state["config"]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses.idkl import IDKLLossSettings
-from .backbones.resnet import build_resnet, load_pretrained
+from .backbones.resnet import build_resnet, load_pretrained, pretrained_path
 from .layers import BNNeck, GeM, InformationPurifier, ModalityHead, classifier, grad_reverse
 from .registry import MODELS
 
@@ -84,9 +84,10 @@ class IDKL(nn.Module):
         self.trunk = build_resnet(depth, parts=TRUNK)
         self.branch_sh = build_resnet(depth, parts=BRANCH, last_stride=last_stride)
         self.branch_sp = build_resnet(depth, parts=BRANCH, last_stride=last_stride)
-        if pretrained:
+        weights = pretrained_path(pretrained)
+        if weights:
             for part in (self.trunk, self.branch_sh, self.branch_sp):
-                load_pretrained(part, pretrained)
+                load_pretrained(part, weights)
         dim = self.branch_sh.out_channels
         self.feature_dim = dim
         self.pool = GeM(gem_p, learnable=gem_learnable)
