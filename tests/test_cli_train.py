@@ -108,12 +108,13 @@ def test_resnet50_presets_refuse_to_start_without_pretrained_weights(preset, sys
 
 
 def test_pretrained_none_is_a_deliberate_random_start(sysu_root):
-    from vireid.engine.run import _prepare
+    from vireid.engine.run import _prepare, _require_weights
 
     cfg = _prepare("idkl_sysu", ["model.pretrained=none"], "cpu")[0]
     assert cfg["model"]["pretrained"] == "none" and cfg["model"]["depth"] == 50
+    _require_weights(cfg)
     with pytest.raises(ValueError, match="model.pretrained is not set"):
-        _prepare("idkl_sysu", [], "cpu")
+        _require_weights(_prepare("idkl_sysu", [], "cpu")[0])
 
 
 def test_missing_config_key(tmp_path, sysu_root, capsys):
