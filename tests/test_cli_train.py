@@ -114,7 +114,7 @@ def test_pretrained_none_is_a_deliberate_random_start(sysu_root):
     assert cfg["model"]["pretrained"] == "none" and cfg["model"]["depth"] == 50
     _require_weights(cfg)
     with pytest.raises(ValueError, match="model.pretrained is not set"):
-        _require_weights(_prepare("idkl_sysu", [], "cpu")[0])
+        _prepare("idkl_sysu", [], "cpu")
 
 
 def test_missing_config_key(tmp_path, sysu_root, capsys):

@@ -83,6 +83,7 @@ def _prepare(config, overrides, device: str):
     cfg_path = resolve_config_path(str(config))
     cfg = load_config(cfg_path, overrides, defaults=run_defaults())
     check_method(cfg)  # fail on a misspelt method before any data is read
+    _require_weights(cfg)  # ... or a ResNet-50 run with no word on its ImageNet weights
     data = data_settings(cfg)
     train_cfg = dict(get(cfg, "train", str(cfg_path)))
     seed = int(train_cfg.pop("seed", 0))
@@ -174,7 +175,6 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
           resume: str | Path | None = None, progress: bool = True) -> Path:
     """Train (or continue) the run in ``out``. Returns the checkpoint path."""
     cfg, data, tc, info, seed = _prepare(config, overrides, device)
-    _require_weights(cfg)
     batches = _source_batches(data, data_root, seed, info)
     recipe = build_recipe(cfg, batches.num_classes)
     return _fit(recipe, batches, tc, cfg, data, out, info, seed, batches.num_classes, resume, progress)
@@ -203,7 +203,6 @@ def adapt(config: str | Path, source: str | Path, target: str | Path, out: str |
     if not hasattr(recipe_cls, "attach"):
         raise ValueError(f"method {cfg['method']!r} does not adapt to a target domain; use a method with "
                          "source+target training, e.g. method: dan")
-    _require_weights(cfg)
     size = (data["height"], data["width"])
     extra = {"trial": data["trial"]} if data["trial"] is not None else {}
     source_batches = _source_batches(data, source, seed, info)
