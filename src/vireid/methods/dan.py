@@ -172,7 +172,6 @@ class DANRecipe:
         self.source_samples = self.target = None
         self.size, self.workers = None, 0
         self.last_refresh: dict = {}
-        self.schedule: tuple[int, int] | None = None  # (epochs, steps per epoch), set at each epoch start
         self.trainer = None
 
     @property

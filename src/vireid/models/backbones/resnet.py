@@ -286,7 +286,8 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = T
 
 
 def format_report(report: dict[str, list[str]], path) -> str:
-    lines = [f"loaded {path} (sha256 {file_sha256(path)}): {len(report['matched'])} tensors matched, {len(report['missing'])} missing, "
+    lines = [f"loaded {path} (sha256 {file_sha256(path)}): {len(report['matched'])} tensors matched, "
+             f"{len(report['missing'])} missing, "
              f"{len(report['unexpected'])} unexpected, {len(report['shape_mismatch'])} shape mismatches, "
              f"{len(report['ignored'])} ignored (parts not built)"]
     for kind in ("missing", "unexpected", "shape_mismatch"):
