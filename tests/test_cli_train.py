@@ -66,6 +66,17 @@ def test_eval_follows_the_config_rerank_switch(trained, sysu_root, tmp_path, cap
     assert "sysu/all/single/seeded mean" in out and "[re-ranked]" not in out
 
 
+def test_evaluation_does_not_need_the_imagenet_file(trained, tmp_path):
+    """The checkpoint replaces every weight: a run whose weights file has gone still loads."""
+    from vireid.engine.run import load_trained
+
+    state = load_checkpoint(trained / "checkpoint.pt")
+    state["config"]["model"]["pretrained"] = str(tmp_path / "gone" / "resnet18.pth")
+    save_checkpoint(tmp_path / "moved.pt", state)
+    recipe, cfg = load_trained(tmp_path / "moved.pt")
+    assert cfg["model"]["pretrained"].endswith("resnet18.pth") and not recipe.model.training
+
+
 def test_rerunning_a_finished_run_resumes_and_does_nothing(trained, sysu_root):
     before = load_checkpoint(trained / "checkpoint.pt")["global_step"]
     assert main(["train", "demo_idkl", *TINY, "--data-root", str(sysu_root), "--out", str(trained)]) == 0
