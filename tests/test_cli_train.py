@@ -53,6 +53,30 @@ def test_eval_defaults_to_the_config_protocol_and_labels_reranking(trained, sysu
     assert "sysu/all/single/seeded [re-ranked] mean" in capsys.readouterr().out
 
 
+def test_eval_follows_the_config_rerank_switch(trained, sysu_root, tmp_path, capsys):
+    """eval.rerank (e.g. MBFVRD's published setting) takes effect and is labelled; --no-rerank overrides it."""
+    state = load_checkpoint(trained / "checkpoint.pt")
+    state["config"]["eval"]["rerank"] = True
+    ckpt = tmp_path / "rerank.pt"
+    save_checkpoint(ckpt, state)
+    assert main(["eval", str(ckpt), "--data-root", str(sysu_root)]) == 0
+    assert "sysu/all/single/seeded [re-ranked] mean" in capsys.readouterr().out
+    assert main(["eval", str(ckpt), "--data-root", str(sysu_root), "--no-rerank"]) == 0
+    out = capsys.readouterr().out
+    assert "sysu/all/single/seeded mean" in out and "[re-ranked]" not in out
+
+
+def test_evaluation_does_not_need_the_imagenet_file(trained, tmp_path):
+    """The checkpoint replaces every weight: a run whose weights file has gone still loads."""
+    from vireid.app.runs import load_run
+
+    state = load_checkpoint(trained / "checkpoint.pt")
+    state["config"]["model"]["pretrained"] = str(tmp_path / "gone" / "resnet18.pth")
+    save_checkpoint(tmp_path / "moved.pt", state)
+    recipe, cfg = load_run(tmp_path / "moved.pt")
+    assert cfg["model"]["pretrained"].endswith("resnet18.pth") and not recipe.model.training
+
+
 def test_rerunning_a_finished_run_resumes_and_does_nothing(trained, sysu_root):
     before = load_checkpoint(trained / "checkpoint.pt")["global_step"]
     assert main(["train", "demo_idkl", *TINY, "--data-root", str(sysu_root), "--out", str(trained)]) == 0
@@ -84,6 +108,24 @@ def test_user_errors_are_one_message(trained, sysu_root, tmp_path, capsys):
     # the dataset checker lists its problems one per line after the headline
     assert str(missing) in _error(capsys, ["train", "demo_idkl", *TINY, "--data-root", str(missing),
                                            "--out", out])
+
+
+@pytest.mark.parametrize("preset", ["idkl_sysu", "idkl_paper_sysu", "agw_sysu", "caj_regdb", "mbfvrd_llcm"])
+def test_resnet50_presets_refuse_to_start_without_pretrained_weights(preset, sysu_root, tmp_path, capsys):
+    message = _error(capsys, ["train", preset, "--data-root", str(sysu_root), "--out", str(tmp_path / "r")])
+    assert "model.pretrained is not set" in message and "resnet50-19c8e357.pth" in message
+    assert "model.pretrained=none" in message
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+def test_pretrained_none_is_a_deliberate_random_start(sysu_root):
+    from vireid.app.runs import _prepare, _require_weights
+
+    cfg = _prepare("idkl_sysu", ["model.pretrained=none"], "cpu")[0]
+    assert cfg["model"]["pretrained"] == "none" and cfg["model"]["depth"] == 50
+    _require_weights(cfg)
+    with pytest.raises(ValueError, match="model.pretrained is not set"):
+        _prepare("idkl_sysu", [], "cpu")
 
 
 def test_missing_config_key(tmp_path, sysu_root, capsys):

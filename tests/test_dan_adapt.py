@@ -135,7 +135,8 @@ def test_init_from_a_trained_run(roots, tmp_path):
 
 def test_adapt_errors_name_the_problem(roots, tmp_path):
     with pytest.raises(ValueError, match="does not adapt to a target domain"):
-        adapt("agw_sysu", roots / "src", roots / "tgt", tmp_path / "x", device="cpu", progress=False)
+        adapt("agw_sysu", roots / "src", roots / "tgt", tmp_path / "x", ["model.pretrained=none"], device="cpu",
+              progress=False)
     stale = tmp_path / "stale.yaml"  # a config saved from a run on another target
     stale.write_text(yaml.safe_dump({"_base_": str(roots / "tiny.yaml"), "recipe": {"num_target": 3}}))
     with pytest.raises(ValueError, match="recipe.num_target is 3 but the target training set"):

@@ -6,8 +6,8 @@ from PIL import Image
 
 from vireid.cli.main import main
 from vireid.synth.domains import (KINDS, add_noise, change_color, change_lighting, dct_recolor, domain_grid,
-                                 gamma_value, highpass, image_rng, occlude, occlusion_box, shift_image,
-                                 synth_domain)
+                                  gamma_value, highpass, image_rng, is_infrared_path, occlude, occlusion_box,
+                                 shift_image, synth_domain)
 from vireid.synth.generator import generate
 
 
@@ -138,3 +138,33 @@ def test_synth_domain_copies_the_layout_and_shifts_every_image(tmp_path):
     with pytest.raises(ValueError, match="not empty"):
         synth_domain(raw, out, "noise")
     assert main(["synth-domain", "--in", str(raw), "--out", str(out), "--kind", "noise"]) == 2
+
+
+@pytest.mark.parametrize("layout", ["sysu", "regdb"])
+def test_color_shift_recolours_visible_images_only(tmp_path, layout):
+    """The paper's colour shift is written for RGB images x_r: infrared files are copied unchanged."""
+    raw, out = tmp_path / "raw", tmp_path / "col"
+    generate(raw, layout, 4, seed=0, size=(32, 16), images=2, workers=1)
+    synth_domain(raw, out, "color", seed=1)
+    suffix = ".jpg" if layout == "sysu" else ".bmp"
+    images = [p.relative_to(raw) for p in raw.rglob(f"*{suffix}")]
+    infrared = [r for r in images if is_infrared_path(r.as_posix())]
+    visible = [r for r in images if not is_infrared_path(r.as_posix())]
+    assert infrared and visible
+    assert all((raw / r).read_bytes() == (out / r).read_bytes() for r in infrared)
+    assert all(not np.array_equal(np.asarray(Image.open(raw / r)), np.asarray(Image.open(out / r)))
+               for r in visible)
+    noise = tmp_path / "noise"  # the other kinds shift both modalities
+    synth_domain(raw, noise, "noise", seed=1)
+    assert all((raw / r).read_bytes() != (noise / r).read_bytes() for r in infrared)
+
+
+def test_modality_of_a_path_comes_from_its_top_folder():
+    assert is_infrared_path("cam3/0001/0001.jpg") and is_infrared_path("Thermal/1/a.bmp")
+    assert is_infrared_path("train_nir/cam1/0001/x.jpg") and is_infrared_path("infrared/p1/x.png")
+    assert not is_infrared_path("cam1/0001/0001.jpg") and not is_infrared_path("Visible/1/a.bmp")
+    with pytest.raises(ValueError, match="cannot tell the modality of 'misc/x.jpg'"):
+        is_infrared_path("misc/x.jpg")
+    x = _image()
+    assert np.array_equal(shift_image(x, "color", np.random.default_rng(0), infrared=True), x)
+    assert not np.array_equal(shift_image(x, "noise", np.random.default_rng(0), infrared=True), x)

@@ -155,8 +155,12 @@ def test_bad_inputs_raise_clear_errors():
         IDKL(num_classes=3, depth=18, pretrained="/nonexistent/missing.pth")
 
 
-def test_pretrained_checkpoint_loads_into_trunk_and_both_branches(tmp_path, capsys):
+def test_pretrained_checkpoint_loads_into_trunk_and_both_branches(tmp_path, caplog):
+    import logging
+
     from vireid.models.backbones.resnet import resnet18
+
+    caplog.set_level(logging.INFO, logger="vireid")
 
     torch.manual_seed(1)
     source = resnet18(num_classes=1000)
@@ -167,5 +171,50 @@ def test_pretrained_checkpoint_loads_into_trunk_and_both_branches(tmp_path, caps
     assert torch.equal(model.trunk.layer2[1].bn2.running_var, source.layer2[1].bn2.running_var)
     for branch in (model.branch_sh, model.branch_sp):
         assert torch.equal(branch.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
-    report = capsys.readouterr().out
-    assert report.count("0 missing, 0 unexpected, 0 shape mismatches") == 3
+    assert caplog.text.count("0 missing, 0 unexpected, 0 shape mismatches") == 3
+
+
+def test_paper_m_r_gate_depends_on_the_sample_and_trains():
+    """Eq. 8's m_r on plain IN(F): a mean-pooled gate would be sigmoid(0) = 0.5 for every sample, with no gradient."""
+    model, settings = build_idkl(load("idkl_paper_sysu.yaml"))
+    x, y, m = batch()
+    out = model(x, m)
+    ip = model.purifier(model.branch_sp(model.trunk(x)))
+    m_r = ip["m_r"][:, :, 0, 0].detach()
+    assert m_r.shape == (8, model.feature_dim)
+    assert float(m_r.std(dim=0).max()) > 1e-4  # varies across samples
+    assert not torch.allclose(m_r, torch.full_like(m_r, 0.5))
+    total, _ = idkl_total_loss(out, y, m, settings)
+    total.backward()
+    for gate in (model.purifier.gate_r, model.purifier.gate_e):
+        for p in (gate.fc1.weight, gate.fc2.weight):
+            assert p.grad is not None and float(p.grad.abs().sum()) > 0
+
+
+def test_mean_pooled_gate_on_plain_in_is_refused():
+    with pytest.raises(ValueError, match="m_r constant"):
+        tiny(gates="se", gate_pool="avg", in_affine=False)
+    with pytest.raises(ValueError, match="gate_pool='nope'"):
+        tiny(gates="se", gate_pool="nope")
+
+
+def test_paper_entropy_term_reads_the_specific_bn_neck_output():
+    """Eq. 10 uses C_sp as in Eq. 18: Z = C_sp(BN_sp(f)); the code's separate classifier reads pooled features."""
+    model = tiny(**PAPER_MODEL)
+    x, y, m = batch()
+    out = model(x, m)
+    x_sp = model.branch_sp(model.trunk(x))
+    ip = model.purifier(x_sp)
+    bn = torch.nn.functional.batch_norm  # train-mode BN with the neck's affine parameters, no stat update
+    neck = model.bn_neck_sp
+
+    def bn_sp(f):
+        return bn(f, None, None, neck.weight, neck.bias, training=True, eps=neck.eps)
+
+    w = model.classifier_sp.weight
+    assert torch.allclose(out["ent_logits"], bn_sp(gem(x_sp)) @ w.t(), atol=1e-4)
+    assert torch.allclose(out["ent_logits_p"], bn_sp(gem(ip["x_p"])) @ w.t(), atol=1e-4)
+    code = tiny()
+    out = code(x, m)
+    x_sp = code.branch_sp(code.trunk(x))
+    assert torch.allclose(out["ent_logits"], gem(x_sp) @ code.classifier_ent.weight.t(), atol=1e-4)

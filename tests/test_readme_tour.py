@@ -19,8 +19,9 @@ def tour_commands() -> list[list[str]]:
     text = (REPO / "README.md").read_text()
     block = re.search(r"### The pipeline from the command line\s+```bash\n(.*?)```", text, re.S)
     assert block, "README has no '### The pipeline from the command line' bash block"
-    lines = [line.split("  #")[0].strip() for line in block.group(1).splitlines()]
-    commands = [shlex.split(line) for line in lines if line]
+    lines = [line.split("  #")[0].rstrip() for line in block.group(1).splitlines()]
+    joined = "\n".join(lines).replace("\\\n", " ")  # shell line continuations
+    commands = [shlex.split(line) for line in joined.splitlines() if line.strip()]
     assert commands and all(c[0] == "vireid" for c in commands)
     return [c[1:] for c in commands]
 
@@ -71,7 +72,8 @@ def test_tour_commands_reach_the_application_layer(monkeypatch, tmp_path, capsys
         assert main(argv) == 0, argv
     assert calls["synth"] == ("data/sysu", "sysu", 100, 0)
     assert calls["check"] == ("data/sysu", "sysu")
-    assert calls["train"] == ("idkl_sysu", "data/sysu", "runs/idkl", ["train.epochs=40"])
+    assert calls["train"] == ("idkl_sysu", "data/sysu", "runs/idkl",
+                              ["train.epochs=40", "model.pretrained=resnet50-19c8e357.pth"])
     assert calls["eval"] == ("runs/idkl", "data/sysu", "sysu/all/single/seeded")
     assert calls["json"] == "eval.json"
     assert "sysu/all/single/seeded" in capsys.readouterr().out  # 'vireid protocols' ran for real

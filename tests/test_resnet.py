@@ -1,12 +1,15 @@
 """Own ResNet: torchvision-compatible names and sizes, slicing, loading report, errors."""
 
+import hashlib
+import logging
 import pickle
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from vireid.models.backbones.resnet import build_resnet, load_pretrained, resnet18, resnet34, resnet50
+from vireid.models.backbones.resnet import (REFERENCE_WEIGHTS, build_resnet, load_pretrained, pretrained_path,
+                                           require_pretrained, resnet18, resnet34, resnet50)
 
 
 @pytest.mark.parametrize("factory, params", [(resnet18, 11_689_512), (resnet34, 21_797_672), (resnet50, 25_557_032)])
@@ -52,6 +55,7 @@ def test_channels_last_gives_the_same_output():
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_load_pretrained_reports_and_copies(tmp_path, suffix, caplog):
+    caplog.set_level(logging.INFO, logger="vireid")
     torch.manual_seed(0)
     source = resnet18(num_classes=10)
     state = source.state_dict()
@@ -64,14 +68,13 @@ def test_load_pretrained_reports_and_copies(tmp_path, suffix, caplog):
     else:
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     target = resnet18(parts=("layer3", "layer4"))
-    with caplog.at_level("INFO", logger="vireid"):
-        report = load_pretrained(target, path)
+    report = load_pretrained(target, path)
     assert report["unexpected"] == ["extra.weight"]
     assert report["shape_mismatch"] and report["shape_mismatch"][0].startswith("layer4.1.conv2.weight")
     assert report["missing"] == []  # the mismatched tensor keeps its init and is reported above
     assert all(k.startswith(("conv1.", "bn1.", "layer1.", "layer2.", "fc.")) for k in report["ignored"])
     assert torch.equal(target.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
-    assert "matched" in caplog.text  # the report is logged (the CLI shows INFO messages)
+    assert "matched" in caplog.text and f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}" in caplog.text
 
 
 def test_load_pretrained_missing_file_names_the_path(tmp_path):
@@ -97,3 +100,26 @@ def test_bad_arguments_raise_clear_errors():
         build_resnet(101)
     with pytest.raises(ValueError, match="parts"):
         resnet18(parts=("layer2", "stem"))
+
+
+def test_resnet50_runs_refuse_an_empty_pretrained_setting():
+    """Every reference starts ResNet-50 from ImageNet weights: leaving model.pretrained empty is refused."""
+    for cfg in ({"depth": 50}, {}, {"depth": 50, "pretrained": None}, {"depth": 50, "pretrained": " "}):
+        with pytest.raises(ValueError, match=f"model.pretrained is not set.*{REFERENCE_WEIGHTS}.*pretrained=none"):
+            require_pretrained(cfg)
+    assert require_pretrained({"depth": 50, "pretrained": "none"}) is None  # random weights, on purpose
+    assert require_pretrained({"depth": 50, "pretrained": "None"}) is None
+    assert require_pretrained({"depth": 18}) is None  # small backbones have no reference start
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        require_pretrained({"depth": 50, "pretrained": "/nonexistent/missing.pth"})
+    assert pretrained_path("none") is None and pretrained_path(None) is None and pretrained_path("a.pth") == "a.pth"
+    with pytest.raises(ValueError, match="must be a file path or 'none'"):
+        pretrained_path(3)
+
+
+def test_a_resnet50_file_other_than_the_reference_is_named_with_its_hash(tmp_path, caplog):
+    path = tmp_path / "resnet50-other.pth"
+    torch.save({"fc.bias": torch.zeros(3)}, path)
+    assert require_pretrained({"depth": 50, "pretrained": str(path)}) == str(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert f"sha256 {digest}" in caplog.text and REFERENCE_WEIGHTS in caplog.text

@@ -8,6 +8,7 @@ line, seed, package versions), ``metrics.jsonl`` and ``checkpoint.pt``
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import platform
@@ -33,6 +34,7 @@ from vireid.evaluation.features import image_extractor
 from vireid.evaluation.protocols import get_protocol
 from vireid.evaluation.report import ProtocolResult
 from vireid.methods import build_recipe, check_method
+from vireid.models.backbones.resnet import NO_PRETRAINED, file_sha256, pretrained_path, require_pretrained
 from vireid.schema import DataSettings, EvalSettings, parse_section, section_defaults, to_dict
 from vireid.utils.io import write_text_atomic
 
@@ -101,6 +103,7 @@ def _prepare(config, overrides, device: str):
     cfg_path = resolve_config_path(str(config))
     cfg = load_config(cfg_path, overrides, defaults=run_defaults())
     check_method(cfg)  # fail on a misspelt method before any data is read
+    _require_weights(cfg)  # ... or a ResNet-50 run with no word on its ImageNet weights
     data = data_settings(cfg)
     tc = TrainConfig.from_dict(get(cfg, "train", str(cfg_path)))
     parse_section(EvalSettings, cfg.get("eval"), "eval")
@@ -109,6 +112,12 @@ def _prepare(config, overrides, device: str):
         torch.use_deterministic_algorithms(True)
     seed_everything(tc.seed)
     return cfg, data, tc, info, tc.seed
+
+
+def _require_weights(cfg: dict) -> None:
+    """A ResNet-50 run names its ImageNet weights or says ``none`` (see ``require_pretrained``)."""
+    if not (cfg.get("recipe") or {}).get("init"):  # a run started from another run's weights needs no ImageNet file
+        require_pretrained(cfg.get("model") or {})
 
 
 def _source_batches(data: dict, root, seed: int, info):
@@ -126,7 +135,11 @@ def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_c
     out = Path(out)
     if info.is_main:
         write_text_atomic(out / "config.yaml", dump(cfg))
-        write_text_atomic(out / "run.json", json.dumps(environment(seed), indent=2) + "\n")
+        env = environment(seed)
+        weights = pretrained_path((cfg.get("model") or {}).get("pretrained"))
+        if weights:
+            env["pretrained"] = {"path": weights, "sha256": file_sha256(weights)}
+        write_text_atomic(out / "run.json", json.dumps(env, indent=2) + "\n")
     trainer = Trainer(recipe, batches, tc, out, device=info.device, dist_info=info, progress=progress,
                       extra_state={"config": cfg, "num_classes": num_classes})
     if resume is not None:
@@ -245,15 +258,21 @@ def load_run(run_or_checkpoint: str | Path):
     state = load_checkpoint(ckpt)
     if "config" not in state or "num_classes" not in state:
         raise ValueError(f"{ckpt} holds no run config; it was not written by 'vireid train'")
-    recipe = build_recipe(state["config"], state["num_classes"])
+    cfg = copy.deepcopy(state["config"])
+    if isinstance(cfg.get("model"), dict) and "pretrained" in cfg["model"]:
+        cfg["model"]["pretrained"] = NO_PRETRAINED  # the checkpoint replaces every weight: no ImageNet file needed
+    recipe = build_recipe(cfg, state["num_classes"])
     recipe.model.load_state_dict(state["model"])
     recipe.model.eval()
     return recipe, state["config"]
 
 
 def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol: str | None = None, *,
-             rerank: bool = False, device: str = "auto", trials=None, batch_size: int = 64) -> ProtocolResult:
-    """Evaluate a trained run under a named protocol (default: the config's ``eval.protocol``)."""
+                 rerank: bool | None = None, device: str = "auto", trials=None, batch_size: int = 64) -> ProtocolResult:
+    """Evaluate a trained run under a named protocol (default: the config's ``eval.protocol``).
+
+    ``rerank`` None follows the config's ``eval.rerank``; re-ranked results are labelled ``[re-ranked]``.
+    """
     if protocol is not None:
         get_protocol(protocol)  # an unknown name fails before any loading
     recipe, cfg = load_run(run_or_checkpoint)
@@ -261,6 +280,10 @@ def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol:
         protocol = (cfg.get("eval") or {}).get("protocol")
         if protocol is None:
             raise ValueError("no --protocol given and the run's config has no eval.protocol")
+    if rerank is None:
+        rerank = (cfg.get("eval") or {}).get("rerank", False)
+        if not isinstance(rerank, bool):
+            raise ValueError(f"eval.rerank in the run's config must be true or false, got {rerank!r}")
     protocol_obj = get_protocol(protocol)
     data = data_settings(cfg)
     device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 
 def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="train a method from a YAML config",
@@ -19,7 +21,9 @@ def register(subparsers) -> None:
     ev.add_argument("--data-root", required=True)
     ev.add_argument("--protocol", help="e.g. sysu/all/single/official (see 'vireid protocols'); "
                     "default: the run config's eval.protocol")
-    ev.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
+    ev.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
+                    help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3), labelled [re-ranked]; "
+                    "default: the run config's eval.rerank")
     ev.add_argument("--json", help="also write the result as JSON to this file")
     ev.add_argument("--device", default="auto")
     ev.set_defaults(func=run_eval)

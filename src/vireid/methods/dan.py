@@ -5,10 +5,18 @@ batch is a pair (source batch, target batch) from
 :class:`vireid.data.target_batches.PairedBatches`; both go through one
 :class:`DANNet` forward (one BN-statistics pool), and the loss is eq. 15:
 
-    L = L_cls + L_tri (source) + lambda1 L_DAA + lambda2 L_soft + lambda3 L_CMA
+    L = L_cls + L_tri (source) + lambda1 L_DAA + lambda2 L_soft + lambda3 L_CMA [+ lambda_hard L_hard]
 
 * DAA: a discriminator (MLP, one logit) on the pooled feature behind gradient
   reversal, source = 1, target = 0 (:func:`vireid.losses.dan.domain_adversarial_loss`).
+  The two players are weighted separately: the discriminator minimises
+  ``disc_weight`` x L_D, the feature extractor receives -lambda1 x ramp x dL_D/df
+  through the reversal, with ramp = 1 or, with ``grl_ramp``, DANN's
+  2 / (1 + exp(-10 p)) - 1 over the adaptation progress p in [0, 1]. (Scaling
+  one loss by lambda1 would also slow the discriminator down by lambda1.)
+* Hard labels (Table 4's "Softmax (hard label)" row, off by default):
+  cross-entropy of the source classifier on target samples against their
+  hard pseudo labels (the source class of the nearest same-modality prototype).
 * Soft labels: an N_t-way bias-free classifier on the target BN feature,
   trained towards lambda on the sample itself and (1 - lambda)/m on its m
   reliable neighbours.
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 
 import torch
 import torch.nn.functional as F
@@ -52,8 +61,18 @@ from vireid.models.layers import ModalityHead, grad_reverse
 
 MODEL_KEYS = tuple(inspect.signature(ReIDNet.__init__).parameters)[2:]  # num_classes comes from the data
 LOSS_KEYS = ("id", "label_smoothing", "triplet", "triplet_margin")
-RECIPE_KEYS = ("num_target", "lambda1", "lambda2", "lambda3", "soft_lambda", "m", "eta", "refresh_every",
-               "start_epoch", "grl_coef", "disc_hidden", "disc_dropout", "backbone_lr_mult", "init")
+RECIPE_KEYS = ("num_target", "lambda1", "lambda2", "lambda3", "lambda_hard", "soft_lambda", "m", "eta",
+               "refresh_every", "start_epoch", "disc_weight", "grl_ramp", "disc_hidden", "disc_dropout",
+               "backbone_lr_mult", "init")
+
+
+def dann_ramp(progress: float) -> float:
+    """DANN's schedule of the reversal coefficient (Ganin & Lempitsky 2015): 2 / (1 + exp(-10 p)) - 1.
+
+    0 at the start of adaptation (the discriminator is still random, its
+    gradients are noise) and close to 1 after half of it.
+    """
+    return 2.0 / (1.0 + math.exp(-10.0 * min(max(progress, 0.0), 1.0))) - 1.0
 
 
 class DANNet(nn.Module):
@@ -110,6 +129,10 @@ class DANRecipe:
         self.name = cfg["method"]
         model_cfg = check_keys(cfg.get("model"), MODEL_KEYS, "model")
         loss = check_keys(cfg.get("loss"), LOSS_KEYS, "loss")
+        if "grl_coef" in (cfg.get("recipe") or {}):
+            raise ValueError("recipe.grl_coef is no longer a setting: the reversed gradient is scaled by "
+                             "recipe.lambda1 (times the DANN ramp with recipe.grl_ramp: true) and the "
+                             "discriminator's own loss by recipe.disc_weight; remove grl_coef from the config")
         recipe = check_keys(cfg.get("recipe"), RECIPE_KEYS, "recipe")
         if "num_target" not in recipe:
             raise ValueError("recipe.num_target (target training images) is missing; DAN runs through "
@@ -118,6 +141,14 @@ class DANRecipe:
         self.lambda1 = _number(recipe, "lambda1", 1.0)
         self.lambda2 = _number(recipe, "lambda2", 1.0)
         self.lambda3 = _number(recipe, "lambda3", 1.0)
+        self.lambda_hard = _number(recipe, "lambda_hard", 0.0)
+        self.disc_weight = _number(recipe, "disc_weight", 1.0)
+        if self.lambda1 and not self.disc_weight:
+            raise ValueError("recipe.disc_weight must be > 0 when recipe.lambda1 > 0: an untrained discriminator "
+                             "gives the feature extractor no adversarial signal")
+        self.grl_ramp = recipe.get("grl_ramp", False)
+        if not isinstance(self.grl_ramp, bool):
+            raise ValueError(f"recipe.grl_ramp must be true or false, got {self.grl_ramp!r}")
         self.soft_lambda = _number(recipe, "soft_lambda", 0.5, high=1.0)
         self.m = _number(recipe, "m", 4, low=1, integer=True)
         if self.m >= self.num_target:
@@ -134,18 +165,32 @@ class DANRecipe:
         self.init = recipe.get("init")
         self.model = DANNet(num_classes, self.num_target, self.m,
                             disc_hidden=_number(recipe, "disc_hidden", 256, low=1, integer=True),
-                            disc_dropout=_number(recipe, "disc_dropout", 0.5, high=1.0),
-                            grl_coef=_number(recipe, "grl_coef", 1.0), **model_cfg)
+                            disc_dropout=_number(recipe, "disc_dropout", 0.5, high=1.0), **model_cfg)
         self.flip = bool((cfg.get("eval") or {}).get("flip", False))
         self.num_classes = num_classes
         self.epoch = 0
         self.source_samples = self.target = None
         self.size, self.workers = None, 0
         self.last_refresh: dict = {}
+        self.trainer = None
 
     @property
     def adapts(self) -> bool:
-        return bool(self.lambda1 or self.lambda2 or self.lambda3)
+        return bool(self.lambda1 or self.lambda2 or self.lambda3 or self.lambda_hard)
+
+    def progress(self) -> float:
+        """Fraction of the adaptation phase (epochs start_epoch.. of the run) done before this step."""
+        if self.trainer is None:
+            raise ValueError("recipe.grl_ramp needs the training progress: run DAN through 'vireid adapt'")
+        t = self.trainer
+        span = max(t.cfg.epochs - self.start_epoch, 1)
+        return (t.epoch - self.start_epoch + t.step_in_epoch / max(len(t.batches), 1)) / span
+
+    def reversal_coef(self) -> float:
+        """The coefficient of the gradient reversal, so that the feature extractor gets -lambda1 x ramp x dL_D/df
+        while the discriminator's loss is weighted by disc_weight."""
+        ramp = dann_ramp(self.progress()) if self.grl_ramp else 1.0
+        return self.lambda1 * ramp / self.disc_weight
 
     def active(self, epoch: int) -> bool:
         return self.adapts and epoch >= self.start_epoch
@@ -189,6 +234,7 @@ class DANRecipe:
 
     def on_epoch_start(self, epoch: int, trainer) -> None:
         self.epoch = epoch
+        self.trainer = trainer
         if not self.active(epoch):
             return
         if self.target is None:
@@ -240,6 +286,8 @@ class DANRecipe:
             source, target = batch, None
         images, pids, _, modality = source
         active = target is not None and self.active(self.epoch)
+        coef = self.reversal_coef() if active and self.lambda1 else 0.0
+        self.model.grl_coef = coef
         if active:
             t_images, t_index, _, t_mod = target
             out = model(torch.cat([images, t_images]), torch.cat([modality, t_mod]))
@@ -252,7 +300,9 @@ class DANRecipe:
         if active:
             net = self.model
             if self.lambda1:
-                terms["daa"] = self.lambda1 * domain_adversarial_loss(out["domain"][:ns], out["domain"][ns:])
+                terms["daa"] = self.disc_weight * domain_adversarial_loss(out["domain"][:ns], out["domain"][ns:])
+            if self.lambda_hard:
+                terms["hard"] = self.lambda_hard * id_loss(out["logits"][ns:], net.pseudo_labels[t_index])
             if self.lambda2:
                 terms["soft"] = self.lambda2 * soft_label_loss(out["target_logits"][ns:], t_index,
                                                                net.neighbours[t_index], self.soft_lambda)
@@ -260,7 +310,8 @@ class DANRecipe:
                 feat = F.normalize(out["bn"][ns:], dim=1)
                 terms["cma"] = self.lambda3 * cross_modal_alignment(feat, net.pseudo_labels[t_index], t_mod,
                                                                     self.eta)
-        return {"loss": sum(terms.values()), **terms}
+        extra = {"grl": torch.tensor(coef)} if active and self.lambda1 else {}
+        return {"loss": sum(terms.values()), **terms, **extra}
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.records import INFRARED, VISIBLE
-from .backbones.resnet import build_resnet, load_pretrained
+from .backbones.resnet import build_resnet, load_pretrained, pretrained_path
 from .layers import BNNeck, GeM, classifier
 from .registry import MODELS
 
@@ -104,9 +104,10 @@ class Backbone(nn.Module):
         stems = 2 if self.two_stream else 1
         self.stems = nn.ModuleList(build_resnet(depth, parts=("stem",)) for _ in range(stems))
         self.layers = build_resnet(depth, parts=STAGES, last_stride=last_stride)
-        if pretrained:
+        weights = pretrained_path(pretrained)
+        if weights:
             for part in (*self.stems, self.layers):
-                load_pretrained(part, pretrained)
+                load_pretrained(part, weights)
         blocks = tuple(len(getattr(self.layers, s)) for s in STAGES)
         self.non_local_counts = _check_non_local(non_local, blocks)
         self.non_local = nn.ModuleDict()

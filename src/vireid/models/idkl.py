@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses.idkl import IDKLLossSettings
-from .backbones.resnet import build_resnet, load_pretrained
+from .backbones.resnet import build_resnet, load_pretrained, pretrained_path
 from .layers import BNNeck, GeM, InformationPurifier, ModalityHead, classifier, grad_reverse
 from .registry import MODELS
 
@@ -47,6 +47,9 @@ class IDKL(nn.Module):
             loaded into the trunk and both branches with a printed report.
         gem_p, gem_learnable: GeM exponent (3, fixed, as published).
         gates: "pixel" (code: 1x1-conv gates at every position) or "se" (paper Eq. 8: pooled SE masks).
+        gate_pool: g(.) of Eq. 8 for "se" gates: "gem" (GeM with ``gem_p``, the paper's pooling; the
+            only choice that lets m_r depend on the sample, since an instance-normalised map has the
+            same spatial mean for every sample) or "avg" (refused with "se" gates for that reason).
         in_affine: affine IN with running stats (code) or plain IN (paper Eq. 7).
         reduction: gate reduction ratio r (16).
         confuser: "pseudo" (code: no gradient reversal; the loss uses flipped pseudo labels)
@@ -55,36 +58,41 @@ class IDKL(nn.Module):
         num_confusers, num_discriminators: K of Eq. 4 (1 in the code).
         head_input: "bnneck" (code: heads see the BN-neck features, specific one purified)
             or "pooled" (paper Eq. 2-3: pooled F_sh and the unpurified pooled F_sp).
-        entropy_classifier: "separate" (code: a third classifier trained only by L_e)
-            or "specific" (paper Eq. 10: the specific ID classifier C_sp).
+        entropy_classifier: "separate" (code: a third classifier trained only by L_e, on pooled
+            features) or "specific" (paper Eq. 10: the specific ID classifier C_sp, which reads the
+            specific BN-neck output as in Eq. 5 and 18).
         raw_sp_reid: also return the unpurified specific feature and logits (paper Eq. 5).
         test_normalize: L2-normalise the test feature.
     """
 
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
-                 gem_p: float = 3.0, gem_learnable: bool = False, gates: str = "pixel", in_affine: bool = True,
+                 gem_p: float = 3.0, gem_learnable: bool = False, gates: str = "pixel", gate_pool: str = "gem",
+                 in_affine: bool = True,
                  reduction: int = 16, confuser: str = "pseudo", grl_coef: float = 1.0, num_confusers: int = 1,
                  num_discriminators: int = 1, head_input: str = "bnneck", entropy_classifier: str = "separate",
                  raw_sp_reid: bool = False, head_hidden: int = 100, head_dropout: float = 0.5,
                  test_normalize: bool = False):
         super().__init__()
         _choice("gates", gates, ("pixel", "se"))
+        _choice("gate_pool", gate_pool, ("gem", "avg"))
         self.confuser = _choice("confuser", confuser, ("pseudo", "grl"))
         self.head_input = _choice("head_input", head_input, ("bnneck", "pooled"))
-        _choice("entropy_classifier", entropy_classifier, ("separate", "specific"))
+        self.entropy_classifier = _choice("entropy_classifier", entropy_classifier, ("separate", "specific"))
         if num_confusers < 1 or num_discriminators < 1:
             raise ValueError(f"need at least one confuser and one discriminator, got {num_confusers} "
                              f"and {num_discriminators}")
         self.trunk = build_resnet(depth, parts=TRUNK)
         self.branch_sh = build_resnet(depth, parts=BRANCH, last_stride=last_stride)
         self.branch_sp = build_resnet(depth, parts=BRANCH, last_stride=last_stride)
-        if pretrained:
+        weights = pretrained_path(pretrained)
+        if weights:
             for part in (self.trunk, self.branch_sh, self.branch_sp):
-                load_pretrained(part, pretrained)
+                load_pretrained(part, weights)
         dim = self.branch_sh.out_channels
         self.feature_dim = dim
         self.pool = GeM(gem_p, learnable=gem_learnable)
-        self.purifier = InformationPurifier(dim, reduction, pooled_gates=gates == "se", in_affine=in_affine)
+        self.purifier = InformationPurifier(dim, reduction, pooled_gates=gates == "se", in_affine=in_affine,
+                                            gate_pool=gate_pool, gem_p=gem_p)
         self.bn_neck = BNNeck(dim)
         self.bn_neck_sp = BNNeck(dim)
         self.classifier = classifier(dim, num_classes)
@@ -125,17 +133,21 @@ class IDKL(nn.Module):
         ip = self.purifier(x_sp)
         f_sh, f_sp = self.pool(x_sh), self.pool(ip["out"])
         b_sh, b_sp = self.bn_neck(f_sh), self.bn_neck_sp(f_sp)
-        f_raw = self.pool(x_sp)
-        ent = self.classifier_ent if self.classifier_ent is not None else self.classifier_sp
+        f_raw, f_p = self.pool(x_sp), self.pool(ip["x_p"])
+        b_raw = self.bn_neck_sp(f_raw) if self.raw_sp_reid or self.classifier_ent is None else None
+        if self.classifier_ent is not None:  # code: C_sp_f on the pooled maps, no BN neck
+            ent_logits, ent_logits_p = self.classifier_ent(f_raw), self.classifier_ent(f_p)
+        else:  # paper Eq. 10 with Eq. 18's C_sp: the classifier reads the specific BN-neck output
+            ent_logits, ent_logits_p = self.classifier_sp(b_raw), self.classifier_sp(self.bn_neck_sp(f_p))
         out = {
             "feat_sh": f_sh, "feat_sp": f_sp, "bn_sh": b_sh, "bn_sp": b_sp,
             "logits_sh": self.classifier(b_sh), "logits_sp": self.classifier_sp(b_sp),
-            "ent_logits": ent(f_raw), "ent_logits_p": ent(self.pool(ip["x_p"])),
+            "ent_logits": ent_logits, "ent_logits_p": ent_logits_p,
             "pool_in": self.pool(ip["x_in"]), "pool_in_p": self.pool(ip["x_in_p"]),
         }
         if self.raw_sp_reid:
             out["feat_sp_raw"] = f_raw
-            out["logits_sp_raw"] = self.classifier_sp(self.bn_neck_sp(f_raw))
+            out["logits_sp_raw"] = self.classifier_sp(b_raw)
         head_sh, head_sp = (b_sh, b_sp) if self.head_input == "bnneck" else (f_sh, f_raw)
         if self.confuser == "grl":
             head_sh = grad_reverse(head_sh, self.grl_coef)

@@ -122,22 +122,31 @@ class ChannelGate(nn.Module):
     """Sigmoid gate from two bias-free 1x1 convs with reduction ``r``.
 
     ``pooled=False`` (IDKL code): the gate is computed at every position, shape
-    (B, C, h, w). ``pooled=True`` (paper Eq. 8, SE-Net): global average pooling
-    first, so the gate is a channel vector (B, C, 1, 1).
+    (B, C, h, w). ``pooled=True`` (paper Eq. 8, SE-Net): the map is pooled
+    first by ``pool`` -- "avg" (SE-Net's global average) or "gem" (GeM with
+    exponent ``gem_p``, the pooling the paper uses everywhere else) -- so the
+    gate is a channel vector (B, C, 1, 1).
     """
 
-    def __init__(self, channels: int, reduction: int = 16, pooled: bool = False):
+    POOLS = ("avg", "gem")
+
+    def __init__(self, channels: int, reduction: int = 16, pooled: bool = False, pool: str = "avg",
+                 gem_p: float = 3.0):
         super().__init__()
         hidden = channels // reduction  # as the reference: floor division
         if hidden < 1:
             raise ValueError(f"gate reduction {reduction} leaves no hidden units for {channels} channels")
+        if pool not in self.POOLS:
+            raise ValueError(f"gate pool={pool!r}; expected one of {self.POOLS}")
         self.pooled = pooled
+        self.pool = pool
+        self.gem_p = gem_p
         self.fc1 = nn.Conv2d(channels, hidden, 1, bias=False)
         self.fc2 = nn.Conv2d(hidden, channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pooled:
-            x = x.mean(dim=(2, 3), keepdim=True)
+            x = x.mean(dim=(2, 3), keepdim=True) if self.pool == "avg" else gem(x, self.gem_p)[:, :, None, None]
         return torch.sigmoid(self.fc2(F.relu(self.fc1(x))))
 
 
@@ -151,12 +160,18 @@ class InformationPurifier(nn.Module):
     """
 
     def __init__(self, channels: int, reduction: int = 16, pooled_gates: bool = False,
-                 in_affine: bool = True):
+                 in_affine: bool = True, gate_pool: str = "gem", gem_p: float = 3.0):
         super().__init__()
+        if pooled_gates and gate_pool == "avg":
+            # The spatial mean of an instance-normalised map is the IN bias (0 without affine) for every
+            # sample, so an average-pooled m_r would be one constant vector that never trains.
+            raise ValueError("gate_pool='avg' with pooled (SE) gates makes m_r constant: the spatial mean of "
+                             "IN(F) is the same for every sample (0 for plain IN); use gate_pool='gem'")
         # code: affine IN with running stats; paper Eq. 7: plain IN
         self.norm = nn.InstanceNorm2d(channels, affine=in_affine, track_running_stats=in_affine)
-        self.gate_r = ChannelGate(channels, reduction, pooled_gates)  # reference name: mask1 / m_IN
-        self.gate_e = ChannelGate(channels, reduction, pooled_gates)  # reference name: mask2 / m_F
+        # reference names: mask1 / m_IN and mask2 / m_F; g(.) of Eq. 8 is gate_pool when pooled
+        self.gate_r = ChannelGate(channels, reduction, pooled_gates, gate_pool, gem_p)
+        self.gate_e = ChannelGate(channels, reduction, pooled_gates, gate_pool, gem_p)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x_in = self.norm(x)

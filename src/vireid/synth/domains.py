@@ -13,7 +13,8 @@ depend on the order or number of images processed:
   orthonormal 2-D DCT): x' = IDCT(w1 * DCT(x) * H + m) with the Gaussian
   high-pass H(u, v) = 1 - exp(-(u^2 + v^2) / (2 R^2)) (u, v: frequency
   indices) and m a random colour placed on the DC coefficient (H(0, 0) = 0
-  removes the old mean colour, m puts a new one).
+  removes the old mean colour, m puts a new one). RGB (visible) images only:
+  the paper writes it for x_r; infrared images are copied unchanged.
 * ``occlusion`` -- one rectangle of random size (a fraction of the area),
   aspect, position and colour painted over the image.
 
@@ -37,7 +38,22 @@ from PIL import Image
 from vireid.utils.io import atomic_path
 
 KINDS = ("noise", "lighting", "color", "occlusion")
+VISIBLE_ONLY_KINDS = ("color",)  # the paper's colour shift is written for RGB images x_r
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# First folder of an image's relative path -> is it infrared, in every layout vireid reads
+# (SYSU cam1-6, RegDB Visible/Thermal, LLCM train_/test_ vis/nir, folder visible/infrared).
+TOP_FOLDER_INFRARED = {"cam3": True, "cam6": True, "Thermal": True, "train_nir": True, "test_nir": True,
+                       "infrared": True, "cam1": False, "cam2": False, "cam4": False, "cam5": False,
+                       "Visible": False, "train_vis": False, "test_vis": False, "visible": False}
+
+
+def is_infrared_path(relpath: str) -> bool:
+    """Whether an image path (relative to a dataset root) is infrared, from its top folder."""
+    top = Path(relpath).parts[0] if Path(relpath).parts else ""
+    if top not in TOP_FOLDER_INFRARED:
+        raise ValueError(f"cannot tell the modality of {relpath!r}: its top folder {top!r} is none of "
+                         f"{', '.join(sorted(TOP_FOLDER_INFRARED))} (SYSU-MM01, RegDB, LLCM or folder layout)")
+    return TOP_FOLDER_INFRARED[top]
 
 
 @dataclass(frozen=True)
@@ -162,8 +178,11 @@ def occlude(image: np.ndarray, rng: np.random.Generator, area: tuple = (0.1, 0.3
 
 
 def shift_image(image: np.ndarray, kind: str, rng: np.random.Generator,
-                params: DomainParams = DomainParams()) -> np.ndarray:
-    """The image in the synthetic domain ``kind`` (one of :data:`KINDS`)."""
+                params: DomainParams = DomainParams(), infrared: bool = False) -> np.ndarray:
+    """The image in the synthetic domain ``kind`` (one of :data:`KINDS`); an ``infrared`` image is returned
+    unchanged by the visible-only kinds (:data:`VISIBLE_ONLY_KINDS`)."""
+    if kind in VISIBLE_ONLY_KINDS and infrared:
+        return _check_image(image).copy()
     if kind == "noise":
         return add_noise(image, rng, params.noise_sigma)
     if kind == "lighting":
@@ -183,7 +202,13 @@ def image_rng(seed: int, relpath: str) -> np.random.Generator:
 
 def shift_file(src: Path, dst: Path, kind: str, seed: int, relpath: str,
                params: DomainParams = DomainParams()) -> None:
-    """Read ``src``, shift it, write ``dst`` atomically in the same format."""
+    """Read ``src``, shift it, write ``dst`` atomically in the same format. An infrared image under a
+    visible-only kind is copied byte for byte."""
+    infrared = kind in VISIBLE_ONLY_KINDS and is_infrared_path(relpath)
+    if infrared:
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        return
     with Image.open(src) as img:
         fmt = img.format
         array = np.asarray(img.convert("RGB"))
@@ -240,13 +265,19 @@ def synth_domain(in_root: str | os.PathLike, out_root: str | os.PathLike, kind: 
 
 
 def domain_grid(images: list[np.ndarray], seed: int = 0, params: DomainParams = DomainParams(),
-                gap: int = 2) -> np.ndarray:
-    """A before/after sheet: row 0 the originals, then one row per kind in :data:`KINDS` (uint8, white gaps)."""
+                gap: int = 2, infrared: list[bool] | None = None) -> np.ndarray:
+    """A before/after sheet: row 0 the originals, then one row per kind in :data:`KINDS` (uint8, white gaps).
+
+    ``infrared`` flags the infrared images (default: the grey ones, as synthetic infrared images are).
+    """
     if not images:
         raise ValueError("domain_grid needs at least one image")
     h, w, _ = _check_image(images[0]).shape
-    rows = [list(images)] + [[shift_image(im, kind, image_rng(seed, f"{kind}/{i}"), params)
-                              for i, im in enumerate(images)] for kind in KINDS]
+    flags = [is_grey(im) for im in images] if infrared is None else list(infrared)
+    if len(flags) != len(images):
+        raise ValueError(f"infrared has {len(flags)} flags for {len(images)} images")
+    rows = [list(images)] + [[shift_image(im, kind, image_rng(seed, f"{kind}/{i}"), params, ir)
+                              for i, (im, ir) in enumerate(zip(images, flags))] for kind in KINDS]
     sheet = np.full((len(rows) * (h + gap) - gap, len(images) * (w + gap) - gap, 3), 255, np.uint8)
     for r, row in enumerate(rows):
         for c, im in enumerate(row):

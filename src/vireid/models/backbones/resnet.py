@@ -12,6 +12,8 @@ loadable from the same ImageNet checkpoint.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -19,9 +21,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
+
 log = logging.getLogger(__name__)
 
-PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
+# The file every reference (IDKL, AGW, CAJ, HcTri/MBFVRD) starts from: torchvision's V1 ImageNet ResNet-50.
+# torchvision names its files after the first 8 hex digits of their sha256.
+REFERENCE_WEIGHTS = "resnet50-19c8e357.pth"
+REFERENCE_SHA256_PREFIX = "19c8e357"
+NO_PRETRAINED = "none"  # model.pretrained: none = random initialisation, on purpose
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -189,6 +197,59 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items() if torch.is_tensor(v)}
 
 
+def pretrained_path(value) -> str | None:
+    """The weights file of a ``model.pretrained`` setting: None for null, "" or "none" (random init)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", NO_PRETRAINED)):
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"model.pretrained must be a file path or 'none', got {value!r}")
+    return str(value)
+
+
+def require_pretrained(model_cfg: dict) -> str | None:
+    """Refuse a ResNet-50 run whose ``model.pretrained`` is left empty; return the weights path (None: 'none').
+
+    Every reference recipe starts ResNet-50 from ImageNet weights; training it
+    from a random start by omission would silently give a different (much
+    worse) run. ``pretrained: none`` states that choice explicitly. Smaller
+    depths (vireid's own small-run settings, no reference start) may leave it
+    empty and start from random weights.
+    """
+    value = (model_cfg or {}).get("pretrained")
+    depth = (model_cfg or {}).get("depth", 50)
+    if depth == 50 and (value is None or (isinstance(value, str) and not value.strip())):
+        raise ValueError(
+            f"model.pretrained is not set for a ResNet-50 model: every reference recipe starts from torchvision's "
+            f"V1 ImageNet weights {REFERENCE_WEIGHTS} (a .safetensors copy works too); pass "
+            f"model.pretrained=/path/to/{REFERENCE_WEIGHTS}, or model.pretrained=none to train from random "
+            f"weights on purpose")
+    path = pretrained_path(value)
+    if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"pretrained weights not found: {path} (model.pretrained)")
+        digest = file_sha256(path)
+        if depth == 50 and not digest.startswith(REFERENCE_SHA256_PREFIX):
+            log.warning("%s (sha256 %s) is not torchvision's %s (sha256 %s...), the file every reference "
+                        "starts from; fine for a .safetensors copy of it, otherwise the run differs from the "
+                        "references", path, digest, REFERENCE_WEIGHTS, REFERENCE_SHA256_PREFIX)
+    return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file (cached per path, size and modification time: models load it several times)."""
+    st = os.stat(path)
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = True,
                     ignore: tuple[str, ...] | None = None) -> dict[str, list[str]]:
     """Copy matching tensors from ``path`` into ``model``; report the rest instead of failing.
@@ -199,7 +260,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = T
     starting with a prefix in ``ignore`` (default: the parts a ResNet slice
     did not build) are counted as "ignored". ``num_batches_tracked`` buffers,
     absent from older checkpoints, are never reported missing. Prints a
-    one-screen summary when ``verbose``.
+    one-screen summary (with the file's sha256) to the ``vireid`` log when ``verbose``.
     """
     source = read_state_dict(path)
     if ignore is None:
@@ -220,12 +281,13 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = T
     report["missing"] = [k for k in target if k not in source and not k.endswith("num_batches_tracked")]
     model.load_state_dict(to_load, strict=False)
     if verbose:
-        log.info(format_report(report, path))
+        log.info("%s", format_report(report, path))
     return report
 
 
 def format_report(report: dict[str, list[str]], path) -> str:
-    lines = [f"loaded {path}: {len(report['matched'])} tensors matched, {len(report['missing'])} missing, "
+    lines = [f"loaded {path} (sha256 {file_sha256(path)}): {len(report['matched'])} tensors matched, "
+             f"{len(report['missing'])} missing, "
              f"{len(report['unexpected'])} unexpected, {len(report['shape_mismatch'])} shape mismatches, "
              f"{len(report['ignored'])} ignored (parts not built)"]
     for kind in ("missing", "unexpected", "shape_mismatch"):
