@@ -9,7 +9,8 @@ from conftest import REPO
 from vireid.losses import IDKLLossSettings, idkl_total_loss
 from vireid.losses.idkl import PAPER
 from vireid.models import MODELS
-from vireid.models.idkl import IDKL, build_idkl
+from vireid.methods.idkl import build_idkl
+from vireid.models.idkl import IDKL
 from vireid.models.layers import gem
 
 CONFIGS = ["idkl_sysu.yaml", "idkl_regdb.yaml", "idkl_llcm.yaml", "idkl_paper_sysu.yaml"]

@@ -104,12 +104,13 @@ def test_bad_arguments_raise_clear_errors():
 
 def test_resnet50_runs_refuse_an_empty_pretrained_setting():
     """Every reference starts ResNet-50 from ImageNet weights: leaving model.pretrained empty is refused."""
-    for cfg in ({"depth": 50}, {}, {"depth": 50, "pretrained": None}, {"depth": 50, "pretrained": " "}):
+    for cfg in ({"depth": 50}, {"pretrained": None}, {"depth": 50, "pretrained": None}, {"depth": 50, "pretrained": " "}):
         with pytest.raises(ValueError, match=f"model.pretrained is not set.*{REFERENCE_WEIGHTS}.*pretrained=none"):
             require_pretrained(cfg)
     assert require_pretrained({"depth": 50, "pretrained": "none"}) is None  # random weights, on purpose
     assert require_pretrained({"depth": 50, "pretrained": "None"}) is None
     assert require_pretrained({"depth": 18}) is None  # small backbones have no reference start
+    assert require_pretrained({"width": 32}) is None  # no ResNet settings at all: a network of its own
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         require_pretrained({"depth": 50, "pretrained": "/nonexistent/missing.pth"})
     assert pretrained_path("none") is None and pretrained_path(None) is None and pretrained_path("a.pth") == "a.pth"

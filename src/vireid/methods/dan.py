@@ -3,7 +3,7 @@
 Labelled visible+infrared source, unlabelled visible+infrared target. A
 batch is a pair (source batch, target batch) from
 :class:`vireid.data.target_batches.PairedBatches`; both go through one
-:class:`DANNet` forward (one BN-statistics pool), and the loss is eq. 15:
+:class:`vireid.models.dan.DANNet` forward (one BN-statistics pool), and the loss is eq. 15:
 
     L = L_cls + L_tri (source) + lambda1 L_DAA + lambda2 L_soft + lambda3 L_CMA [+ lambda_hard L_hard]
 
@@ -49,7 +49,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vireid.losses import id_loss, triplet_hard
 from vireid.losses.dan import (cross_modal_alignment, domain_adversarial_loss, hard_pseudo_labels,
@@ -57,7 +56,7 @@ from vireid.losses.dan import (cross_modal_alignment, domain_adversarial_loss, h
 from vireid.methods import METHODS
 from vireid.methods.common import check_keys, flip_average, head_and_backbone_groups
 from vireid.models.baseline import ReIDNet
-from vireid.models.layers import ModalityHead, grad_reverse
+from vireid.models.dan import DANNet
 
 MODEL_KEYS = tuple(inspect.signature(ReIDNet.__init__).parameters)[2:]  # num_classes comes from the data
 LOSS_KEYS = ("id", "label_smoothing", "triplet", "triplet_margin")
@@ -73,41 +72,6 @@ def dann_ramp(progress: float) -> float:
     gradients are noise) and close to 1 after half of it.
     """
     return 2.0 / (1.0 + math.exp(-10.0 * min(max(progress, 0.0), 1.0))) - 1.0
-
-
-class DANNet(nn.Module):
-    """:class:`ReIDNet` + an N_t-way target classifier + a domain discriminator; pseudo labels as buffers.
-
-    Train mode: ReIDNet's dict plus "target_logits" (B, N_t) and "domain" (B,)
-    (discriminator logits behind gradient reversal). Eval mode: the test feature.
-    """
-
-    def __init__(self, num_classes: int, num_target: int, m: int, disc_hidden: int = 256,
-                 disc_dropout: float = 0.5, grl_coef: float = 1.0, **model):
-        super().__init__()
-        self.net = ReIDNet(num_classes, **model)
-        dim = self.net.feature_dim
-        self.target_classifier = nn.Linear(dim, num_target, bias=False)
-        nn.init.normal_(self.target_classifier.weight, std=0.001)
-        self.discriminator = ModalityHead(dim, disc_hidden, disc_dropout, num_modalities=1)
-        self.grl_coef = grl_coef
-        self.register_buffer("pseudo_labels", torch.full((num_target,), -1, dtype=torch.long))
-        self.register_buffer("neighbours", torch.zeros((num_target, m), dtype=torch.long))
-
-    @property
-    def has_labels(self) -> bool:
-        return bool((self.pseudo_labels >= 0).all())
-
-    def head_parameters(self):
-        return [p for name, p in self.named_parameters() if not name.startswith("net.backbone.")]
-
-    def forward(self, images: torch.Tensor, modality: torch.Tensor | None = None):
-        out = self.net(images, modality)
-        if not self.training:
-            return out
-        out["target_logits"] = self.target_classifier(out["bn"])
-        out["domain"] = self.discriminator(grad_reverse(out["pooled"], self.grl_coef)).squeeze(1)
-        return out
 
 
 def _number(recipe: dict, key: str, default, low=0.0, integer=False, high=None):

@@ -10,6 +10,7 @@ the two halves.
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import fields
 
 import torch
@@ -18,7 +19,7 @@ from vireid.data.records import INFRARED, VISIBLE
 from vireid.losses.idkl import IDKLLossSettings, idkl_total_loss
 from vireid.methods import METHODS
 from vireid.methods.common import MetricLosses
-from vireid.models.idkl import build_idkl
+from vireid.models.idkl import IDKL
 
 
 def interleave_halves(modality: torch.Tensor) -> torch.Tensor:
@@ -29,6 +30,56 @@ def interleave_halves(modality: torch.Tensor) -> torch.Tensor:
                          f"order (the cross-modality sampler's layout); got modalities {modality.tolist()[:16]}")
     visible = torch.arange(n, device=modality.device)
     return torch.stack([visible + n, visible], dim=1).reshape(-1)
+
+
+MODEL_KEYS = tuple(inspect.signature(IDKL.__init__).parameters)[1:]  # the constructor's arguments
+
+
+# Table 4 of the paper: each component can be switched off; L_b is always on.
+TERMS = {"ip": ("ip_e", "ip_r"), "tgsa": ("tgsa",), "csa": ("csa",),
+         "mdr": ("mdr_graph", "mdr_graph_mixed", "mdr_logit")}
+
+
+def apply_terms(loss_cfg: dict, terms: dict | None) -> dict:
+    """Zero the weights of the components switched off in ``terms`` (e.g. {"tgsa": False})."""
+    terms = terms or {}
+    unknown = sorted(set(terms) - set(TERMS))
+    if unknown:
+        raise ValueError(f"unknown IDKL terms {unknown}; known: {sorted(TERMS)}")
+    out = dict(loss_cfg)
+    for term, on in terms.items():
+        if not isinstance(on, bool):
+            raise ValueError(f"terms.{term} must be true or false, got {on!r}")
+        if not on:
+            out.update({w: 0.0 for w in TERMS[term]})
+    return out
+
+
+def build_idkl(cfg: dict) -> tuple[IDKL, IDKLLossSettings]:
+    """Build (model, loss settings) from a plain dict with ``model``, ``loss`` and ``terms`` sections.
+
+    ``cfg["model"]`` holds :class:`IDKL` constructor arguments, ``cfg["loss"]``
+    the fields of :class:`IDKLLossSettings`, ``cfg["terms"]`` the Table 4
+    switches (ip, tgsa, csa, mdr: false zeroes that component's weights);
+    other sections (data, train, eval) are left to the caller. The confuser's loss targets follow the model's
+    ``confuser`` switch ("pseudo" -> pseudo labels, "grl" -> true modality labels) unless
+    ``loss.confuser_targets`` says otherwise explicitly.
+    """
+    if not isinstance(cfg, dict) or "model" not in cfg:
+        raise ValueError("an IDKL config needs a 'model' section (and usually a 'loss' section)")
+    model_cfg = dict(cfg["model"])
+    unknown = sorted(set(model_cfg) - set(MODEL_KEYS))
+    if unknown:
+        raise ValueError(f"unknown IDKL model settings {unknown}; known: {sorted(MODEL_KEYS)}")
+    loss_cfg = apply_terms(dict(cfg.get("loss") or {}), cfg.get("terms"))
+    loss_cfg.setdefault("confuser_targets", "modality" if model_cfg.get("confuser") == "grl" else "pseudo")
+    settings = IDKLLossSettings.from_dict(loss_cfg)
+    if (model_cfg.get("confuser", "pseudo") == "grl") != (settings.confuser_targets == "modality"):
+        raise ValueError(f"model.confuser={model_cfg.get('confuser', 'pseudo')!r} does not fit "
+                         f"loss.confuser_targets={settings.confuser_targets!r} (grl <-> modality, pseudo <-> pseudo)")
+    if settings.reid_sp_raw and not model_cfg.get("raw_sp_reid", False):
+        raise ValueError("loss.reid_sp_raw > 0 needs model.raw_sp_reid: true")
+    return IDKL(**model_cfg), settings
 
 
 EXTRA_KEYS = tuple(k for k in MetricLosses.KEYS if k not in {f.name for f in fields(IDKLLossSettings)})

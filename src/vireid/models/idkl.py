@@ -4,8 +4,9 @@ A shared trunk (ResNet stem + layer1 + layer2) feeds two layer3 + layer4
 branches: the modality-shared branch (the test feature) and the
 modality-specific branch, whose map goes through the Information Purifier.
 Modality heads: discriminators on the specific side, confusers on the shared
-side. The losses live in :mod:`vireid.losses.idkl`; this module returns the
-tensors they need and maps a plain config dict to (model, loss settings).
+side. The losses live in :mod:`vireid.losses.idkl` and the config-to-model
+mapping in :mod:`vireid.methods.idkl`; this module returns the tensors the
+losses need.
 
 Variants are switches, not copies: ``idkl`` (the released code) and
 ``idkl_paper`` (the paper's equations) differ only in constructor arguments
@@ -14,13 +15,10 @@ and loss settings; see ``configs/idkl_*.yaml``.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses.idkl import IDKLLossSettings
 from .backbones.resnet import build_resnet, load_pretrained, pretrained_path
 from .layers import BNNeck, GeM, InformationPurifier, ModalityHead, classifier, grad_reverse
 from .registry import MODELS
@@ -154,53 +152,3 @@ class IDKL(nn.Module):
         out["d_sp_logits"] = [d(head_sp) for d in self.discriminators]
         out["d_sh_logits"] = [c(head_sh) for c in self.confusers]
         return out
-
-
-MODEL_KEYS = tuple(inspect.signature(IDKL.__init__).parameters)[1:]  # the constructor's arguments
-
-
-# Table 4 of the paper: each component can be switched off; L_b is always on.
-TERMS = {"ip": ("ip_e", "ip_r"), "tgsa": ("tgsa",), "csa": ("csa",),
-         "mdr": ("mdr_graph", "mdr_graph_mixed", "mdr_logit")}
-
-
-def apply_terms(loss_cfg: dict, terms: dict | None) -> dict:
-    """Zero the weights of the components switched off in ``terms`` (e.g. {"tgsa": False})."""
-    terms = terms or {}
-    unknown = sorted(set(terms) - set(TERMS))
-    if unknown:
-        raise ValueError(f"unknown IDKL terms {unknown}; known: {sorted(TERMS)}")
-    out = dict(loss_cfg)
-    for term, on in terms.items():
-        if not isinstance(on, bool):
-            raise ValueError(f"terms.{term} must be true or false, got {on!r}")
-        if not on:
-            out.update({w: 0.0 for w in TERMS[term]})
-    return out
-
-
-def build_idkl(cfg: dict) -> tuple[IDKL, IDKLLossSettings]:
-    """Build (model, loss settings) from a plain dict with ``model``, ``loss`` and ``terms`` sections.
-
-    ``cfg["model"]`` holds :class:`IDKL` constructor arguments, ``cfg["loss"]``
-    the fields of :class:`IDKLLossSettings`, ``cfg["terms"]`` the Table 4
-    switches (ip, tgsa, csa, mdr: false zeroes that component's weights);
-    other sections (data, train, eval) are left to the caller. The confuser's loss targets follow the model's
-    ``confuser`` switch ("pseudo" -> pseudo labels, "grl" -> true modality labels) unless
-    ``loss.confuser_targets`` says otherwise explicitly.
-    """
-    if not isinstance(cfg, dict) or "model" not in cfg:
-        raise ValueError("an IDKL config needs a 'model' section (and usually a 'loss' section)")
-    model_cfg = dict(cfg["model"])
-    unknown = sorted(set(model_cfg) - set(MODEL_KEYS))
-    if unknown:
-        raise ValueError(f"unknown IDKL model settings {unknown}; known: {sorted(MODEL_KEYS)}")
-    loss_cfg = apply_terms(dict(cfg.get("loss") or {}), cfg.get("terms"))
-    loss_cfg.setdefault("confuser_targets", "modality" if model_cfg.get("confuser") == "grl" else "pseudo")
-    settings = IDKLLossSettings.from_dict(loss_cfg)
-    if (model_cfg.get("confuser", "pseudo") == "grl") != (settings.confuser_targets == "modality"):
-        raise ValueError(f"model.confuser={model_cfg.get('confuser', 'pseudo')!r} does not fit "
-                         f"loss.confuser_targets={settings.confuser_targets!r} (grl <-> modality, pseudo <-> pseudo)")
-    if settings.reid_sp_raw and not model_cfg.get("raw_sp_reid", False):
-        raise ValueError("loss.reid_sp_raw > 0 needs model.raw_sp_reid: true")
-    return IDKL(**model_cfg), settings

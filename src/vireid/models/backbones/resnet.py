@@ -215,8 +215,11 @@ def require_pretrained(model_cfg: dict) -> str | None:
     depths (vireid's own small-run settings, no reference start) may leave it
     empty and start from random weights.
     """
-    value = (model_cfg or {}).get("pretrained")
-    depth = (model_cfg or {}).get("depth", 50)
+    model_cfg = model_cfg or {}
+    if "depth" not in model_cfg and "pretrained" not in model_cfg:
+        return None  # a network without a ResNet backbone setting (e.g. a small CNN of its own)
+    value = model_cfg.get("pretrained")
+    depth = model_cfg.get("depth", 50)
     if depth == 50 and (value is None or (isinstance(value, str) and not value.strip())):
         raise ValueError(
             f"model.pretrained is not set for a ResNet-50 model: every reference recipe starts from torchvision's "
