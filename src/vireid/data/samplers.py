@@ -305,6 +305,7 @@ class IDKLIdentitySampler(_ReferenceSampler):
                              f"or fewer than {self.half} (but at least one) in both (the reference crashes otherwise); "
                              f"identities {bad[:20]} do not")
         self.infrared, self.visible = infrared, visible
+        self._arrays = {pid: (np.array(infrared[pid]), np.array(visible[pid])) for pid in self.pids}
         if len(self.pids) < num_ids:
             raise ValueError(f"the IDKL sampler needs at least {num_ids} identities with infrared images, "
                              f"found {len(self.pids)}")
@@ -319,7 +320,8 @@ class IDKLIdentitySampler(_ReferenceSampler):
         """Per identity: its (infrared k/2, visible k/2) chunks for one pass, drawn as the reference does."""
         out = {}
         for pid in self.pids:
-            ir, vis = list(self.infrared[pid]), list(self.visible.get(pid, []))
+            ir, vis = self._arrays[pid]
+            ir, vis = ir.copy(), vis.copy()
             if len(ir) < self.half and len(vis) < self.half:
                 ir = rng.choice(ir, size=self.half, replace=True)
                 vis = rng.choice(vis, size=self.half, replace=True)
@@ -330,22 +332,23 @@ class IDKLIdentitySampler(_ReferenceSampler):
             rng.shuffle(ir)
             rng.shuffle(vis)
             n = len(ir) // self.half
-            out[pid] = [([int(i) for i in ir[c * self.half:(c + 1) * self.half]],
-                         [int(v) for v in vis[c * self.half:(c + 1) * self.half]]) for c in range(n)]
+            ir, vis = ir.tolist(), vis.tolist()
+            out[pid] = [(ir[c * self.half:(c + 1) * self.half], vis[c * self.half:(c + 1) * self.half])
+                        for c in range(n)]
         return out
 
     def _draw(self, rng: np.random.RandomState) -> list[list[int]]:
-        queues = self.chunks(rng)
+        queues = {pid: chunks[::-1] for pid, chunks in self.chunks(rng).items()}  # pop() from the end
         available = list(self.pids)
         batches = []
         while len(available) >= self.num_ids:
-            chosen = rng.choice(available, self.num_ids, replace=False)
+            chosen = rng.choice(available, self.num_ids, replace=False).tolist()
             visible, infrared = [], []
             for pid in chosen:
-                ir, vis = queues[int(pid)].pop(0)
+                ir, vis = queues[pid].pop()
                 infrared += ir
                 visible += vis
-                if not queues[int(pid)]:
+                if not queues[pid]:
                     available.remove(pid)
             batches.append(visible + infrared)
         return batches
