@@ -188,6 +188,8 @@ def idkl_length_estimate(infrared_counts: Sequence[int], num_instances: int, bat
 class _ReferenceSampler(Sampler):
     """Common plumbing: per-epoch plans from :func:`epoch_state`, rank slicing, augmentation seeds."""
 
+    fixed_length = True  # every epoch has the same number of batches
+
     def __init__(self, seed: int = 0, rank: int = 0, world_size: int = 1, with_seeds: bool = False):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in 0..world_size-1, got rank {rank} with world_size {world_size}")
@@ -286,6 +288,8 @@ class IDKLIdentitySampler(_ReferenceSampler):
     fewer than k/2 images in exactly one modality would crash the reference
     (``pop from empty list``); here it is refused up front.
     """
+
+    fixed_length = False
 
     def __init__(self, samples: Sequence[Sample], num_ids: int = 12, num_per_modality: int = 5, seed: int = 0,
                  rank: int = 0, world_size: int = 1, with_seeds: bool = False):
