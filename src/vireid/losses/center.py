@@ -22,13 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from ..data.records import INFRARED, VISIBLE
-from .reid import pairwise_sq_dist
+from .reid import HALF_DTYPES, pairwise_sq_dist
 
 
 def modality_centers(feat: torch.Tensor, labels: torch.Tensor, modality: torch.Tensor):
     """(centres (2P, D): P visible then P infrared, ids (P,)): per identity and modality mean features.
 
-    Identities are in order of first appearance in ``labels``.
+    Identities are in order of first appearance in ``labels``. Computed in (at least) float32, also
+    under autocast.
 
     Every identity in the batch must appear in both modalities.
     """
@@ -36,6 +37,13 @@ def modality_centers(feat: torch.Tensor, labels: torch.Tensor, modality: torch.T
         raise ValueError(f"hetero-center triplet needs feat (B, D), labels (B,) and modality (B,), got "
                          f"{tuple(feat.shape)}, {tuple(labels.shape)} and {tuple(modality.shape)}")
     ids = first_seen(labels)
+    if feat.dtype in HALF_DTYPES:  # centres of features of norm ~100 lose precision in half (see pairwise_sq_dist)
+        feat = feat.float()
+    with torch.autocast(device_type=feat.device.type, enabled=False):
+        return _centres(feat, labels, modality, ids), ids
+
+
+def _centres(feat: torch.Tensor, labels: torch.Tensor, modality: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     centres = []
     for value in (VISIBLE, INFRARED):
         rows = modality == value
@@ -46,7 +54,7 @@ def modality_centers(feat: torch.Tensor, labels: torch.Tensor, modality: torch.T
             raise ValueError(f"hetero-center triplet needs every identity in both modalities; identities "
                              f"{missing} have no {'visible' if value == VISIBLE else 'infrared'} sample")
         centres.append(onehot @ feat[rows] / counts)
-    return torch.cat(centres), ids
+    return torch.cat(centres)
 
 
 def first_seen(labels: torch.Tensor) -> torch.Tensor:
