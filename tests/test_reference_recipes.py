@@ -339,3 +339,48 @@ def test_fp16_norms_that_overflow_half_still_give_finite_distances():
     dist = pairwise_sq_dist(feat).clamp(min=1e-12).sqrt()
     assert dist.dtype == torch.float32 and torch.isfinite(dist).all()
     assert torch.isfinite(triplet_hard(feat, torch.arange(4).repeat_interleave(4)))
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def test_idkl_preset_trains_with_its_reference_sampler(tmp_path, caplog):
+    import json
+
+    import yaml
+
+    from vireid.data.synthetic import generate
+    from vireid.engine.run import train
+
+    root = tmp_path / "sysu"
+    generate(root, "sysu", 8, seed=1, size=(32, 16), images=2, workers=1)
+    tiny = {"_base_": str(resolve_config_path("idkl_sysu")),
+            "data": {"height": 32, "width": 16, "p": 2, "k": 2, "workers": 0, "cache": False},
+            "model": {"depth": 18}, "train": {"epochs": 1, "milestones": [], "amp": "off", "log_every": 1}}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny))
+    with caplog.at_level(logging.INFO, logger="vireid"):
+        train(config, root, tmp_path / "run", device="cpu", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = records[-1]["step"]
+    assert f"{steps} steps per epoch" in caplog.text and records[-1]["global_step"] == steps
+    assert all(r.get("ce") == r.get("ce") for r in records)  # finite
+
+
+def test_bilinear_resize_for_idkl_train_cache_and_test(tmp_path):
+    from PIL import Image
+
+    from vireid.data.cache import ImageCache
+    from vireid.data.transforms import load_image
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "a.png"
+    Image.fromarray(rng.integers(0, 256, (40, 20, 3), dtype=np.uint8)).save(path)
+    lanczos, bilinear = load_image(path, (16, 8)), load_image(path, (16, 8), "bilinear")
+    assert not torch.equal(lanczos, bilinear)
+    cache = ImageCache.build([str(path)], (16, 8), "t", tmp_path / "cache", resample="bilinear")
+    assert "-bilinear-" in cache.path.name and torch.equal(cache[0], bilinear)
+    assert torch.equal(ImageCache.build([str(path)], (16, 8), "t", tmp_path / "cache")[0], lanczos)
+    assert cache.path.is_file()  # the other filter's cache is not taken for a stale one
+    with pytest.raises(ValueError, match="unknown resize filter 'nearest'"):
+        load_image(path, (16, 8), "nearest")

@@ -70,7 +70,8 @@ class ImageCache:
         if not target.is_file():
             _write(target, paths, size, workers, progress, resample)
             for stale in folder.glob(f"{stem}-*.npy"):
-                if stale != target:
+                digest = stale.name[len(stem) + 1:-4]  # only this stem's own older listings, not "-bilinear"
+                if stale != target and len(digest) == 16 and all(c in "0123456789abcdef" for c in digest):
                     stale.unlink(missing_ok=True)
         return cls(target)
 
