@@ -384,3 +384,21 @@ def test_bilinear_resize_for_idkl_train_cache_and_test(tmp_path):
     assert cache.path.is_file()  # the other filter's cache is not taken for a stale one
     with pytest.raises(ValueError, match="unknown resize filter 'nearest'"):
         load_image(path, (16, 8), "nearest")
+
+
+def test_idkl_ignite04_epochs_are_the_loader_length_and_continue_across_passes():
+    listing, golden = _sysu_listing()
+    sampler = build_sampler("idkl", listing, 12, 5, seed=3, idkl_epoch="ignite04")
+    epochs = []
+    for e in range(3):
+        sampler.set_epoch(e)
+        epochs.append(sampler.plan())
+    assert [len(b) for b in epochs] == [int(golden["expected_len_dataloader_before"])] * 3 == [99] * 3
+    stream = [b for plan in epochs for b in plan]
+    passes = build_sampler("idkl", listing, 12, 5, seed=3)
+    first = len(passes.plan())  # pass 0 = epoch 0 of the "pass" mode
+    assert stream[:first] == passes.plan()
+    passes.set_epoch(1)
+    assert stream[first:] == passes.plan()[:297 - first]
+    with pytest.raises(ValueError, match="applies to data.sampler: idkl only"):
+        build_sampler("agw", listing, 8, 4, idkl_epoch="ignite04")

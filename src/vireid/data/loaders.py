@@ -123,7 +123,7 @@ def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144
                   padding: int = 10, erasing: float = 0.5, cache_dir: str | Path | None = None,
                   use_cache: bool = True, augment_on_device: bool = False, rank: int = 0, world_size: int = 1,
                   val_ids: int = 0, sampler: str = "balanced", resize: str = "lanczos", caj_view: str = "exchange",
-                  **dataset_options) -> TrainBatches:
+                  idkl_epoch: str = "pass", **dataset_options) -> TrainBatches:
     """Training batches from a dataset root; refuses a root that fails :func:`vireid.data.check.require_valid`.
 
     With ``augment_on_device`` the images come as uint8 and the caller
@@ -132,6 +132,7 @@ def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144
     With ``val_ids`` that many training identities are held out; their samples
     are ``batches.validation``. ``sampler`` names the batch sampler
     (:func:`vireid.data.samplers.build_sampler`: balanced, agw, idkl, vsd),
+    ``idkl_epoch`` what an IDKL-sampler epoch is (pass, ignite04);
     ``resize`` the resize filter (lanczos, bilinear); ``caj_view="raw"`` adds
     CAJ's second visible view to every batch (:func:`second_views`).
     """
@@ -147,7 +148,7 @@ def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144
     views = None if augment_on_device else second_views(caj_view, padding)
     images = ImageDataset(train, size, transform, cache, resample=resize, second_view=views)
     batch_sampler = build_sampler(sampler, train, num_ids, num_per_modality, seed=seed, rank=rank,
-                                  world_size=world_size, with_seeds=not augment_on_device)
+                                  world_size=world_size, with_seeds=not augment_on_device, idkl_epoch=idkl_epoch)
     batches = TrainBatches(images, batch_sampler, workers)
     batches.validation = validation
     return batches

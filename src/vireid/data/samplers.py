@@ -287,13 +287,26 @@ class IDKLIdentitySampler(_ReferenceSampler):
     ``num_per_modality`` is k/2 (vireid's ``data.k``). An identity with
     fewer than k/2 images in exactly one modality would crash the reference
     (``pop from empty list``); here it is refused up front.
+
+    ``epoch`` (``data.idkl_epoch``): "pass" is what IDKL's pinned ignite
+    0.2.1 does, one full pass per epoch. "ignite04" is what the same code
+    does under ignite >= 0.4, which fixes the epoch length from
+    ``len(DataLoader)`` at start -- the sampler's infrared-only estimate, 99
+    on SYSU-MM01 (:func:`idkl_length_estimate`) -- and restarts the iterator
+    (a fresh pass) whenever it runs out, so epochs cut across passes.
     """
 
-    fixed_length = False
+    EPOCHS = ("pass", "ignite04")
 
     def __init__(self, samples: Sequence[Sample], num_ids: int = 12, num_per_modality: int = 5, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, with_seeds: bool = False):
+                 rank: int = 0, world_size: int = 1, with_seeds: bool = False, epoch: str = "pass"):
         super().__init__(seed, rank, world_size, with_seeds)
+        if epoch not in self.EPOCHS:
+            raise ValueError(f"unknown data.idkl_epoch {epoch!r}; expected one of {', '.join(self.EPOCHS)}")
+        self.epoch_mode = epoch
+        self.fixed_length = epoch == "ignite04"
+        self._passes: dict[int, list[list[int]]] = {}
+        self._pass_lengths: list[int] = []
         if num_ids < 1 or num_per_modality < 1:
             raise ValueError(f"num_ids and num_per_modality must be >= 1, got {num_ids} and {num_per_modality}")
         self.num_ids, self.half = num_ids, num_per_modality
@@ -357,6 +370,36 @@ class IDKLIdentitySampler(_ReferenceSampler):
             batches.append(visible + infrared)
         return batches
 
+    def plan(self, rng: np.random.RandomState | None = None) -> list[list[int]]:
+        if rng is not None or self.epoch_mode == "pass":
+            return super().plan(rng)
+        if self.epoch not in self._plans:
+            length = self.estimate["len_dataloader"]
+            if length < 1:
+                raise ValueError(f"data.idkl_epoch: ignite04 gives epochs of {length} batches here (the sampler's "
+                                 f"estimate {self.estimate['sampler_len']} < batch {self.batch_size}); use 'pass'")
+            start, end = self.epoch * length, (self.epoch + 1) * length
+            batches, offset, number = [], 0, 0
+            while offset < end:
+                n = self._pass_length(number)
+                if offset + n > start:
+                    batches += self._pass(number)[max(start - offset, 0):end - offset]
+                offset, number = offset + n, number + 1
+            self._plans = {self.epoch: batches}
+        return self._plans[self.epoch]
+
+    def _pass(self, number: int) -> list[list[int]]:
+        """Pass ``number`` of the endless stream (ignite04), drawn from its own state; the last two are kept."""
+        if number not in self._passes:
+            self._passes = {k: v for k, v in self._passes.items() if k >= number - 1}
+            self._passes[number] = self._draw(epoch_state(self.seed, number))
+        return self._passes[number]
+
+    def _pass_length(self, number: int) -> int:
+        while len(self._pass_lengths) <= number:
+            self._pass_lengths.append(len(self._pass(len(self._pass_lengths))))
+        return self._pass_lengths[number]
+
     @staticmethod
     def reference_order(batch: Sequence[int]) -> list[int]:
         """A batch in the reference's order: per identity k/2 (infrared, visible) pairs, infrared first."""
@@ -411,11 +454,19 @@ def vsd_epoch_length(num_identities: int, ids_per_batch: int) -> int:
 
 
 def build_sampler(kind: str, samples: Sequence[Sample], num_ids: int, num_per_modality: int, seed: int = 0,
-                  rank: int = 0, world_size: int = 1, with_seeds: bool = False) -> Sampler:
-    """The batch sampler named by ``data.sampler``: balanced (vireid's), agw, idkl or vsd (the references')."""
+                  rank: int = 0, world_size: int = 1, with_seeds: bool = False, idkl_epoch: str = "pass") -> Sampler:
+    """The batch sampler named by ``data.sampler``: balanced (vireid's), agw, idkl or vsd (the references').
+
+    ``idkl_epoch`` (idkl only): "pass" or "ignite04", see :class:`IDKLIdentitySampler`.
+    """
     classes = {"balanced": CrossModalityIdentitySampler, "agw": AGWIdentitySampler, "idkl": IDKLIdentitySampler,
                "vsd": VSDIdentitySampler}
     if kind not in classes:
         raise ValueError(f"unknown data.sampler {kind!r}; expected one of {', '.join(SAMPLERS)}")
+    extra = {}
+    if kind == "idkl":
+        extra["epoch"] = idkl_epoch
+    elif idkl_epoch != "pass":
+        raise ValueError(f"data.idkl_epoch: {idkl_epoch} applies to data.sampler: idkl only (got {kind!r})")
     return classes[kind](samples, num_ids, num_per_modality, seed=seed, rank=rank, world_size=world_size,
-                         with_seeds=with_seeds)
+                         with_seeds=with_seeds, **extra)

@@ -34,7 +34,7 @@ from vireid.utils.io import write_text_atomic
 
 DATA_DEFAULTS = {"dataset": "sysu", "height": 288, "width": 144, "p": 8, "k": 4, "augment": "caj", "pad": 10,
                  "random_erasing": 0.5, "workers": 2, "cache": True, "trial": None, "val_ids": 0,
-                 "sampler": "balanced", "resize": "lanczos", "caj_view": "exchange"}
+                 "sampler": "balanced", "resize": "lanczos", "caj_view": "exchange", "idkl_epoch": "pass"}
 BEST_VAL_NAME = "best_val.pt"
 
 
@@ -101,7 +101,7 @@ def _source_batches(data: dict, root, seed: int, info):
         num_per_modality=data["k"], seed=seed, workers=data["workers"], augment=data["augment"],
         padding=data["pad"], erasing=data["random_erasing"], use_cache=data["cache"], rank=info.rank,
         world_size=info.world_size, val_ids=data["val_ids"], sampler=data["sampler"], resize=data["resize"],
-        caj_view=data["caj_view"], **extra)
+        caj_view=data["caj_view"], idkl_epoch=data["idkl_epoch"], **extra)
 
 
 def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_classes: int, resume,
