@@ -257,10 +257,12 @@ def samples_from_counts(case: Case) -> list[Sample]:
         for column in range(counts.shape[1]):
             modality = INFRARED if column in INFRARED_CAM_COLUMNS else VISIBLE
             for label in order:
-                listing += [Sample(f"c{column + 1}/{label}", int(label), column + 1, modality)] * int(counts[label, column])
+                sample = Sample(f"c{column + 1}/{label}", int(label), column + 1, modality)
+                listing += [sample] * int(counts[label, column])
         return listing
     listing = [Sample("", label, 1, VISIBLE) for label, n in enumerate(case["vis_counts"]) for _ in range(int(n))]
-    return listing + [Sample("", label, 3, INFRARED) for label, n in enumerate(case["ir_counts"]) for _ in range(int(n))]
+    infrared = [Sample("", label, 3, INFRARED) for label, n in enumerate(case["ir_counts"]) for _ in range(int(n))]
+    return listing + infrared
 
 
 def check_sampler(case: Case):
@@ -334,7 +336,8 @@ SAMPLER_CHECKS = {"agw_identity": check_agw_sampler, "idkl_identity_random": che
 
 def check_lr_schedule(case: Case):
     name = str(case["schedule"])
-    assert name in REFERENCE_SCHEDULES, f"{case.path.name}: unknown schedule {name!r}; known: {sorted(REFERENCE_SCHEDULES)}"
+    assert name in REFERENCE_SCHEDULES, \
+        f"{case.path.name}: unknown schedule {name!r}; known: {sorted(REFERENCE_SCHEDULES)}"
     settings = dict(REFERENCE_SCHEDULES[name])
     if "milestones" in case:
         settings["milestones"] = tuple(int(m) for m in case["milestones"])

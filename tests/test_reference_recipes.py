@@ -46,14 +46,16 @@ def _listing(counts: np.ndarray, orig_ids: np.ndarray) -> list[Sample]:
     for column in range(counts.shape[1]):
         modality = INFRARED if column in (2, 5) else VISIBLE
         for label in np.argsort(orig_ids, kind="stable"):
-            out += [Sample(f"cam{column + 1}/{label}.jpg", int(label), column + 1, modality)] * int(counts[label, column])
+            sample = Sample(f"cam{column + 1}/{label}.jpg", int(label), column + 1, modality)
+            out += [sample] * int(counts[label, column])
     return out
 
 
 def _sysu_listing():
     d = _golden("sampler_idkl_01_sysu_p12k10.npz")
     listing = _listing(d["cam_counts"], d["orig_ids"])
-    assert sum(s.modality == VISIBLE for s in listing) == 22258 and sum(s.modality == INFRARED for s in listing) == 11909
+    assert sum(s.modality == VISIBLE for s in listing) == 22258
+    assert sum(s.modality == INFRARED for s in listing) == 11909
     return listing, d
 
 
@@ -307,13 +309,23 @@ LOSSES = {
 }
 
 
+def _cpu_autocast(dtype):
+    """CPU autocast in ``dtype``; torch versions without CPU fp16 autocast test the half inputs under bf16."""
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            torch.mm(torch.ones(2, 2), torch.ones(2, 2))
+        return torch.autocast("cpu", dtype=dtype)
+    except RuntimeError:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_metric_distances_stay_fp32_under_autocast(dtype):
-    """Features of norm ~100 through the distance: fp32 out (bf16 under CPU autocast; fp16 half inputs)."""
+    """Features of norm ~100 (half-precision model outputs) through the distance under CPU autocast: fp32 out."""
     feat = _features()
     exact = pairwise_sq_dist(feat.double())
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.mm(feat, feat.t()).dtype == torch.bfloat16  # what autocast does to a plain matmul
+    with _cpu_autocast(dtype):
+        assert torch.mm(feat, feat.t()).dtype in (torch.bfloat16, torch.float16)  # what autocast does to a matmul
         sq = pairwise_sq_dist(feat.to(dtype))
     assert sq.dtype == torch.float32
     # Only the rounding of the half-precision inputs remains: a few 1e-3 of a squared distance of ~1e4.
@@ -327,7 +339,7 @@ def test_metric_distances_stay_fp32_under_autocast(dtype):
     labels = torch.cat([torch.arange(4).repeat_interleave(2)] * 2)
     for name, fn in LOSSES.items():
         reference = fn(feat.to(dtype).float(), labels, modality)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with _cpu_autocast(dtype):
             value = fn(feat.to(dtype), labels, modality)
         assert value.dtype == torch.float32 and math.isfinite(value.item()), name
         assert value.item() == pytest.approx(reference.item(), rel=1e-4, abs=1e-4), name
@@ -402,3 +414,17 @@ def test_idkl_ignite04_epochs_are_the_loader_length_and_continue_across_passes()
     assert stream[first:] == passes.plan()[:297 - first]
     with pytest.raises(ValueError, match="applies to data.sampler: idkl only"):
         build_sampler("agw", listing, 8, 4, idkl_epoch="ignite04")
+
+
+def test_agw_bn_neck_initialisation():
+    from vireid.models.baseline import ReIDNet
+
+    assert load_config(resolve_config_path("agw_sysu"))["model"]["bn_neck_std"] == 0.01
+    torch.manual_seed(0)
+    net = ReIDNet(num_classes=3, depth=18, non_local=(0, 0, 0, 0), bn_neck_std=0.01)
+    w = net.bn_neck.weight.detach()
+    assert 0.005 < float(w.std()) < 0.02 and abs(float(w.mean()) - 1) < 0.01
+    assert torch.equal(ReIDNet(num_classes=3, depth=18, non_local=(0, 0, 0, 0)).bn_neck.weight.detach(),
+                       torch.ones(512))
+    with pytest.raises(ValueError, match="bn_neck_std must be a number >= 0"):
+        ReIDNet(num_classes=3, depth=18, non_local=(0, 0, 0, 0), bn_neck_std=-1)

@@ -208,6 +208,7 @@ class ReIDNet(nn.Module):
         classifier_std: N(0, std) classifier init (AGW: 0.001; None = PyTorch default).
         test_feature: "bn" (AGW's "FC" feature) or "pooled".
         test_normalize: L2-normalise the test feature (AGW does).
+        bn_neck_std: BN-neck weight initialised N(1, std) (AGW's code: 0.01); 0 = all ones.
 
     Train mode: ``forward(images, modality)`` -> {"map": layer4 map, "pooled": (B, D)
     for metric losses, "bn": BN-neck feature, "logits": (B, num_classes)}. Eval mode:
@@ -222,7 +223,8 @@ class ReIDNet(nn.Module):
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
                  two_stream: bool = True, non_local=AGW_NON_LOCAL, non_local_width: str | int = "agw",
                  pool: str = "gem", gem_p: float = 3.0, gem_learnable: bool = False, gem_form: str = "clamp",
-                 classifier_std: float | None = 0.001, test_feature: str = "bn", test_normalize: bool = True):
+                 classifier_std: float | None = 0.001, test_feature: str = "bn", test_normalize: bool = True,
+                 bn_neck_std: float = 0.0):
         super().__init__()
         if test_feature not in TEST_FEATURES:
             raise ValueError(f"test_feature must be one of {TEST_FEATURES}, got {test_feature!r}")
@@ -230,6 +232,10 @@ class ReIDNet(nn.Module):
         self.feature_dim = dim = self.backbone.out_channels
         self.pool = make_pool(pool, gem_p, gem_learnable, gem_form)
         self.bn_neck = BNNeck(dim)
+        if not isinstance(bn_neck_std, (int, float)) or bn_neck_std < 0:
+            raise ValueError(f"bn_neck_std must be a number >= 0, got {bn_neck_std!r}")
+        if bn_neck_std:  # AGW's weights_init_kaiming: BN-neck weight N(1, 0.01) instead of 1
+            nn.init.normal_(self.bn_neck.weight, 1.0, bn_neck_std)
         self.classifier = init_classifier(classifier(dim, num_classes), classifier_std)
         self.test_feature = test_feature
         self.test_normalize = test_normalize
