@@ -178,13 +178,19 @@ class DataSettings:
     width: int = setting(144, low=8)
     p: int = setting(8, low=1, doc="identities per batch")
     k: int = setting(4, low=1, doc="images per identity per modality")
-    augment: str = setting("caj", choices=("plain", "erasing", "caj"))
+    augment: str = setting("caj", choices=("plain", "erasing", "idkl", "caj"))
     pad: int = setting(10, low=0)
     random_erasing: float = setting(0.5, low=0, high=1)
     workers: int = setting(2, low=0)
     cache: bool = setting(True)
     trial: int | None = setting(None, low=1, doc="RegDB split 1-10")
     val_ids: int = setting(0, low=0, doc="training identities held out for validation")
+    sampler: str = setting("balanced", choices=("balanced", "agw", "idkl", "vsd"),
+                           doc="whose epoch definition and draws: vireid's balanced P x (K+K), or a reference's")
+    resize: str = setting("lanczos", choices=("lanczos", "bilinear"), doc="IDKL's code resizes bilinearly")
+    caj_view: str = setting("exchange", choices=("exchange", "raw"),
+                            doc="CAJ's second visible view: the first view channel-exchanged, or drawn from the raw image")
+    idkl_epoch: str = setting("pass", choices=("pass", "ignite04"), doc="IDKL's epoch under its pinned ignite version")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -126,7 +126,8 @@ def _source_batches(data: dict, root, seed: int, info):
         data["dataset"], root, size=(data["height"], data["width"]), num_ids=data["p"],
         num_per_modality=data["k"], seed=seed, workers=data["workers"], augment=data["augment"],
         padding=data["pad"], erasing=data["random_erasing"], use_cache=data["cache"], rank=info.rank,
-        world_size=info.world_size, val_ids=data["val_ids"], **extra)
+        world_size=info.world_size, val_ids=data["val_ids"], sampler=data["sampler"], resize=data["resize"],
+        caj_view=data["caj_view"], idkl_epoch=data["idkl_epoch"], **extra)
 
 
 def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_classes: int, resume,
@@ -169,7 +170,7 @@ def _validator(recipe, samples, data, every: int):
             return
         recipe.model.eval()
         extract = image_extractor(recipe.embed, (data["height"], data["width"]), trainer.device,
-                                  workers=data["workers"])
+                                  workers=data["workers"], resample=data["resize"])
         result = evaluate_distances(cosine_distance(extract(query), extract(gallery)), query, gallery)
         trainer.log({"epoch": trainer.epoch, "val_rank1": float(result["cmc"][0]), "val_mAP": result["mAP"],
                      "val_mINP": result["mINP"]})
@@ -192,6 +193,9 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
           resume: str | Path | None = None, progress: bool = True) -> Path:
     """Train (or continue) the run in ``out``. Returns the checkpoint path."""
     cfg, data, tc, info, seed = _prepare(config, overrides, device)
+    if data["caj_view"] == "raw" and not (cfg.get("recipe") or {}).get("channel_exchange"):
+        raise ValueError("data.caj_view: raw adds CAJ's second visible view, which only the tri-modal batch uses; "
+                         "set recipe.channel_exchange: true (methods agw/caj/baseline) or data.caj_view: exchange")
     with _exclusive(out, info):
         batches = _source_batches(data, data_root, seed, info)
         recipe = build_recipe(cfg, batches.num_classes)
@@ -289,5 +293,5 @@ def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol:
     device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     recipe.model.to(device)
     extract = image_extractor(recipe.embed, (data["height"], data["width"]), device, batch_size=batch_size,
-                              workers=data["workers"])
+                              workers=data["workers"], resample=data["resize"])
     return evaluate_protocol(protocol_obj, data_root, extract, rerank=rerank, trials=trials)

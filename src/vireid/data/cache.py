@@ -60,26 +60,28 @@ class ImageCache:
 
     @classmethod
     def build(cls, paths: Sequence[str], size: tuple[int, int], name: str, cache_dir: str | Path | None = None,
-              workers: int | None = None, progress: bool = False) -> "ImageCache":
-        """Open the cache for this listing and size, decoding every image first if it does not exist yet."""
+              workers: int | None = None, progress: bool = False, resample: str = "lanczos") -> "ImageCache":
+        """Open the cache for this listing, size and resize filter, decoding every image first if needed."""
         if not paths:
             raise ValueError(f"cannot cache an empty listing for {name!r}")
         folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        stem = f"{name}-{size[0]}x{size[1]}"
+        stem = f"{name}-{size[0]}x{size[1]}" + ("" if resample == "lanczos" else f"-{resample}")
         target = folder / f"{stem}-{listing_digest(paths, size)}.npy"
         if not target.is_file():
-            _write(target, paths, size, workers, progress)
+            _write(target, paths, size, workers, progress, resample)
             for stale in folder.glob(f"{stem}-*.npy"):
-                if stale != target:
+                digest = stale.name[len(stem) + 1:-4]  # only this stem's own older listings, not "-bilinear"
+                if stale != target and len(digest) == 16 and all(c in "0123456789abcdef" for c in digest):
                     stale.unlink(missing_ok=True)
         return cls(target)
 
 
-def _write(target: Path, paths: Sequence[str], size: tuple[int, int], workers: int | None, progress: bool) -> None:
+def _write(target: Path, paths: Sequence[str], size: tuple[int, int], workers: int | None, progress: bool,
+           resample: str = "lanczos") -> None:
     height, width = size
     with atomic_path(target) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), height, width, 3))
-        decode = lambda path: load_image(path, size).permute(1, 2, 0).numpy()  # noqa: E731
+        decode = lambda path: load_image(path, size, resample).permute(1, 2, 0).numpy()  # noqa: E731
         with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
             images = pool.map(decode, paths)
             if progress:

@@ -13,30 +13,54 @@ from torch.utils.data import DataLoader
 from vireid.data.cache import ImageCache
 from vireid.data.channel_aug import train_transform
 from vireid.data.check import require_valid
-from vireid.data.image_dataset import ImageDataset
+from vireid.data.image_dataset import ImageDataset, collate_views
 from vireid.data.records import INFRARED, VISIBLE, Sample
-from vireid.data.samplers import CrossModalityIdentitySampler
-from vireid.data.transforms import Compose, HorizontalFlip, Normalize, PadCrop, RandomErasing, ToFloat
+from vireid.data.samplers import build_sampler
+from vireid.data.transforms import (Compose, HorizontalFlip, Normalize, PadCrop, RandomErasing, ToFloat,
+                                    torchvision_erasing)
 
-AUGMENTATIONS = ("plain", "erasing", "caj")
+AUGMENTATIONS = ("plain", "erasing", "idkl", "caj")
+IDKL_PAD_FILL = 127  # IDKL pads with grey: transforms.Pad(10, fill=127)
 
 
 def train_transforms(augment: str = "caj", padding: int = 10, erasing: float = 0.5) -> dict:
     """Per-modality training pipelines.
 
     plain: pad + random crop + flip + normalise (AGW); erasing: plain + random
-    erasing with probability ``erasing`` (IDKL); caj: CAJ's per-view pipelines
-    (channel random erasing; ChannelAdapGray on infrared).
+    erasing with probability ``erasing`` (area 0.02-0.4, uniform aspect, 100
+    tries, black padding); idkl: IDKL's own (grey padding, fill 127;
+    torchvision ``RandomErasing()`` defaults: area 0.02-0.33, log-uniform
+    aspect 0.3-3.3, 10 tries); caj: CAJ's per-view pipelines (channel random
+    erasing; ChannelAdapGray on infrared).
     """
     if augment == "caj":
         return {VISIBLE: train_transform("visible", padding), INFRARED: train_transform("infrared", padding)}
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
-    steps = [PadCrop(padding), HorizontalFlip(0.5), ToFloat(), Normalize()]
+    fill = IDKL_PAD_FILL if augment == "idkl" else 0
+    steps = [PadCrop(padding, fill), HorizontalFlip(0.5), ToFloat(), Normalize()]
     if augment == "erasing":
         steps.append(RandomErasing(p=erasing))
+    if augment == "idkl":
+        steps.append(torchvision_erasing(p=erasing))
     pipeline = Compose(steps)
     return {VISIBLE: pipeline, INFRARED: pipeline}
+
+
+CAJ_VIEWS = ("exchange", "raw")
+
+
+def second_views(caj_view: str = "exchange", padding: int = 10) -> dict:
+    """Extra views drawn from the raw image.
+
+    ``caj_view="raw"``: CAJ's channel-exchanged visible view as the reference
+    makes it (its own crop, flip, channel random erasing, then
+    ChannelExchange(gray=2)); "exchange": none (the recipe channel-exchanges
+    the first view).
+    """
+    if caj_view not in CAJ_VIEWS:
+        raise ValueError(f"unknown data.caj_view {caj_view!r}; expected one of {', '.join(CAJ_VIEWS)}")
+    return {VISIBLE: train_transform("visible_exchange", padding)} if caj_view == "raw" else {}
 
 
 class _SkipFirst:
@@ -62,12 +86,22 @@ class TrainBatches:
     resumed run sees exactly what an uninterrupted one would have.
     """
 
-    def __init__(self, dataset: ImageDataset, sampler: CrossModalityIdentitySampler, workers: int = 2):
+    def __init__(self, dataset: ImageDataset, sampler, workers: int = 2):
         self.dataset, self.sampler, self.workers = dataset, sampler, workers
         self.validation: list[Sample] = []  # held-out training identities, if any
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+    def epoch_length(self, epoch: int) -> int:
+        """Batches (optimiser steps) in ``epoch``; constant except for the IDKL sampler (194-195 on SYSU-MM01)."""
+        self.sampler.set_epoch(epoch)
+        return len(self.sampler)
+
+    @property
+    def fixed_epoch_length(self) -> bool:
+        """Whether every epoch has the same number of batches."""
+        return getattr(self.sampler, "fixed_length", True)
 
     @property
     def num_classes(self) -> int:
@@ -76,8 +110,9 @@ class TrainBatches:
     def loader(self, epoch: int = 0, start: int = 0) -> DataLoader:
         self.sampler.set_epoch(epoch)
         # Own generator: creating the loader must not consume the global torch RNG.
+        collate = collate_views if self.dataset.second_view else None
         return DataLoader(self.dataset, batch_sampler=_SkipFirst(self.sampler, start), num_workers=self.workers,
-                          generator=torch.Generator().manual_seed(epoch))
+                          generator=torch.Generator().manual_seed(epoch), collate_fn=collate)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator:
         yield from self.loader(epoch, start)
@@ -87,14 +122,19 @@ def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144
                   num_per_modality: int = 4, seed: int = 0, workers: int = 2, augment: str = "caj",
                   padding: int = 10, erasing: float = 0.5, cache_dir: str | Path | None = None,
                   use_cache: bool = True, augment_on_device: bool = False, rank: int = 0, world_size: int = 1,
-                  val_ids: int = 0, **dataset_options) -> TrainBatches:
+                  val_ids: int = 0, sampler: str = "balanced", resize: str = "lanczos", caj_view: str = "exchange",
+                  idkl_epoch: str = "pass", **dataset_options) -> TrainBatches:
     """Training batches from a dataset root; refuses a root that fails :func:`vireid.data.check.require_valid`.
 
     With ``augment_on_device`` the images come as uint8 and the caller
     augments the whole batch (on the GPU); otherwise workers apply the
     per-modality pipelines, seeded per batch position so runs repeat exactly.
     With ``val_ids`` that many training identities are held out; their samples
-    are ``batches.validation``.
+    are ``batches.validation``. ``sampler`` names the batch sampler
+    (:func:`vireid.data.samplers.build_sampler`: balanced, agw, idkl, vsd),
+    ``idkl_epoch`` what an IDKL-sampler epoch is (pass, ignite04);
+    ``resize`` the resize filter (lanczos, bilinear); ``caj_view="raw"`` adds
+    CAJ's second visible view to every batch (:func:`second_views`).
     """
     dataset = require_valid(root, name, **dataset_options)
     train, validation = split_validation(dataset.train, val_ids, seed)
@@ -103,12 +143,13 @@ def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144
         key = f"{name}-{'-'.join(f'{k}{v}' for k, v in sorted(dataset_options.items()))}".rstrip("-")
         if val_ids:
             key += f"-val{val_ids}s{seed}"
-        cache = ImageCache.build([s.path for s in train], size, key, cache_dir)
+        cache = ImageCache.build([s.path for s in train], size, key, cache_dir, resample=resize)
     transform = None if augment_on_device else train_transforms(augment, padding, erasing)
-    images = ImageDataset(train, size, transform, cache)
-    sampler = CrossModalityIdentitySampler(train, num_ids, num_per_modality, seed=seed, rank=rank,
-                                           world_size=world_size, with_seeds=not augment_on_device)
-    batches = TrainBatches(images, sampler, workers)
+    views = None if augment_on_device else second_views(caj_view, padding)
+    images = ImageDataset(train, size, transform, cache, resample=resize, second_view=views)
+    batch_sampler = build_sampler(sampler, train, num_ids, num_per_modality, seed=seed, rank=rank,
+                                  world_size=world_size, with_seeds=not augment_on_device, idkl_epoch=idkl_epoch)
+    batches = TrainBatches(images, batch_sampler, workers)
     batches.validation = validation
     return batches
 

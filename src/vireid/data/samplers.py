@@ -134,3 +134,339 @@ def _cycle(rng: np.random.Generator, pool: np.ndarray, n: int) -> list[int]:
     """n indices: whole shuffled passes over ``pool`` (no repeat before every index is used)."""
     passes = [rng.permutation(pool) for _ in range(math.ceil(n / len(pool)))]
     return [int(i) for i in np.concatenate(passes)[:n]]
+
+
+# --------------------------------------------------------------------------- reference samplers
+#
+# Ports of the samplers the released codes train with, so that an "epoch"
+# means what it means there (``data.sampler``). Each draws its epoch from a
+# ``numpy.random.RandomState`` with the reference's call sequence: seeded
+# with the reference's seed and fed the reference's listing order, it yields
+# the reference's batches exactly (the golden ``sampler_epoch`` vectors pin
+# this). In training the state is derived from (seed, epoch), so epochs are a
+# pure function of the run's seed as with the default sampler. Batches come
+# in vireid's layout (P*K visible then P*K infrared, identity-major, the same
+# identity order in both halves).
+
+SAMPLERS = ("balanced", "agw", "idkl", "vsd")
+
+
+def epoch_state(seed: int, epoch: int) -> np.random.RandomState:
+    """The legacy numpy generator of one epoch (the reference samplers draw from ``np.random``)."""
+    return np.random.RandomState(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def agw_epoch_counts(num_visible: int, num_infrared: int, num_ids: int, num_per_modality: int) -> dict[str, int]:
+    """How long one epoch of AGW's ``IdentitySampler`` is (also CAJ's and HcTri's: the same file).
+
+    The sampler draws ``floor(N / (P*K)) + 1`` groups of P identities, N the
+    larger modality's image count, and the loader yields one group per batch:
+    ``batches``. ``len(DataLoader)`` is one less (``len_dataloader``: the
+    sampler's ``__len__`` returns N), which is what the reference's log line
+    "[i/695]" shows on SYSU-MM01.
+    """
+    n = max(int(num_visible), int(num_infrared))
+    batch = num_ids * num_per_modality
+    groups = n // batch + 1
+    return {"batches": groups, "len_dataloader": n // batch, "sampler_len": n, "index_len": groups * batch,
+            "images_per_epoch": 2 * groups * batch}
+
+
+def idkl_length_estimate(infrared_counts: Sequence[int], num_instances: int, batch_size: int) -> dict[str, int]:
+    """IDKL's ``RandomIdentitySampler.__init__`` length estimate and the ``len(DataLoader)`` it implies.
+
+    ``sum_u (m_u - m_u mod k)``, ``m_u = max(n_ir_u, k)``, infrared only; on
+    SYSU-MM01 this gives 99 batches where a pass has ~195. ignite 0.2.1 (what
+    IDKL pins) runs an epoch as one full pass, so the estimate only matters
+    with ignite >= 0.4, which fixes the epoch length from it.
+    """
+    k = int(num_instances)
+    total = sum(max(int(n), k) - max(int(n), k) % k for n in infrared_counts)
+    return {"sampler_len": total, "len_dataloader": total // int(batch_size)}
+
+
+class _ReferenceSampler(Sampler):
+    """Common plumbing: per-epoch plans from :func:`epoch_state`, rank slicing, augmentation seeds."""
+
+    fixed_length = True  # every epoch has the same number of batches
+
+    def __init__(self, seed: int = 0, rank: int = 0, world_size: int = 1, with_seeds: bool = False):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..world_size-1, got rank {rank} with world_size {world_size}")
+        self.seed, self.rank, self.world_size, self.with_seeds = seed, rank, world_size, with_seeds
+        self.epoch = 0
+        self._plans: dict[int, list[list[int]]] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def plan(self, rng: np.random.RandomState | None = None) -> list[list[int]]:
+        """All global batches of the current epoch (or of the reference's draw sequence from ``rng``)."""
+        if rng is not None:
+            return self._draw(rng)
+        if self.epoch not in self._plans:
+            self._plans = {self.epoch: self._draw(epoch_state(self.seed, self.epoch))}  # keep one epoch
+        return self._plans[self.epoch]
+
+    def _draw(self, rng: np.random.RandomState) -> list[list[int]]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.plan()) // self.world_size
+
+    def __iter__(self) -> Iterator[list]:
+        batches = self.plan()
+        usable = len(batches) // self.world_size * self.world_size  # every rank takes the same number of steps
+        for number in range(self.rank, usable, self.world_size):
+            batch = batches[number]
+            if self.with_seeds:
+                base = np.random.SeedSequence([self.seed, self.epoch, number]).generate_state(len(batch))
+                batch = [(index, int(s)) for index, s in zip(batch, base)]
+            yield batch
+
+
+class AGWIdentitySampler(_ReferenceSampler):
+    """AGW's ``utils.py:IdentitySampler`` (CAJ and HcTri ship the same): identities uniform, images with replacement.
+
+    One epoch = ``floor(N / (P*K)) + 1`` batches (N = the larger modality's
+    image count, :func:`agw_epoch_counts`); each batch = P distinct
+    identities drawn uniformly, K visible and K infrared images of each drawn
+    with replacement. Identities lacking a modality are left out.
+    """
+
+    def __init__(self, samples: Sequence[Sample], num_ids: int = 8, num_per_modality: int = 4, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, with_seeds: bool = False):
+        super().__init__(seed, rank, world_size, with_seeds)
+        if num_ids < 1 or num_per_modality < 1:
+            raise ValueError(f"num_ids and num_per_modality must be >= 1, got {num_ids} and {num_per_modality}")
+        self.num_ids, self.k = num_ids, num_per_modality
+        self.pools = _pools(samples)
+        if len(self.pools) < num_ids:
+            raise ValueError(f"the AGW identity sampler needs at least {num_ids} identities with both visible and "
+                             f"infrared images, found {len(self.pools)}")
+        n_vis = sum(s.modality == VISIBLE for s in samples)
+        n_ir = sum(s.modality == INFRARED for s in samples)
+        self.counts = agw_epoch_counts(n_vis, n_ir, num_ids, num_per_modality)
+
+    @property
+    def batch_size(self) -> int:
+        return 2 * self.num_ids * self.k
+
+    def __len__(self) -> int:  # no need to draw the plan: the count is fixed
+        return self.counts["batches"] // self.world_size
+
+    def _draw(self, rng: np.random.RandomState) -> list[list[int]]:
+        pids = np.array(list(self.pools))
+        batches = []
+        for _ in range(self.counts["batches"]):
+            chosen = rng.choice(pids, self.num_ids, replace=False)
+            visible, infrared = [], []
+            for pid in chosen:
+                vis, ir = self.pools[int(pid)]
+                visible += rng.choice(vis, self.k).tolist()
+                infrared += rng.choice(ir, self.k).tolist()
+            batches.append(visible + infrared)
+        return batches
+
+
+class IDKLIdentitySampler(_ReferenceSampler):
+    """IDKL's ``data/sampler.py:RandomIdentitySampler`` (MPANet lineage), one full pass per epoch.
+
+    Per identity (those with infrared images, in order of their first
+    infrared image in the listing): if both modalities have fewer than k/2
+    images, k/2 of each are drawn with replacement; otherwise the larger
+    modality is cut to the smaller one's size (random subset); both are
+    shuffled and paired into chunks of k/2 infrared + k/2 visible, the rest
+    dropped. Then batches of p distinct identities (uniform among those with
+    chunks left), one chunk each, until fewer than p identities remain. On
+    SYSU-MM01 with p = 12, k = 10 this is 194-195 batches (visible images are
+    in effect cut to the infrared count per identity), where vireid's
+    balanced sampler gives >= 371. The count varies a little from epoch to
+    epoch; ``len()`` is the current epoch's.
+
+    ``num_per_modality`` is k/2 (vireid's ``data.k``). An identity with
+    fewer than k/2 images in exactly one modality would crash the reference
+    (``pop from empty list``); here it is refused up front.
+
+    ``epoch`` (``data.idkl_epoch``): "pass" is what IDKL's pinned ignite
+    0.2.1 does, one full pass per epoch. "ignite04" is what the same code
+    does under ignite >= 0.4, which fixes the epoch length from
+    ``len(DataLoader)`` at start -- the sampler's infrared-only estimate, 99
+    on SYSU-MM01 (:func:`idkl_length_estimate`) -- and restarts the iterator
+    (a fresh pass) whenever it runs out, so epochs cut across passes.
+    """
+
+    EPOCHS = ("pass", "ignite04")
+
+    def __init__(self, samples: Sequence[Sample], num_ids: int = 12, num_per_modality: int = 5, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, with_seeds: bool = False, epoch: str = "pass"):
+        super().__init__(seed, rank, world_size, with_seeds)
+        if epoch not in self.EPOCHS:
+            raise ValueError(f"unknown data.idkl_epoch {epoch!r}; expected one of {', '.join(self.EPOCHS)}")
+        self.epoch_mode = epoch
+        self.fixed_length = epoch == "ignite04"
+        self._passes: dict[int, list[list[int]]] = {}
+        self._pass_lengths: list[int] = []
+        if num_ids < 1 or num_per_modality < 1:
+            raise ValueError(f"num_ids and num_per_modality must be >= 1, got {num_ids} and {num_per_modality}")
+        self.num_ids, self.half = num_ids, num_per_modality
+        infrared: dict[int, list[int]] = {}
+        visible: dict[int, list[int]] = {}
+        for index, sample in enumerate(samples):
+            (infrared if sample.modality == INFRARED else visible).setdefault(sample.pid, []).append(index)
+        self.pids = list(infrared)  # first-seen order, as the reference's dict keys
+        bad = [pid for pid in self.pids if not visible.get(pid) or min(len(infrared[pid]), len(visible[pid]))
+               < self.half <= max(len(infrared[pid]), len(visible[pid]))]
+        if bad:
+            raise ValueError(f"the IDKL sampler needs, per identity, at least {self.half} images in both modalities "
+                             f"or fewer than {self.half} (but at least one) in both (the reference crashes otherwise); "
+                             f"identities {bad[:20]} do not")
+        self.infrared, self.visible = infrared, visible
+        self._arrays = {pid: (np.array(infrared[pid]), np.array(visible[pid])) for pid in self.pids}
+        if len(self.pids) < num_ids:
+            raise ValueError(f"the IDKL sampler needs at least {num_ids} identities with infrared images, "
+                             f"found {len(self.pids)}")
+        self.estimate = idkl_length_estimate([len(infrared[p]) for p in self.pids], 2 * num_per_modality,
+                                             2 * num_per_modality * num_ids)
+
+    @property
+    def batch_size(self) -> int:
+        return 2 * self.num_ids * self.half
+
+    def chunks(self, rng: np.random.RandomState) -> dict[int, list[tuple[list[int], list[int]]]]:
+        """Per identity: its (infrared k/2, visible k/2) chunks for one pass, drawn as the reference does."""
+        out = {}
+        for pid in self.pids:
+            ir, vis = self._arrays[pid]
+            ir, vis = ir.copy(), vis.copy()
+            if len(ir) < self.half and len(vis) < self.half:
+                ir = rng.choice(ir, size=self.half, replace=True)
+                vis = rng.choice(vis, size=self.half, replace=True)
+            if len(ir) > len(vis):
+                ir = rng.choice(ir, size=len(vis), replace=False)
+            if len(vis) > len(ir):
+                vis = rng.choice(vis, size=len(ir), replace=False)
+            rng.shuffle(ir)
+            rng.shuffle(vis)
+            n = len(ir) // self.half
+            ir, vis = ir.tolist(), vis.tolist()
+            out[pid] = [(ir[c * self.half:(c + 1) * self.half], vis[c * self.half:(c + 1) * self.half])
+                        for c in range(n)]
+        return out
+
+    def _draw(self, rng: np.random.RandomState) -> list[list[int]]:
+        queues = {pid: chunks[::-1] for pid, chunks in self.chunks(rng).items()}  # pop() from the end
+        available = list(self.pids)
+        batches = []
+        while len(available) >= self.num_ids:
+            chosen = rng.choice(available, self.num_ids, replace=False).tolist()
+            visible, infrared = [], []
+            for pid in chosen:
+                ir, vis = queues[pid].pop()
+                infrared += ir
+                visible += vis
+                if not queues[pid]:
+                    available.remove(pid)
+            batches.append(visible + infrared)
+        return batches
+
+    def plan(self, rng: np.random.RandomState | None = None) -> list[list[int]]:
+        if rng is not None or self.epoch_mode == "pass":
+            return super().plan(rng)
+        if self.epoch not in self._plans:
+            length = self.estimate["len_dataloader"]
+            if length < 1:
+                raise ValueError(f"data.idkl_epoch: ignite04 gives epochs of {length} batches here (the sampler's "
+                                 f"estimate {self.estimate['sampler_len']} < batch {self.batch_size}); use 'pass'")
+            start, end = self.epoch * length, (self.epoch + 1) * length
+            batches, offset, number = [], 0, 0
+            while offset < end:
+                n = self._pass_length(number)
+                if offset + n > start:
+                    batches += self._pass(number)[max(start - offset, 0):end - offset]
+                offset, number = offset + n, number + 1
+            self._plans = {self.epoch: batches}
+        return self._plans[self.epoch]
+
+    def _pass(self, number: int) -> list[list[int]]:
+        """Pass ``number`` of the endless stream (ignite04), drawn from its own state; the last two are kept."""
+        if number not in self._passes:
+            self._passes = {k: v for k, v in self._passes.items() if k >= number - 1}
+            self._passes[number] = self._draw(epoch_state(self.seed, number))
+        return self._passes[number]
+
+    def _pass_length(self, number: int) -> int:
+        while len(self._pass_lengths) <= number:
+            self._pass_lengths.append(len(self._pass(len(self._pass_lengths))))
+        return self._pass_lengths[number]
+
+    @staticmethod
+    def reference_order(batch: Sequence[int]) -> list[int]:
+        """A batch in the reference's order: per identity k/2 (infrared, visible) pairs, infrared first."""
+        n = len(batch) // 2
+        return [index for pair in zip(batch[n:], batch[:n]) for index in pair]
+
+
+class VSDIdentitySampler(_ReferenceSampler):
+    """VSD's ``CamRandomIdentitySampler`` epoch: every identity once, in random order, k/2 visible + k/2 infrared.
+
+    Batches of ``num_ids`` identities; the last incomplete batch is dropped
+    (``drop_last``): ``floor(identities / num_ids)`` batches, 24 on SYSU-MM01
+    with batch 128 = 16 x 8. Images are drawn without replacement where an
+    identity has enough, with replacement otherwise.
+    """
+
+    def __init__(self, samples: Sequence[Sample], num_ids: int = 16, num_per_modality: int = 4, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, with_seeds: bool = False):
+        super().__init__(seed, rank, world_size, with_seeds)
+        if num_ids < 1 or num_per_modality < 1:
+            raise ValueError(f"num_ids and num_per_modality must be >= 1, got {num_ids} and {num_per_modality}")
+        self.num_ids, self.k = num_ids, num_per_modality
+        self.pools = _pools(samples)
+        if len(self.pools) < num_ids:
+            raise ValueError(f"the VSD sampler needs at least {num_ids} identities with both visible and "
+                             f"infrared images, found {len(self.pools)}")
+
+    @property
+    def batch_size(self) -> int:
+        return 2 * self.num_ids * self.k
+
+    def __len__(self) -> int:
+        return vsd_epoch_length(len(self.pools), self.num_ids) // self.world_size
+
+    def _draw(self, rng: np.random.RandomState) -> list[list[int]]:
+        pids = list(self.pools)
+        order = rng.permutation(len(pids))
+        batches = []
+        for b in range(vsd_epoch_length(len(pids), self.num_ids)):
+            visible, infrared = [], []
+            for slot in order[b * self.num_ids:(b + 1) * self.num_ids]:
+                vis, ir = self.pools[pids[slot]]
+                visible += rng.choice(vis, self.k, replace=len(vis) < self.k).tolist()
+                infrared += rng.choice(ir, self.k, replace=len(ir) < self.k).tolist()
+            batches.append(visible + infrared)
+        return batches
+
+
+def vsd_epoch_length(num_identities: int, ids_per_batch: int) -> int:
+    """Batches in one VSD epoch: every identity once, incomplete last batch dropped."""
+    return int(num_identities) // int(ids_per_batch)
+
+
+def build_sampler(kind: str, samples: Sequence[Sample], num_ids: int, num_per_modality: int, seed: int = 0,
+                  rank: int = 0, world_size: int = 1, with_seeds: bool = False, idkl_epoch: str = "pass") -> Sampler:
+    """The batch sampler named by ``data.sampler``: balanced (vireid's), agw, idkl or vsd (the references').
+
+    ``idkl_epoch`` (idkl only): "pass" or "ignite04", see :class:`IDKLIdentitySampler`.
+    """
+    classes = {"balanced": CrossModalityIdentitySampler, "agw": AGWIdentitySampler, "idkl": IDKLIdentitySampler,
+               "vsd": VSDIdentitySampler}
+    if kind not in classes:
+        raise ValueError(f"unknown data.sampler {kind!r}; expected one of {', '.join(SAMPLERS)}")
+    extra = {}
+    if kind == "idkl":
+        extra["epoch"] = idkl_epoch
+    elif idkl_epoch != "pass":
+        raise ValueError(f"data.idkl_epoch: {idkl_epoch} applies to data.sampler: idkl only (got {kind!r})")
+    return classes[kind](samples, num_ids, num_per_modality, seed=seed, rank=rank, world_size=world_size,
+                         with_seeds=with_seeds, **extra)

@@ -23,13 +23,23 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def load_image(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
-    """Decode ``path`` to RGB and resize to (height, width) with Lanczos (PIL's old ANTIALIAS): uint8 (3, H, W)."""
+# How a source image is resized to the training size: AGW/CAJ pre-resize with PIL's ANTIALIAS (Lanczos);
+# IDKL resizes with torchvision's Resize, i.e. PIL bilinear (``data.resize``).
+RESAMPLING = {"lanczos": Image.LANCZOS, "bilinear": Image.BILINEAR}
+
+
+def load_image(path: str | Path, size: tuple[int, int], resample: str = "lanczos") -> torch.Tensor:
+    """Decode ``path`` to RGB and resize to (height, width): uint8 (3, H, W).
+
+    ``resample``: "lanczos" (PIL's old ANTIALIAS, the AGW lineage) or "bilinear" (IDKL).
+    """
+    if resample not in RESAMPLING:
+        raise ValueError(f"unknown resize filter {resample!r}; expected one of {', '.join(RESAMPLING)}")
     height, width = size
     with Image.open(path) as image:
         image = image.convert("RGB")
         if image.size != (width, height):
-            image = image.resize((width, height), Image.LANCZOS)
+            image = image.resize((width, height), RESAMPLING[resample])
         array = np.asarray(image, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
@@ -71,10 +81,13 @@ class Compose:
 
 
 class PadCrop:
-    """Zero-pad by ``padding`` then crop a random window of the original size (Pad + RandomCrop)."""
+    """Pad by ``padding`` with ``fill`` then crop a random window of the original size (Pad + RandomCrop).
 
-    def __init__(self, padding: int = 10):
-        self.padding = padding
+    ``fill`` is the pixel value of the border (uint8 scale): 0 in AGW/CAJ, 127 (grey) in IDKL.
+    """
+
+    def __init__(self, padding: int = 10, fill: int = 0):
+        self.padding, self.fill = padding, fill
 
     @batch_or_single
     def __call__(self, x, generator=None):
@@ -82,11 +95,11 @@ class PadCrop:
         p = self.padding
         tops = randint_inclusive(b, 2 * p, generator).tolist()
         lefts = randint_inclusive(b, 2 * p, generator).tolist()
-        padded = torch.nn.functional.pad(x, (p, p, p, p))
+        padded = torch.nn.functional.pad(x, (p, p, p, p), value=self.fill)
         return torch.stack([padded[i, :, t:t + h, l:l + w] for i, (t, l) in enumerate(zip(tops, lefts))])
 
     def __repr__(self):
-        return f"PadCrop(padding={self.padding})"
+        return f"PadCrop(padding={self.padding}, fill={self.fill})"
 
 
 class HorizontalFlip:
@@ -131,27 +144,32 @@ class Normalize:
 
 
 class RandomErasing:
-    """Erase one random rectangle (area fraction in [sl, sh], aspect in [r1, 1/r1]) with probability ``p``.
+    """Erase one random rectangle (area fraction in [sl, sh], aspect in [r1, r2]) with probability ``p``.
 
-    Up to 100 tries to find a rectangle that fits; h = round(sqrt(area *
+    Up to ``attempts`` tries to find a rectangle that fits; h = round(sqrt(area *
     aspect)), w = round(sqrt(area / aspect)), accepted if h < H and w < W;
-    the fill is a per-channel constant. With the CAJ fill (CIFAR means on the
-    normalised tensor) this is CAJ's ChannelRandomErasing, see
-    :mod:`vireid.data.channel_aug`.
+    the fill is a per-channel constant. ``r2`` defaults to 1/r1; the aspect
+    is uniform, or log-uniform with ``log_ratio``. With the CAJ fill (CIFAR
+    means on the normalised tensor) this is CAJ's ChannelRandomErasing, see
+    :mod:`vireid.data.channel_aug`; :func:`torchvision_erasing` is IDKL's.
     """
 
-    attempts = 100
-
     def __init__(self, p: float = 0.5, sl: float = 0.02, sh: float = 0.4, r1: float = 0.3,
-                 fill: Sequence[float] = (0.0, 0.0, 0.0)):
+                 fill: Sequence[float] = (0.0, 0.0, 0.0), r2: float | None = None, log_ratio: bool = False,
+                 attempts: int = 100):
         self.p, self.sl, self.sh, self.r1, self.fill = p, sl, sh, r1, tuple(fill)
+        self.r2 = 1 / r1 if r2 is None else r2
+        self.log_ratio, self.attempts = log_ratio, attempts
 
     @batch_or_single
     def __call__(self, x, generator=None):
         b, c, h, w = x.shape
         apply = uniform(b, generator) <= self.p
         target = uniform(b * self.attempts, generator, self.sl, self.sh).view(b, -1) * (h * w)
-        aspect = uniform(b * self.attempts, generator, self.r1, 1 / self.r1).view(b, -1)
+        if self.log_ratio:
+            aspect = torch.exp(uniform(b * self.attempts, generator, np.log(self.r1), np.log(self.r2))).view(b, -1)
+        else:
+            aspect = uniform(b * self.attempts, generator, self.r1, self.r2).view(b, -1)
         eh = torch.round(torch.sqrt(target * aspect)).long()
         ew = torch.round(torch.sqrt(target / aspect)).long()
         fits = (eh < h) & (ew < w)
@@ -171,7 +189,14 @@ class RandomErasing:
         return out
 
     def __repr__(self):
-        return f"RandomErasing(p={self.p}, sl={self.sl}, sh={self.sh}, r1={self.r1}, fill={self.fill})"
+        return (f"RandomErasing(p={self.p}, sl={self.sl}, sh={self.sh}, r1={self.r1}, r2={self.r2:.4g}, "
+                f"log_ratio={self.log_ratio}, attempts={self.attempts}, fill={self.fill})")
+
+
+def torchvision_erasing(p: float = 0.5) -> RandomErasing:
+    """torchvision's ``RandomErasing()`` defaults, what IDKL trains with: area 0.02-0.33 of the image,
+    aspect log-uniform in [0.3, 3.3], 10 tries, value 0 (on the normalised tensor)."""
+    return RandomErasing(p=p, sl=0.02, sh=0.33, r1=0.3, r2=3.3, log_ratio=True, attempts=10)
 
 
 def eval_transform() -> Compose:

@@ -2,6 +2,20 @@
 
 The schedule is a factor of the base LR as a function of the epoch (a float,
 so warm-up can advance per step): linear warm-up, then multistep or cosine.
+Two schedules reproduce released codes that set the rate once per epoch
+(the factor then depends on the whole epoch number only):
+
+* ``agw_step_warmup`` -- AGW ``train.py:adjust_learning_rate`` (also CAJ's
+  ``train_ext.py`` and HcTri's ``train_mine.py``): (e + 1) / W for epochs
+  e < W (W = ``warmup_epochs``, 10), then x ``gamma`` at each milestone
+  (20, 50).
+* ``vsd_warmup_multistep`` -- VSD's ``WarmupMultiStepLR`` stepped at the
+  start of each epoch, so epoch e uses step t = e + 1:
+  w(t) = s (1 - t/W) + t/W for t < W (s = ``warmup_start``), then x gamma
+  per milestone m <= t.
+
+IDKL's ``MultiStepLR`` stepped at each epoch's end is ``multistep`` without
+warm-up. :data:`REFERENCE_SCHEDULES` names each reference's settings.
 """
 
 from __future__ import annotations
@@ -12,7 +26,7 @@ from typing import Iterable
 import torch
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("multistep", "cosine", "constant")
+SCHEDULES = ("multistep", "cosine", "constant", "agw_step_warmup", "vsd_warmup_multistep")
 
 
 def build_optimizer(param_groups: Iterable[dict], name: str, lr: float, weight_decay: float,
@@ -40,6 +54,14 @@ def lr_factor(epoch: float, *, schedule: str, epochs: int, warmup_epochs: float 
     """Multiplier of the base LR at (fractional) ``epoch``."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+    if schedule == "agw_step_warmup":
+        e = math.floor(epoch)
+        warm = (e + 1) / warmup_epochs if e < warmup_epochs else 1.0
+        return warm * gamma ** sum(1 for m in milestones if e >= m)
+    if schedule == "vsd_warmup_multistep":
+        t = math.floor(epoch) + 1
+        warm = warmup_start * (1 - t / warmup_epochs) + t / warmup_epochs if t < warmup_epochs else 1.0
+        return warm * gamma ** sum(1 for m in milestones if t >= m)
     if epoch < warmup_epochs:
         return warmup_start + (1.0 - warmup_start) * epoch / warmup_epochs
     if schedule == "multistep":
@@ -49,6 +71,21 @@ def lr_factor(epoch: float, *, schedule: str, epochs: int, warmup_epochs: float 
         progress = min(max((epoch - warmup_epochs) / span, 0.0), 1.0)
         return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
     return 1.0
+
+
+# lr_factor settings of each reference's schedule; the golden ``lr_schedule`` vectors pin them.
+REFERENCE_SCHEDULES = {
+    "agw_step_warmup": {"schedule": "agw_step_warmup", "warmup_epochs": 10, "milestones": (20, 50), "gamma": 0.1},
+    "vsd_warmup_multistep": {"schedule": "vsd_warmup_multistep", "warmup_epochs": 10, "warmup_start": 0.01,
+                             "milestones": (210,), "gamma": 0.1},
+    "idkl_multistep": {"schedule": "multistep", "warmup_epochs": 0, "milestones": (55, 95), "gamma": 0.1},
+}
+
+
+def epoch_rates(base_lr: float, epochs: int, **settings) -> list[float]:
+    """The learning rate of each whole epoch 0..epochs-1 under ``lr_factor(**settings)``."""
+    settings.setdefault("epochs", epochs)
+    return [base_lr * lr_factor(float(e), **settings) for e in range(epochs)]
 
 
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:

@@ -16,6 +16,7 @@ never stopped (batches are a pure function of (seed, epoch), see the sampler).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import signal
 import time
@@ -28,8 +29,10 @@ from tqdm import tqdm
 
 from vireid.engine.distributed import DistInfo, wrap_ddp
 from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from vireid.engine.optim import build_optimizer, lr_factor, set_lr
+from vireid.engine.optim import OPTIMIZERS, SCHEDULES, build_optimizer, lr_factor, set_lr
 from vireid.schema import parse_section, setting
+
+log = logging.getLogger(__name__)
 
 
 class Recipe(Protocol):
@@ -46,7 +49,11 @@ class Recipe(Protocol):
 
 
 class Batches(Protocol):
-    """A re-iterable source of batches for one epoch at a time."""
+    """A re-iterable source of batches for one epoch at a time.
+
+    Optional: ``epoch_length(epoch)`` when epochs differ in length (IDKL's
+    sampler), and ``fixed_epoch_length`` (bool); otherwise ``len()`` is used.
+    """
 
     def __len__(self) -> int: ...
 
@@ -66,11 +73,11 @@ class TrainConfig:
     """``train:`` the loop's settings (the defaults here are the only ones; see :mod:`vireid.schema`)."""
 
     epochs: int = setting(low=1)
-    optimizer: str = setting("adam", choices=("adam", "adamw", "sgd"))
+    optimizer: str = setting("adam", choices=OPTIMIZERS)
     lr: float = setting(3.5e-4, low=0)
     weight_decay: float = setting(5e-4, low=0)
     momentum: float = setting(0.9, low=0)
-    schedule: str = setting("multistep", choices=("multistep", "cosine", "constant"))
+    schedule: str = setting("multistep", choices=SCHEDULES)
     milestones: tuple[int, ...] = setting(())
     gamma: float = setting(0.1, low=0)
     warmup_epochs: float = setting(0.0, low=0)
@@ -161,6 +168,8 @@ class Trainer:
             on_epoch_end: Callable[["Trainer"], None] | None = None) -> None:
         """Train to ``cfg.epochs``; ``on_epoch_end(trainer)`` runs after each epoch's checkpoint."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            self.log_schedule()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.epoch < self.cfg.epochs:
@@ -173,6 +182,27 @@ class Trainer:
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
+    def epoch_length(self, epoch: int) -> int:
+        """Optimiser steps in ``epoch`` (what the LR schedule's fraction of an epoch is measured in)."""
+        length = getattr(self.batches, "epoch_length", None)
+        return int(length(epoch)) if length is not None else len(self.batches)
+
+    def log_schedule(self) -> dict:
+        """Log (and return) the epoch length in steps and the total steps of the run, before the first step.
+
+        The steps per epoch are what the reference codes differ on most (IDKL's
+        sampler gives ~195 on SYSU-MM01 where a balanced one gives 371+), and
+        they set when each LR milestone falls.
+        """
+        steps = self.epoch_length(self.epoch)
+        fixed = getattr(self.batches, "fixed_epoch_length", True)
+        total = steps * self.cfg.epochs
+        info = {"steps_per_epoch": steps, "epochs": self.cfg.epochs, "total_steps": total, "exact": fixed}
+        log.info("%s: %d steps per epoch (%s), %d epochs, %s%d steps in total (batch of %s images)",
+                 self.recipe.name, steps, "every epoch" if fixed else f"epoch {self.epoch + 1}; varies by epoch",
+                 self.cfg.epochs, "" if fixed else "about ", total, _sampler_batch(self.batches))
+        return info
+
     def _on_signal(self, signum, frame) -> None:
         self._stop_signal = signum  # acted on at the next step boundary, with a checkpoint
 
@@ -183,7 +213,7 @@ class Trainer:
             on_epoch_start(self.epoch, self)
         model = self.recipe.model
         model.train()
-        steps = len(self.batches)
+        steps = self.epoch_length(self.epoch)
         # disable=None: a live bar on a terminal only; logs get one summary line per epoch.
         bar = tqdm(total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                    disable=None if (self.progress and self.is_main) else True, dynamic_ncols=True, leave=False)
@@ -274,6 +304,11 @@ class Trainer:
             else:
                 self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
         return self._tb
+
+
+def _sampler_batch(batches) -> str:
+    size = getattr(getattr(batches, "sampler", None), "batch_size", None)
+    return str(size) if size is not None else "?"
 
 
 def _move(batch, device):

@@ -16,13 +16,17 @@ Embed = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def image_extractor(embed: Embed, size: tuple[int, int], device: torch.device | str = "cpu",
-                    batch_size: int = 64, workers: int = 2, channels_last: bool = False):
-    """An ``extract(samples) -> (N, D) CPU tensor`` for :func:`vireid.evaluation.evaluate_protocol`."""
+                    batch_size: int = 64, workers: int = 2, channels_last: bool = False, resample: str = "lanczos"):
+    """An ``extract(samples) -> (N, D) CPU tensor`` for :func:`vireid.evaluation.evaluate_protocol`.
+
+    ``resample``: the resize filter of the run's training data (``data.resize``), so test images are
+    resized as the training images were.
+    """
     device = torch.device(device)
 
     @torch.no_grad()
     def extract(samples: Sequence[Sample]) -> torch.Tensor:
-        dataset = ImageDataset(samples, size, eval_transform())
+        dataset = ImageDataset(samples, size, eval_transform(), resample=resample)
         # Own generator: extraction must not consume the global RNG (a resumed run would diverge).
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers if len(samples) > batch_size else 0,
                             generator=torch.Generator())

@@ -11,12 +11,27 @@ def id_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float =
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
 def pairwise_sq_dist(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-    """|x_i|^2 + |y_j|^2 - 2 x_i.y_j for (n, D) and (m, D) -> (n, m) (may be slightly < 0)."""
+    """|x_i|^2 + |y_j|^2 - 2 x_i.y_j for (n, D) and (m, D) -> (n, m) (may be slightly < 0).
+
+    Always at least float32, also under fp16/bf16 autocast: half inputs are
+    cast to float32 and autocast is switched off for the product. The metric
+    losses see un-normalised pooled features of norm ~100: their squared
+    norms (~1e4) sit next to fp16's maximum 65504 (a norm of 256 overflows,
+    and inf - inf is NaN), and bf16's spacing at 1e4 is 64, so a squared
+    distance of 400 comes out wrong by tens of percent. The reference code
+    computes these distances in fp32. float64 inputs stay float64.
+    """
     y = x if y is None else y
-    xx = x.pow(2).sum(dim=1, keepdim=True)
-    yy = y.pow(2).sum(dim=1, keepdim=True)
-    return torch.addmm(xx + yy.t(), x, y.t(), beta=1, alpha=-2)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float() if x.dtype in HALF_DTYPES else x
+        y = y.float() if y.dtype in HALF_DTYPES else y
+        xx = x.pow(2).sum(dim=1, keepdim=True)
+        yy = y.pow(2).sum(dim=1, keepdim=True)
+        return torch.addmm(xx + yy.t(), x, y.t(), beta=1, alpha=-2)
 
 
 def triplet_hard(feat: torch.Tensor, labels: torch.Tensor, margin: float = 0.3,

@@ -14,9 +14,10 @@ Tri-modal batch: the visible images, a channel-exchanged copy of them
 (ChannelExchange(gray=2): every image becomes its R, G or B channel, 1/3
 each) and the infrared images go through the model together (both visible
 views through the visible stem) with labels [visible, visible, infrared] and
-one shared classifier. Deviation from the reference: the reference draws the
-second view from the source image with its own crop, flip and erasing; here it
-is the first view (already cropped, flipped, erased) channel-exchanged.
+one shared classifier. With ``data.augment: caj`` the loader draws the
+second view from the raw image with its own crop, flip and erasing, as the
+reference does (the batch then carries it as a fifth element); a batch
+without it (other augmentations) channel-exchanges the first view instead.
 """
 
 from __future__ import annotations
@@ -38,12 +39,23 @@ LOSS_KEYS = ("id", "label_smoothing", *MetricLosses.KEYS)
 RECIPE_KEYS = ("backbone_lr_mult", "channel_exchange")
 
 
-def tri_modal(images: torch.Tensor, pids: torch.Tensor, modality: torch.Tensor, exchange=ChannelExchange(gray=2)):
-    """[visible, channel-exchanged visible, infrared] images, labels and modalities (CAJ's joint batch)."""
+def tri_modal(images: torch.Tensor, pids: torch.Tensor, modality: torch.Tensor, exchange=ChannelExchange(gray=2),
+              second: torch.Tensor | None = None):
+    """[visible, channel-exchanged visible, infrared] images, labels and modalities (CAJ's joint batch).
+
+    ``second``: the visible samples' own channel-exchanged views (in batch
+    order), drawn from the raw images by the loader; without it the first
+    views are channel-exchanged.
+    """
     vis = modality == VISIBLE
     if not bool(vis.any()) or bool(vis.all()):
         raise ValueError("the tri-modal (CAJ) batch needs visible and infrared samples in every batch")
-    images = torch.cat([images[vis], exchange(images[vis]), images[~vis]])
+    if second is None or second.numel() == 0:
+        second = exchange(images[vis])
+    elif second.shape[0] != int(vis.sum()) or second.shape[1:] != images.shape[1:]:
+        raise ValueError(f"the batch's second views have shape {tuple(second.shape)}; expected one "
+                         f"{tuple(images.shape[1:])} view per visible sample ({int(vis.sum())})")
+    images = torch.cat([images[vis], second, images[~vis]])
     pids = torch.cat([pids[vis], pids[vis], pids[~vis]])
     modality = torch.cat([modality[vis], modality[vis], modality[~vis]])
     return images, pids, modality
@@ -74,9 +86,10 @@ class BaselineRecipe:
         return head_and_backbone_groups(self.model, self.backbone_lr_mult)
 
     def training_step(self, model, batch) -> dict:
-        images, pids, _, modality = batch
+        images, pids, _, modality = batch[:4]
+        second = batch[4] if len(batch) > 4 else None  # CAJ's raw-image second views (data.augment: caj)
         if self.channel_exchange:
-            images, pids, modality = tri_modal(images, pids, modality)
+            images, pids, modality = tri_modal(images, pids, modality, second=second)
         out = model(images, modality)
         terms = {"id": self.id_weight * id_loss(out["logits"], pids, self.label_smoothing)}
         terms.update(self.metric.terms(out["pooled"], pids, modality))

@@ -13,6 +13,12 @@ triplet" is a config line (``loss.hetero_center: 1.0``), not code:
       triplet_margin: 0.3
       hetero_center: 0.0       # hetero-center triplet (HcTri)
       hetero_center_margin: 0.3
+      weighted_numerics: textbook  # WRT/ADP softmax weights; "reference" = AGW's softmax_weights quirk
+
+``weighted_numerics: reference`` reproduces the released AGW/CAJ code (shift
+by the max over all columns of the masked product, +1e-6 in the normaliser:
+at realistic feature scale the negatives' weights vanish, see
+:mod:`vireid.losses.weighted`); ``textbook`` is the exact masked softmax.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from vireid.losses import adp_loss, hetero_center_triplet, triplet_hard, wrt_loss
+from vireid.losses.weighted import NUMERICS
 
 
 def check_keys(section: dict, known, where: str) -> dict:
@@ -52,6 +59,7 @@ class MetricLosses:
     triplet_margin: float = 0.3
     hetero_center: float = 0.0
     hetero_center_margin: float = 0.3
+    weighted_numerics: str = "textbook"
 
     KEYS = ()  # filled below
 
@@ -63,6 +71,9 @@ class MetricLosses:
             if k == "adp_square":
                 if not isinstance(v, bool):
                     raise ValueError(f"loss.adp_square must be true or false, got {v!r}")
+            elif k == "weighted_numerics":
+                if v not in NUMERICS:
+                    raise ValueError(f"loss.weighted_numerics must be one of {', '.join(NUMERICS)}, got {v!r}")
             elif not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"loss.{k} must be a number >= 0, got {v!r}")
         return cls(**values)
@@ -71,9 +82,10 @@ class MetricLosses:
         """The weighted, switched-on terms, named ``wrt``, ``adp``, ... (+ ``suffix``)."""
         out = {}
         if self.wrt:
-            out["wrt"] = self.wrt * wrt_loss(feat, labels)
+            out["wrt"] = self.wrt * wrt_loss(feat, labels, numerics=self.weighted_numerics)
         if self.adp:
-            out["adp"] = self.adp * adp_loss(feat, labels, self.adp_alpha, self.adp_gamma, self.adp_square)
+            out["adp"] = self.adp * adp_loss(feat, labels, self.adp_alpha, self.adp_gamma, self.adp_square,
+                                             numerics=self.weighted_numerics)
         if self.triplet:
             out["triplet"] = self.triplet * triplet_hard(feat, labels, self.triplet_margin)
         if self.hetero_center:

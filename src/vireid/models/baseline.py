@@ -71,6 +71,25 @@ class NonLocal(nn.Module):
         return x + self.out(y)
 
 
+# AGW's model.py:Non_local names its parts g (a Sequential holding one conv), theta, phi and W (conv, BN).
+_AGW_NON_LOCAL_PREFIXES = (("g.0.", "g."), ("W.0.", "out.0."), ("W.1.", "out.1."))
+
+
+def non_local_state_from_agw(state: dict) -> dict:
+    """A state dict of AGW's ``Non_local`` block with :class:`NonLocal`'s key names (values untouched).
+
+    Lets an AGW checkpoint's blocks (or the golden vectors) load into vireid's block.
+    """
+    out = {}
+    for key, value in state.items():
+        for old, new in _AGW_NON_LOCAL_PREFIXES:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
 def _check_non_local(non_local, blocks: tuple[int, ...]) -> tuple[int, ...]:
     counts = tuple(non_local or (0, 0, 0, 0))
     if len(counts) != 4 or any(not isinstance(n, int) or n < 0 for n in counts):
@@ -156,10 +175,13 @@ class Backbone(nn.Module):
         return x
 
 
-def make_pool(kind: str, gem_p: float = 3.0, learnable: bool = False) -> nn.Module:
-    """GeM (p=3 fixed by default; learnable for MBFVRD) or global average pooling, (B, C, h, w) -> (B, C)."""
+def make_pool(kind: str, gem_p: float = 3.0, learnable: bool = False, gem_form: str = "clamp") -> nn.Module:
+    """GeM (p=3 fixed by default; learnable for MBFVRD) or global average pooling, (B, C, h, w) -> (B, C).
+
+    ``gem_form``: "clamp" (eps 1e-6 clamp) or "root_eps" (AGW's eps 1e-12 inside the root), see :class:`GeM`.
+    """
     if kind == "gem":
-        return GeM(gem_p, learnable=learnable)
+        return GeM(gem_p, learnable=learnable, form=gem_form)
     if kind == "avg":
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
     raise ValueError(f"pool must be 'gem' or 'avg', got {kind!r}")
@@ -182,10 +204,12 @@ class ReIDNet(nn.Module):
     Args:
         num_classes: training identities.
         depth, last_stride, pretrained, two_stream, non_local, non_local_width: see :class:`Backbone`.
-        pool: "gem" or "avg"; gem_p, gem_learnable: the GeM exponent (3, fixed in AGW).
+        pool: "gem" or "avg"; gem_p, gem_learnable: the GeM exponent (3, fixed in AGW);
+            gem_form: "root_eps" is AGW's eps placement, "clamp" IDKL's (see :class:`~vireid.models.layers.GeM`).
         classifier_std: N(0, std) classifier init (AGW: 0.001; None = PyTorch default).
         test_feature: "bn" (AGW's "FC" feature) or "pooled".
         test_normalize: L2-normalise the test feature (AGW does).
+        bn_neck_std: BN-neck weight initialised N(1, std) (AGW's code: 0.01); 0 = all ones.
 
     Train mode: ``forward(images, modality)`` -> {"map": layer4 map, "pooled": (B, D)
     for metric losses, "bn": BN-neck feature, "logits": (B, num_classes)}. Eval mode:
@@ -199,15 +223,20 @@ class ReIDNet(nn.Module):
 
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
                  two_stream: bool = True, non_local=AGW_NON_LOCAL, non_local_width: str | int = "agw",
-                 pool: str = "gem", gem_p: float = 3.0, gem_learnable: bool = False,
-                 classifier_std: float | None = 0.001, test_feature: str = "bn", test_normalize: bool = True):
+                 pool: str = "gem", gem_p: float = 3.0, gem_learnable: bool = False, gem_form: str = "clamp",
+                 classifier_std: float | None = 0.001, test_feature: str = "bn", test_normalize: bool = True,
+                 bn_neck_std: float = 0.0):
         super().__init__()
         if test_feature not in TEST_FEATURES:
             raise ValueError(f"test_feature must be one of {TEST_FEATURES}, got {test_feature!r}")
         self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width)
         self.feature_dim = dim = self.backbone.out_channels
-        self.pool = make_pool(pool, gem_p, gem_learnable)
+        self.pool = make_pool(pool, gem_p, gem_learnable, gem_form)
         self.bn_neck = BNNeck(dim)
+        if not isinstance(bn_neck_std, (int, float)) or bn_neck_std < 0:
+            raise ValueError(f"bn_neck_std must be a number >= 0, got {bn_neck_std!r}")
+        if bn_neck_std:  # AGW's weights_init_kaiming: BN-neck weight N(1, 0.01) instead of 1
+            nn.init.normal_(self.bn_neck.weight, 1.0, bn_neck_std)
         self.classifier = init_classifier(classifier(dim, num_classes), classifier_std)
         self.test_feature = test_feature
         self.test_normalize = test_normalize

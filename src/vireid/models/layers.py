@@ -23,20 +23,42 @@ def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> to
     return x.clamp(min=eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
 
+def gem_root_eps(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-12) -> torch.Tensor:
+    """AGW's GeM (``model.py:embed_net.forward``): (mean_{h,w} x^p + eps)^(1/p), no clamp.
+
+    The eps sits inside the root, so an all-zero channel pools to eps^(1/p)
+    (1e-4 for p = 3), where :func:`gem` gives its clamp value (1e-6); a
+    negative mean would be NaN (AGW pools post-ReLU maps, never negative).
+    """
+    if x.dim() != 4:
+        raise ValueError(f"gem expects a (B, C, h, w) map, got shape {tuple(x.shape)}")
+    return (x.pow(p).mean(dim=(2, 3)) + eps).pow(1.0 / p)
+
+
+GEM_FORMS = ("clamp", "root_eps")
+
+
 class GeM(nn.Module):
     """GeM pooling with a fixed or learnable exponent ``p``.
 
     ``p_min`` (learnable p only) clamps the exponent in the forward pass, so a
     large learning rate cannot drive it to 0 or below (which gives inf/NaN).
+    ``form``: "clamp" (IDKL's: clamp at ``eps`` = 1e-6, then the power) or
+    "root_eps" (AGW's: ``eps`` = 1e-12 added inside the root, no clamp);
+    ``eps=None`` takes the form's reference value.
     """
 
-    def __init__(self, p: float = 3.0, eps: float = 1e-6, learnable: bool = False, p_min: float | None = None):
+    def __init__(self, p: float = 3.0, eps: float | None = None, learnable: bool = False,
+                 p_min: float | None = None, form: str = "clamp"):
         super().__init__()
         if p <= 0:
             raise ValueError(f"GeM p must be > 0, got {p}")
         if p_min is not None and not 0 < p_min <= p:
             raise ValueError(f"GeM p_min must be in (0, p={p}], got {p_min}")
-        self.eps = eps
+        if form not in GEM_FORMS:
+            raise ValueError(f"GeM form must be one of {', '.join(GEM_FORMS)}, got {form!r}")
+        self.form = form
+        self.eps = eps if eps is not None else (1e-6 if form == "clamp" else 1e-12)
         self.p_min = p_min
         # a fixed p stays a Python float: x.pow(3.0) is much cheaper than x.pow(tensor)
         self.p = nn.Parameter(torch.tensor(float(p))) if learnable else float(p)
@@ -45,10 +67,13 @@ class GeM(nn.Module):
         p = self.p
         if self.p_min is not None and isinstance(p, nn.Parameter):
             p = p.clamp(min=self.p_min)
+        if self.form == "root_eps":
+            return gem_root_eps(x, p, self.eps)
         return gem(x, p, self.eps)
 
     def extra_repr(self) -> str:
-        return f"p={float(self.p):.2f}, eps={self.eps}, learnable={isinstance(self.p, nn.Parameter)}"
+        return (f"p={float(self.p):.2f}, eps={self.eps}, learnable={isinstance(self.p, nn.Parameter)}, "
+                f"form={self.form}")
 
 
 class BNNeck(nn.BatchNorm1d):
