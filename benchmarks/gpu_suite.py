@@ -58,7 +58,7 @@ PEAK_BF16_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A1
 # Sizes per mode. "gpu" is the reference setting; "cpu-smoke" runs every stage in seconds on one core.
 PROFILES = {
     "gpu": {
-        "device": "cuda", "budget_s": 450, "gen": {"ids": 100, "images": 8, "size": (256, 128)},
+        "device": "cuda", "budget_s": 450, "gen": {"ids": 100, "images": 12, "size": (256, 128)},
         "torchrun_gen": {"ids": 20, "images": 4, "size": (128, 64)},
         "methods": {
             "idkl": {"config": "idkl_sysu", "overrides": []},   # 2 x 12 x 5 = 120 images, 384x144
@@ -162,6 +162,16 @@ def gemm_tflops(device: torch.device) -> dict:
     return {"gemm_n": n, "gemm_dtype": str(dtype).replace("torch.", ""), "gemm_tflops": 2 * n**3 / seconds / 1e12}
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def child_env(out: Path) -> dict:
     """Environment of the suite's subprocesses: this checkout's sources first, image caches inside ``out``."""
     path = os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p)
@@ -205,7 +215,7 @@ class Suite:
         self.start = time.perf_counter()
         self.budget_s = float(args.budget_s or profile["budget_s"])
         self.report = {"suite": "vireid benchmarks/gpu_suite.py", "mode": args.mode,
-                       "command": " ".join(shlex.quote(a) for a in sys.argv),
+                       "command": " ".join(shlex.quote(a) for a in ["benchmarks/gpu_suite.py", *args.argv]),
                        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "budget_s": self.budget_s, "environment": {}, "stages": []}
         self.methods: dict = {}   # per-method context shared by its stages (recipe, trainer, flops)
@@ -257,8 +267,12 @@ class Suite:
 
     def write(self) -> None:
         self.report["wall_s"] = round(time.perf_counter() - self.start, 1)
-        (self.out / "gpu_suite.json").write_text(json.dumps(self.report, indent=2, default=_plain) + "\n")
-        (self.out / "gpu_suite.md").write_text(markdown(self.report))
+        # Written to a temporary name and renamed: a suite killed mid-write keeps the previous report.
+        for name, text in (("gpu_suite.json", json.dumps(self.report, indent=2, default=_plain) + "\n"),
+                           ("gpu_suite.md", markdown(self.report))):
+            tmp = self.out / f".{name}.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, self.out / name)
 
 
 def _plain(value):
@@ -298,7 +312,7 @@ def stage_environment(suite: Suite, budget: float) -> dict:
         env.update(device_name=props.name, device_memory_gib=props.total_memory / 2**30, cuda=torch.version.cuda,
                    cudnn=torch.backends.cudnn.version(), cudnn_benchmark=True)
     else:
-        env["device_name"] = platform.processor() or platform.machine()
+        env["device_name"] = cpu_name()
     peak, source = peak_tflops(device, suite.args.peak_tflops)
     env.update(gemm_tflops(device))
     env["peak_tflops"], env["peak_source"] = peak, source
@@ -393,6 +407,7 @@ class MethodContext:
 
     def __init__(self, suite: Suite, name: str):
         from vireid.config import load_config
+        from vireid.engine.optim import set_lr
         from vireid.engine.run import data_settings, resolve_config_path, run_defaults
         from vireid.engine.trainer import TrainConfig, Trainer
         from vireid.methods import build_recipe
@@ -412,8 +427,6 @@ class MethodContext:
                                              compile=False, log_every=10**9)
         self.trainer = Trainer(self.recipe, None, self.train_cfg, suite.out / "runs" / name, device=suite.device,
                                progress=False)
-        from vireid.engine.optim import set_lr
-
         set_lr(self.trainer.optimizer, self.trainer._lr_factor(0.0))  # the LR of a run's first step
         self.eager_model = self.trainer.train_model
         self.compiled_model = None
@@ -426,6 +439,7 @@ class MethodContext:
         """What the cross-modality sampler yields (P*K visible, then P*K infrared, same identity order),
         as random images already on the device."""
         from vireid.data.records import INFRARED, VISIBLE
+        from vireid.engine.trainer import _channels_last
 
         p, k = self.data["p"], self.data["k"]
         g = torch.Generator().manual_seed(0)
@@ -433,10 +447,7 @@ class MethodContext:
         modality = torch.tensor([VISIBLE] * (p * k) + [INFRARED] * (p * k))
         camids = torch.where(modality == VISIBLE, 1, 3)
         images = torch.randn(self.batch, 3, *self.size, generator=g)
-        batch = tuple(t.to(self.device) for t in (images, pids, camids, modality))
-        from vireid.engine.trainer import _channels_last
-
-        return _channels_last(batch)
+        return _channels_last(tuple(t.to(self.device) for t in (images, pids, camids, modality)))
 
     def use(self, compiled: bool, backend: str | None) -> None:
         if compiled:
@@ -511,10 +522,10 @@ def stage_train(suite: Suite, name: str, source: str, compiled: bool, budget: fl
     extra = {}
     if source == "model":
         batch = ctx.synthetic_batch()
-        next_batch = lambda: batch  # noqa: E731
+        next_batch = lambda: batch
     else:
         stream, extra = pipeline_stream(suite, ctx)
-        next_batch = lambda: ctx.trainer.to_device(next(stream), ctx.device)  # noqa: E731
+        next_batch = lambda: ctx.trainer.to_device(next(stream), ctx.device)
     from vireid.engine.trainer import _channels_last
 
     resident = reset_peak(ctx.device)
@@ -524,10 +535,13 @@ def stage_train(suite: Suite, name: str, source: str, compiled: bool, budget: fl
     finally:
         if stream is not None:
             stream.close()  # shuts the DataLoader workers down
+    if stream is not None:  # a new epoch restarts the DataLoader workers: say so if the timing includes one
+        result["crosses_epoch"] = warmup + result["steps"] > extra["steps_per_epoch"]
     result.update(peak_memory(ctx.device, resident))
     result.update(method=name, source=source, compiled=compiled, batch=ctx.batch, input=list(ctx.size),
-                  amp="bf16" if ctx.device.type == "cuda" else "off (fp32: the trainer autocasts on CUDA only)",
-                  channels_last=True, **extra)
+                  amp="bf16" if ctx.device.type == "cuda" else "fp32", channels_last=True, **extra)
+    if ctx.device.type != "cuda":
+        result["amp_note"] = "fp32: the trainer autocasts on CUDA only"
     if compiled:
         result["compile_backend"] = backend
     add_mfu(suite, ctx.flops_per_step, result)
@@ -544,6 +558,8 @@ def add_mfu(suite: Suite, flops_per_step: float | None, result: dict) -> None:
     result["tflops"] = achieved
     result["mfu"] = achieved / env["mfu_reference_tflops"]
     result["mfu_against"] = env["peak_source"] if env.get("peak_tflops") else "measured GEMM rate"
+    if env.get("gemm_tflops"):
+        result["fraction_of_gemm"] = achieved / env["gemm_tflops"]  # against what one big matmul reaches here
 
 
 def pipeline_stream(suite: Suite, ctx: MethodContext):
@@ -593,7 +609,7 @@ def stage_inference(suite: Suite, name: str, budget: float) -> dict:
     finally:
         model.train()
     result.update(peak_memory(ctx.device, resident))
-    result.update(method=name, batch=batch_size, input=list(ctx.size), amp="bf16" if cuda else "off",
+    result.update(method=name, batch=batch_size, input=list(ctx.size), amp="bf16" if cuda else "fp32",
                   channels_last=True, gflop_per_img=counter.get_total_flops() / batch_size / 1e9)
     add_mfu(suite, float(counter.get_total_flops()), result)
     result.pop("input_wait_frac", None)
@@ -652,9 +668,7 @@ def smoke_plan(suite: Suite, plan_path: Path) -> Path:
     """The plan at tiny sizes for --cpu-smoke: its rows, with the smoke budget merged over its budget."""
     import yaml
 
-    from vireid.config import merge
-
-    from vireid.config import load_config
+    from vireid.config import load_config, merge
     from vireid.engine.run import resolve_config_path
 
     plan = yaml.safe_load(plan_path.read_text(encoding="utf-8"))
@@ -744,22 +758,26 @@ def markdown(report: dict) -> str:
               "Forward + backward + optimiser step through the recipe's `training_step` and the trainer's step. "
               "*model*: a synthetic batch already on the device; *pipeline*: images on disk, the image cache, "
               "augmentation, DataLoader workers, host-to-device copy.", "",
-              "| method | source | compile | batch | input | img/s | step ms | input wait | peak GiB | TFLOP/s | MFU |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| method | source | compile | amp | batch | input | img/s | step ms | input wait | peak GiB | TFLOP/s "
+              "| MFU |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in train:
         r = s["result"]
-        lines.append(f"| {r['method']} | {r['source']} | {'yes' if r['compiled'] else 'no'} | {r['batch']} | "
+        lines.append(f"| {r['method']} | {r['source']} | {'yes' if r['compiled'] else 'no'} | {r['amp']} | "
+                     f"{r['batch']} | "
                      f"{r['input'][0]}x{r['input'][1]} | {r['img_per_s']:.0f} | {r['step_ms']:.1f} | "
                      f"{100 * r['input_wait_frac']:.0f}% | {r['peak_mem_gib']:.2f} | {_fmt(r.get('tflops'), '.1f')} "
                      f"| {_fmt(r.get('mfu'), '.1f', 100)}% |")
     infer = [s for s in stages if s["name"].endswith("/inference") and s["status"] == "ok"]
     if infer:
-        lines += ["", "## Inference (eval-mode embed)", "", "| method | batch | input | img/s | peak GiB | MFU |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "## Inference (eval-mode embed)", "",
+                  "| method | amp | batch | input | img/s | peak GiB | TFLOP/s | MFU |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for s in infer:
             r = s["result"]
-            lines.append(f"| {r['method']} | {r['batch']} | {r['input'][0]}x{r['input'][1]} | {r['img_per_s']:.0f} | "
-                         f"{r['peak_mem_gib']:.2f} | {_fmt(r.get('mfu'), '.1f', 100)}% |")
+            lines.append(f"| {r['method']} | {r['amp']} | {r['batch']} | {r['input'][0]}x{r['input'][1]} | "
+                         f"{r['img_per_s']:.0f} | {r['peak_mem_gib']:.2f} | {_fmt(r.get('tflops'), '.2f')} | "
+                         f"{_fmt(r.get('mfu'), '.1f', 100)}% |")
     ev = by_name.get("eval/3803x301", {})
     if ev.get("status") == "ok":
         r = ev["result"]
@@ -777,7 +795,8 @@ def markdown(report: dict) -> str:
     ab = by_name.get("ablation", {})
     if ab.get("status") == "ok":
         lines += ["", "## Ablation", "", ab["result"]["table"].strip()]
-    lines += ["", "## Stages", "", "| stage | status | seconds | budget s | note / error |", "| --- | --- | --- | --- | --- |"]
+    lines += ["", "## Stages", "", "| stage | status | seconds | budget s | note / error |",
+              "| --- | --- | --- | --- | --- |"]
     for s in stages:
         detail = (s.get("error") or s.get("note") or "").replace("\n", " ").replace("|", "/")[:300]
         lines.append(f"| {s['name']} | {s['status']} | {s.get('seconds', 0):.1f} | {s['budget_s']:.0f} | {detail} |")
@@ -801,6 +820,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--plan", default=str(REPO / "benchmarks" / "ablation_gpu.yaml"), help="ablation plan")
     parser.add_argument("--skip", default="", help="comma-separated stages or groups to skip (e.g. ablation,agw)")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     return args
 

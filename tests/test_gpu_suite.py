@@ -69,13 +69,13 @@ def test_cpu_smoke_reports_every_stage_with_numbers(gpu_suite, tmp_path, capsys)
     for heading in ("## Training throughput", "## Inference", "## Evaluation of a 3803 x 301 problem",
                     "## torchrun", "## Ablation", "## Stages"):
         assert heading in md
-    assert "| idkl | pipeline | no | 8 | 32x16 |" in md
+    assert "| idkl | pipeline | no | fp32 | 8 | 32x16 |" in md
     assert "## Stages" in capsys.readouterr().out  # the markdown is printed too
 
 
 def _bare_suite(gpu_suite, tmp_path, **args):
     defaults = dict(out=str(tmp_path), mode="cpu-smoke", budget_s=None, peak_tflops=None, workers=1, plan="",
-                    skip=set())
+                    skip=set(), argv=[])
     return gpu_suite.Suite(SimpleNamespace(**{**defaults, **args}), gpu_suite.PROFILES["cpu-smoke"])
 
 
@@ -109,7 +109,7 @@ def test_peak_table_and_flag(gpu_suite):
 
 
 def test_sysu_sized_problem_has_the_all_search_shape(gpu_suite):
-    dist, q_pids, g_pids, q_cams, g_cams = gpu_suite.sysu_sized_problem()
+    dist, _, g_pids, q_cams, g_cams = gpu_suite.sysu_sized_problem()
     assert dist.shape == (3803, 301) and set(q_cams.tolist()) == {3, 6} and set(g_cams.tolist()) <= {1, 2, 4, 5}
     assert len(set(zip(g_pids.tolist(), g_cams.tolist()))) == 301  # one image per identity and camera
     assert len(set(dist.ravel().tolist())) < dist.size  # rounded: ties occur, so the tie rule is compared too
