@@ -833,9 +833,9 @@ def run_suite(args) -> Suite:
     profile = PROFILES[args.mode]
     suite = Suite(args, profile)
     budgets = profile["budgets"]
+    threads = torch.get_num_threads()
     if suite.device.type == "cpu":
         torch.set_num_threads(1)
-    threads = torch.get_num_threads()
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         suite.stage("environment", lambda b: stage_environment(suite, b), 60)
