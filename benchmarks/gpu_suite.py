@@ -838,8 +838,9 @@ def run_suite(args) -> Suite:
         torch.set_num_threads(1)
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        suite.stage("environment", lambda b: stage_environment(suite, b), 60)
+        # Data first: the generator forks worker processes, best done before this process touches CUDA.
         suite.stage("data", lambda b: stage_data(suite, b), budgets["data"])
+        suite.stage("environment", lambda b: stage_environment(suite, b), 60)
         suite.stage("eval/3803x301", lambda b: stage_eval(suite, b), budgets["eval"])
         for name in profile["methods"]:
             suite.stage(f"{name}/flops", lambda b, n=name: stage_flops(suite, n, b), budgets["flops"])
