@@ -17,7 +17,8 @@ A plan is a YAML file::
 
 Each row's resolved config is written to ``OUT/<row>/config.yaml`` and trained
 there with :func:`vireid.app.runs.train` (one torch thread per row, ``jobs``
-rows at a time), evaluated with :func:`vireid.app.runs.evaluate_run`, and the
+rows at a time; on ``device``, the CPU by default), evaluated with
+:func:`vireid.app.runs.evaluate_run` on the same device, and the
 table written to ``OUT/ablation.md`` (and ``OUT/ablation.json``). A finished
 row is not trained again (its checkpoint is resumed, i.e. kept; its training
 time is then the time between its run.json and checkpoint files). A row that
@@ -115,13 +116,14 @@ def _train_and_evaluate(task: dict, train, evaluate) -> list[dict]:
     # a finished row is resumed (no training); its training time is then read off the run's files
     earlier = ckpt.stat().st_mtime - started.stat().st_mtime if ckpt.exists() and started.exists() else None
     start = time.perf_counter()
-    train(config, task["data_root"], out, device="cpu", progress=False)
+    device = task.get("device", "cpu")
+    train(config, task["data_root"], out, device=device, progress=False)
     trained = time.perf_counter()
     train_s = trained - start if earlier is None else earlier
     rows = []
     for rerank in (False, True) if task.get("also_rerank") else (False,):
         begin = time.perf_counter()
-        result = evaluate(out, task["data_root"], task["protocol"], device="cpu", trials=task["trials"],
+        result = evaluate(out, task["data_root"], task["protocol"], device=device, trials=task["trials"],
                           rerank=rerank)
         rows.append({"name": task["name"] + (" [re-ranked]" if rerank else ""), "config": task["base"],
                      "mean": result.mean, "std": result.std, "trials": len(result.trials),
@@ -130,8 +132,9 @@ def _train_and_evaluate(task: dict, train, evaluate) -> list[dict]:
 
 
 def run_ablation(plan_path: str | Path, out: str | Path, data_root: str | Path | None = None,
-                 rows: list[str] | None = None, jobs: int = 2, command: str = "") -> list[dict]:
-    """Train and evaluate the plan's rows; returns one result dict per row and writes the table."""
+                 rows: list[str] | None = None, jobs: int = 2, command: str = "", device: str = "cpu") -> list[dict]:
+    """Train and evaluate the plan's rows on ``device`` (cpu, cuda or auto); returns one result dict per row
+    and writes the table."""
     plan = load_plan(plan_path)
     selected = select_rows(plan, rows)
     out = Path(out)
@@ -144,7 +147,7 @@ def run_ablation(plan_path: str | Path, out: str | Path, data_root: str | Path |
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     tasks = [{"name": row["name"], "base": str(row["config"]), "config": row_config(row, plan.get("budget")),
               "out": str(out / slug(row["name"])), "data_root": str(data_root), "protocol": plan["protocol"],
-              "trials": plan.get("trials"), "also_rerank": bool(row.get("also_rerank", False))}
+              "trials": plan.get("trials"), "also_rerank": bool(row.get("also_rerank", False)), "device": device}
              for row in selected]
     start = time.perf_counter()
     if jobs == 1:
@@ -156,8 +159,8 @@ def run_ablation(plan_path: str | Path, out: str | Path, data_root: str | Path |
     wall = time.perf_counter() - start
     table = format_table(results, plan, command, wall, jobs)
     write_text_atomic(out / "ablation.md", table)
-    write_text_atomic(out / "ablation.json", json.dumps({"plan": plan, "results": results, "wall_s": wall},
-                                                        indent=2) + "\n")
+    write_text_atomic(out / "ablation.json", json.dumps({"plan": plan, "results": results, "wall_s": wall,
+                                                         "device": device}, indent=2) + "\n")
     print(table)
     return results
 

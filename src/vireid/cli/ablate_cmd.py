@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     parser.add_argument("--data-root", default=None,
                         help="existing dataset root (default: generate the plan's synthetic data in OUT/data)")
     parser.add_argument("--jobs", type=int, default=2, help="rows trained at once, one torch thread each (2)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto: where rows train and evaluate")
     parser.set_defaults(func=run)
 
 
@@ -28,5 +29,6 @@ def run(args) -> int:
 
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
     command = "vireid " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["ablate"] else ""
-    run_ablation(args.plan, args.out, data_root=args.data_root, rows=rows, jobs=args.jobs, command=command)
+    run_ablation(args.plan, args.out, data_root=args.data_root, rows=rows, jobs=args.jobs, command=command,
+                 device=args.device)
     return 0

@@ -21,10 +21,18 @@ class DistInfo:
         return self.rank == 0
 
 
+def launched_by_torchrun() -> bool:
+    """torchrun (``torch.distributed.run``) sets TORCHELASTIC_RUN_ID for every worker it starts."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1), else a single process.
+    """Join the process group when launched by torchrun (also with one process), else a single process.
 
     gloo on CPU, nccl on CUDA; each process takes the GPU of its LOCAL_RANK.
+    Under torchrun a single process still joins a group and trains through
+    DDP, so ``torchrun --nproc_per_node 1`` exercises the same communication
+    path (nccl on a GPU) as a multi-GPU run.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -36,13 +44,14 @@ def init_distributed(device: str = "auto") -> DistInfo:
     dev = torch.device(f"cuda:{local}") if device == "cuda" else torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
+    if (world > 1 or launched_by_torchrun()) and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank, world, local, dev)
 
 
 def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
-    if info.world_size == 1:
+    """DDP around ``model`` whenever a process group exists (see :func:`init_distributed`)."""
+    if info.world_size == 1 and not dist.is_initialized():
         return model
     ids = [info.device.index] if info.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
