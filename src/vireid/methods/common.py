@@ -29,6 +29,7 @@ import torch
 
 from vireid.losses import adp_loss, hetero_center_triplet, triplet_hard, wrt_loss
 from vireid.losses.weighted import NUMERICS
+from vireid.schema import parse_section, setting
 
 
 def check_keys(section: dict, known, where: str) -> dict:
@@ -50,33 +51,23 @@ def recipe_sections(cfg: dict, num_classes: int, model_keys, loss_keys, recipe_k
 class MetricLosses:
     """Weights (0 = off) and parameters of the metric losses on a pre-BN feature."""
 
-    wrt: float = 0.0
-    adp: float = 0.0
-    adp_alpha: float = 1.0
-    adp_gamma: float = 1.0
-    adp_square: bool = True
-    triplet: float = 0.0
-    triplet_margin: float = 0.3
-    hetero_center: float = 0.0
-    hetero_center_margin: float = 0.3
-    weighted_numerics: str = "textbook"
+    wrt: float = setting(0.0, low=0)
+    adp: float = setting(0.0, low=0)
+    adp_alpha: float = setting(1.0, low=0)
+    adp_gamma: float = setting(1.0, low=0)
+    adp_square: bool = setting(True)
+    triplet: float = setting(0.0, low=0)
+    triplet_margin: float = setting(0.3, low=0)
+    hetero_center: float = setting(0.0, low=0)
+    hetero_center_margin: float = setting(0.3, low=0)
+    weighted_numerics: str = setting("textbook", choices=NUMERICS)
 
     KEYS = ()  # filled below
 
     @classmethod
     def from_dict(cls, loss: dict) -> "MetricLosses":
         """The metric-loss keys of a ``loss`` section (other keys are left to the caller)."""
-        values = {k: loss[k] for k in cls.KEYS if k in loss}
-        for k, v in values.items():
-            if k == "adp_square":
-                if not isinstance(v, bool):
-                    raise ValueError(f"loss.adp_square must be true or false, got {v!r}")
-            elif k == "weighted_numerics":
-                if v not in NUMERICS:
-                    raise ValueError(f"loss.weighted_numerics must be one of {', '.join(NUMERICS)}, got {v!r}")
-            elif not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"loss.{k} must be a number >= 0, got {v!r}")
-        return cls(**values)
+        return parse_section(cls, {k: loss[k] for k in cls.KEYS if k in loss}, "loss")
 
     def terms(self, feat: torch.Tensor, labels: torch.Tensor, modality: torch.Tensor, suffix: str = "") -> dict:
         """The weighted, switched-on terms, named ``wrt``, ``adp``, ... (+ ``suffix``)."""

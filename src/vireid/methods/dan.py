@@ -46,6 +46,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -55,14 +56,43 @@ from vireid.losses.dan import (cross_modal_alignment, domain_adversarial_loss, h
                                modality_prototypes, reliable_neighbours, soft_label_loss)
 from vireid.methods import METHODS
 from vireid.methods.common import check_keys, flip_average, head_and_backbone_groups
+from vireid.schema import parse_section, setting
 from vireid.models.baseline import ReIDNet
 from vireid.models.dan import DANNet
 
 MODEL_KEYS = tuple(inspect.signature(ReIDNet.__init__).parameters)[2:]  # num_classes comes from the data
-LOSS_KEYS = ("id", "label_smoothing", "triplet", "triplet_margin")
-RECIPE_KEYS = ("num_target", "lambda1", "lambda2", "lambda3", "lambda_hard", "soft_lambda", "m", "eta",
-               "refresh_every", "start_epoch", "disc_weight", "grl_ramp", "disc_hidden", "disc_dropout",
-               "backbone_lr_mult", "init")
+
+
+@dataclass(frozen=True)
+class DANLoss:
+    """``loss:`` the supervised source terms."""
+
+    id: float = setting(1.0, low=0)
+    label_smoothing: float = setting(0.0, low=0, high=1)
+    triplet: float = setting(1.0, low=0)
+    triplet_margin: float = setting(0.3, low=0)
+
+
+@dataclass(frozen=True)
+class DANSettings:
+    """``recipe:`` the adaptation terms, pseudo labels and discriminator (see the module docstring)."""
+
+    num_target: int | None = setting(None, low=2, doc="target training images; 'vireid adapt' sets it")
+    lambda1: float = setting(1.0, low=0, doc="reversed-gradient scale (DAA)")
+    lambda2: float = setting(1.0, low=0, doc="soft-label term")
+    lambda3: float = setting(1.0, low=0, doc="cross-modal alignment")
+    lambda_hard: float = setting(0.0, low=0, doc="hard-pseudo-label CE (Table 4)")
+    disc_weight: float = setting(1.0, low=0, doc="the discriminator's own loss weight")
+    grl_ramp: bool = setting(False)
+    soft_lambda: float = setting(0.5, low=0, high=1)
+    m: int = setting(4, low=1, doc="reliable neighbours")
+    eta: float = setting(1.0, low=0)
+    refresh_every: int = setting(1, low=1)
+    start_epoch: int = setting(1, low=0)
+    disc_hidden: int = setting(256, low=1)
+    disc_dropout: float = setting(0.5, low=0, high=1)
+    backbone_lr_mult: float = setting(1.0, low=0)
+    init: str | None = setting(None, doc="a trained run to start from")
 
 
 def dann_ramp(progress: float) -> float:
@@ -74,17 +104,6 @@ def dann_ramp(progress: float) -> float:
     return 2.0 / (1.0 + math.exp(-10.0 * min(max(progress, 0.0), 1.0))) - 1.0
 
 
-def _number(recipe: dict, key: str, default, low=0.0, integer=False, high=None):
-    value = recipe.get(key, default)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low
-    ok = ok and (not integer or float(value).is_integer()) and (high is None or value <= high)
-    if not ok:
-        what = "an integer" if integer else "a number"
-        bound = f" and <= {high}" if high is not None else ""
-        raise ValueError(f"recipe.{key} must be {what} >= {low}{bound}, got {value!r}")
-    return int(value) if integer else float(value)
-
-
 class DANRecipe:
     """``method: dan`` (see the module docstring). Needs :meth:`attach` (``vireid adapt`` calls it)."""
 
@@ -92,44 +111,28 @@ class DANRecipe:
         cfg = copy.deepcopy(cfg)
         self.name = cfg["method"]
         model_cfg = check_keys(cfg.get("model"), MODEL_KEYS, "model")
-        loss = check_keys(cfg.get("loss"), LOSS_KEYS, "loss")
         if "grl_coef" in (cfg.get("recipe") or {}):
             raise ValueError("recipe.grl_coef is no longer a setting: the reversed gradient is scaled by "
                              "recipe.lambda1 (times the DANN ramp with recipe.grl_ramp: true) and the "
                              "discriminator's own loss by recipe.disc_weight; remove grl_coef from the config")
-        recipe = check_keys(cfg.get("recipe"), RECIPE_KEYS, "recipe")
-        if "num_target" not in recipe:
+        settings = parse_section(DANSettings, cfg.get("recipe"), "recipe")
+        loss = parse_section(DANLoss, cfg.get("loss"), "loss")
+        if settings.num_target is None:
             raise ValueError("recipe.num_target (target training images) is missing; DAN runs through "
                              "'vireid adapt', which sets it from the target dataset")
-        self.num_target = _number(recipe, "num_target", None, low=2, integer=True)
-        self.lambda1 = _number(recipe, "lambda1", 1.0)
-        self.lambda2 = _number(recipe, "lambda2", 1.0)
-        self.lambda3 = _number(recipe, "lambda3", 1.0)
-        self.lambda_hard = _number(recipe, "lambda_hard", 0.0)
-        self.disc_weight = _number(recipe, "disc_weight", 1.0)
+        for name in ("num_target", "lambda1", "lambda2", "lambda3", "lambda_hard", "disc_weight", "grl_ramp",
+                     "soft_lambda", "m", "eta", "refresh_every", "start_epoch", "backbone_lr_mult", "init"):
+            setattr(self, name, getattr(settings, name))
         if self.lambda1 and not self.disc_weight:
             raise ValueError("recipe.disc_weight must be > 0 when recipe.lambda1 > 0: an untrained discriminator "
                              "gives the feature extractor no adversarial signal")
-        self.grl_ramp = recipe.get("grl_ramp", False)
-        if not isinstance(self.grl_ramp, bool):
-            raise ValueError(f"recipe.grl_ramp must be true or false, got {self.grl_ramp!r}")
-        self.soft_lambda = _number(recipe, "soft_lambda", 0.5, high=1.0)
-        self.m = _number(recipe, "m", 4, low=1, integer=True)
         if self.m >= self.num_target:
             raise ValueError(f"recipe.m ({self.m}) must be smaller than the number of target images "
                              f"({self.num_target})")
-        self.eta = _number(recipe, "eta", 1.0)
-        self.refresh_every = _number(recipe, "refresh_every", 1, low=1, integer=True)
-        self.start_epoch = _number(recipe, "start_epoch", 1, integer=True)
-        self.id_weight = float(loss.get("id", 1.0))
-        self.label_smoothing = float(loss.get("label_smoothing", 0.0))
-        self.triplet_weight = float(loss.get("triplet", 1.0))
-        self.triplet_margin = float(loss.get("triplet_margin", 0.3))
-        self.backbone_lr_mult = recipe.get("backbone_lr_mult", 1.0)
-        self.init = recipe.get("init")
-        self.model = DANNet(num_classes, self.num_target, self.m,
-                            disc_hidden=_number(recipe, "disc_hidden", 256, low=1, integer=True),
-                            disc_dropout=_number(recipe, "disc_dropout", 0.5, high=1.0), **model_cfg)
+        self.id_weight, self.label_smoothing = loss.id, loss.label_smoothing
+        self.triplet_weight, self.triplet_margin = loss.triplet, loss.triplet_margin
+        self.model = DANNet(num_classes, self.num_target, self.m, disc_hidden=settings.disc_hidden,
+                            disc_dropout=settings.disc_dropout, **model_cfg)
         self.flip = bool((cfg.get("eval") or {}).get("flip", False))
         self.num_classes = num_classes
         self.epoch = 0
