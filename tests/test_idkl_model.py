@@ -3,12 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from conftest import REPO
 from vireid.losses import IDKLLossSettings, idkl_total_loss
 from vireid.losses.idkl import PAPER
 from vireid.models import MODELS
+from vireid.config import load_config
 from vireid.methods.idkl import build_idkl
 from vireid.models.idkl import IDKL
 from vireid.models.layers import gem
@@ -32,7 +32,7 @@ def tiny(**kw):
 
 
 def load(name, **model_overrides):
-    cfg = yaml.safe_load((REPO / "src" / "vireid" / "configs" / name).read_text())
+    cfg = load_config(REPO / "src" / "vireid" / "configs" / name)  # with its _base_ chain
     cfg["model"].update(num_classes=3, depth=18, **model_overrides)
     return cfg
 
