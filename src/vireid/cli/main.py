@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "vireid.cli.ablate_cmd",
     "vireid.cli.synth_domain_cmd",
     "vireid.cli.adapt_cmd",
+    "vireid.cli.extract_cmd",
+    "vireid.cli.index_cmd",
 ]
 
 
