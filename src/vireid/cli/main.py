@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "vireid.cli.adapt_cmd",
     "vireid.cli.extract_cmd",
     "vireid.cli.index_cmd",
+    "vireid.cli.export_cmd",
 ]
 
 
