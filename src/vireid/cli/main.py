@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "vireid.cli.extract_cmd",
     "vireid.cli.index_cmd",
     "vireid.cli.export_cmd",
+    "vireid.cli.visualize_cmd",
 ]
 
 
