@@ -1,8 +1,12 @@
 """Export every method's eval graph; the exported file reproduces PyTorch's features on real images."""
 
+import os
+import re
+
 import pytest
 import torch
 
+from conftest import REPO
 from deploy_runs import make_run, write_images
 from vireid.cli.main import main
 from vireid.deploy.export import export_run
@@ -36,6 +40,21 @@ def test_onnx_export_matches_pytorch(method, images, tmp_path):
     session = ort.InferenceSession(str(tmp_path / "m.onnx"))
     assert [i.name for i in session.get_inputs()] == ["images", "modality"]  # every method takes both
     assert session.get_inputs()[0].shape[0] == "batch"
+    # the docs' "without vireid" snippet gives the features vireid gives
+    text = (REPO / "docs" / "deploy.md").read_text()
+    snippet = re.search(r"<!-- onnx-snippet -->\n```python\n(.*?)```", text, re.S).group(1)
+    (tmp_path / "m.onnx").rename(tmp_path / "idkl.onnx")
+    scope = {"query_paths": images[:2], "gallery_paths": images[2:]}
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        exec(snippet, scope)
+    finally:
+        os.chdir(cwd)
+    ex = Extractor(run, device="cpu")
+    q = torch.nn.functional.normalize(ex(images[:2], modality="infrared"), dim=1)
+    torch.testing.assert_close(torch.from_numpy(scope["q"]), q, atol=1e-4, rtol=0)
+    assert scope["ranking"].shape == (2, 3)
 
 
 def test_two_stream_export_keeps_per_image_routing(images, tmp_path):

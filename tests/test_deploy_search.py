@@ -153,6 +153,21 @@ def test_index_and_search_end_to_end(setup, tmp_path, capsys):
     assert "[re-ranked]" in capsys.readouterr().out
 
 
+def test_faiss_index_through_the_commands(setup, tmp_path, capsys):
+    pytest.importorskip("faiss")
+    base, run, gallery, queries = setup
+    index = tmp_path / "f.index"
+    assert main(["index", str(run), "--images", str(base / "gallery" / "a"), "--modality", "visible",
+                 "--out", str(index), "--faiss", "hnsw"]) == 0
+    assert main(["index", str(run), "--images", str(queries[0]), "--modality", "infrared", "--out", str(index),
+                 "--add"]) == 0
+    assert "7 images (6 visible, 1 infrared), 512-d agw features, hnsw faiss index" in capsys.readouterr().out
+    assert main(["search", str(index), "--query", str(queries[0]), "--query-modality", "ir", "--top-k", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "faiss-hnsw, recall@3 vs exact 1.0000" in printed
+    assert printed.splitlines()[2].split()[2] == str(queries[0].resolve())  # the indexed copy comes first
+
+
 def test_search_errors(setup, tmp_path, capsys):
     base, run, gallery, queries = setup
     index = tmp_path / "g.index"

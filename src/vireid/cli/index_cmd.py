@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     s.add_argument("--run", help="the model to embed queries with (default: the run the index was built with)")
     s.add_argument("--top-k", type=int, default=10)
     s.add_argument("--exact", action="store_true", help="exact search even when the index has a faiss structure")
+    s.add_argument("--no-recall", action="store_true",
+                   help="with a faiss index, skip the exact search that measures its recall")
     s.add_argument("--rerank", action="store_true",
                    help="k-reciprocal re-ranking (small galleries; results are labelled re-ranked)")
     s.add_argument("--json", help="write every query's results to this JSON file")
@@ -123,7 +125,8 @@ def run_search(args) -> int:
     index = GalleryIndex.load(args.index)
     features, paths, modalities, failed = _queries(args, index)
     result = search_index(index, features, args.top_k, method="exact" if args.exact else "auto",
-                          rerank=args.rerank, device="cuda" if args.device == "cuda" else "cpu")
+                          rerank=args.rerank, recall=not args.no_recall,
+                          device="cuda" if args.device == "cuda" else "cpu")
     label = " [re-ranked]" if result["reranked"] else ""
     score_name = "distance" if result["reranked"] else "similarity"
     recall = result["recall_vs_exact"]
