@@ -29,7 +29,6 @@ import platform
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from vireid.deploy.search import ann_search, apply_search_params, build_ann, exact_topk, recall_at_k
@@ -122,7 +121,7 @@ def run(args) -> list[dict]:
                 p[sweep[0]] = value
                 apply_search_params(index, kind, p)
             _, idx = ann_search(index, queries, K)
-            lat = latencies(lambda q: ann_search(index, q, K), queries, args.queries)
+            lat = latencies(lambda q, ix=index: ann_search(ix, q, K), queries, args.queries)
             rows.append({"method": f"faiss {kind}", "params": p, "build_s": build, "build_cpu_s": build_cpu,
                          "memory_mib": memory,
                          "recall@10": recall_at_k(idx, truth), **lat})

@@ -355,5 +355,6 @@ def get_protocol(name: str) -> Protocol:
     try:
         return PROTOCOLS[name]
     except KeyError:
-        families = "sysu/{all,indoor}/{single,multi}/{official,seeded}, regdb/trial{1..10}/{v2i,i2v}, llcm/{i2v,v2i,v2i_as_released}, folder/{i2v,v2i}"
+        families = ("sysu/{all,indoor}/{single,multi}/{official,seeded}, regdb/trial{1..10}/{v2i,i2v}, "
+                    "llcm/{i2v,v2i,v2i_as_released}, folder/{i2v,v2i}")
         raise ValueError(f"unknown protocol {name!r}; known: {families}") from None
