@@ -106,7 +106,13 @@ def _queries(args, index):
     modalities = fill_modalities(paths, modalities, args.query_modality)
     run = args.run or index.run.get("checkpoint")
     flip = args.flip if args.flip is not None else index.run.get("flip")
-    extractor = Extractor(run, device=args.device, batch_size=args.batch_size, flip=flip)
+    try:
+        extractor = Extractor(run, device=args.device, batch_size=args.batch_size, flip=flip)
+    except FileNotFoundError as exc:
+        if args.run:
+            raise
+        raise FileNotFoundError(f"{exc} (the run index {args.index} was built with); pass --run with "
+                                "its current location") from None
     index.check_run(extractor.identity().as_dict(), f"index {args.index}")
     feats = extractor.embed_files(paths, modalities, progress=sys.stderr.isatty())
     if not feats.paths:
