@@ -128,6 +128,9 @@ def export_run(run_or_checkpoint: str | Path, fmt: str, out: str | Path, images:
     x = extractor.preprocess(raw)
     with torch.inference_mode():
         expected = graph(x, modality)
+    if not bool(torch.isfinite(expected).all()):
+        raise ValueError(f"the PyTorch model of {checkpoint} gives non-finite features on the parity images; "
+                         "there is nothing to compare an export with")
     example = (x[:2].clone(), modality[:2].clone())
     out = Path(out)
     with atomic_path(out) as tmp:
