@@ -85,10 +85,12 @@ def _faiss():
 
 
 def default_ann_params(kind: str, n: int) -> dict:
-    """Defaults that reach recall@10 >= 0.95 on clustered features (``benchmarks/bench_search.py``).
+    """Starting points, not tuned guarantees: check the recall ``vireid search`` prints.
 
     IVF: sqrt(N) cells (at least 39 training points each, faiss's minimum),
-    32 visited; HNSW: M 32, efConstruction 80, efSearch 64.
+    32 visited; HNSW: M 32, efConstruction 80, efSearch 64 (recall@10 0.997 at
+    100k x 512 in ``benchmarks/bench_search.py``, where IVF needed far more
+    probes for 0.95; see docs/deploy.md).
     """
     if kind == "ivf":
         nlist = max(1, min(int(round(math.sqrt(max(n, 1)))), max(n // 39, 1)))
