@@ -1,8 +1,10 @@
 """vireid: visible-infrared person re-identification.
 
 The public API: ``train``, ``adapt``, ``evaluate_run`` and ``load_run`` work on
-run directories; ``evaluate`` computes the metrics (CMC, mAP, mINP) of a
-distance matrix; ``rerank`` is k-reciprocal re-ranking. Heavy modules load on
+run directories; ``Extractor`` embeds your own images with a trained run and
+``export_run`` writes it as ONNX/TorchScript with a parity check; ``evaluate``
+computes the metrics (CMC, mAP, mINP) of a distance matrix; ``rerank`` is
+k-reciprocal re-ranking. Heavy modules load on
 first use, so ``import vireid`` stays cheap.
 """
 
@@ -17,6 +19,8 @@ _EXPORTS = {
     "load_run": "vireid.app.runs",
     "evaluate": "vireid.evaluation.metrics",
     "rerank": "vireid.evaluation.reranking",
+    "Extractor": "vireid.deploy.extractor",
+    "export_run": "vireid.deploy.export",
 }
 
 __all__ = ["__version__", *_EXPORTS]

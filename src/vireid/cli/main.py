@@ -26,6 +26,10 @@ COMMAND_MODULES = [
     "vireid.cli.synth_domain_cmd",
     "vireid.cli.adapt_cmd",
     "vireid.cli.config_cmd",
+    "vireid.cli.extract_cmd",
+    "vireid.cli.index_cmd",
+    "vireid.cli.export_cmd",
+    "vireid.cli.visualize_cmd",
 ]
 
 

@@ -26,6 +26,10 @@ def register(subparsers) -> None:
                     "default: the run config's eval.rerank")
     ev.add_argument("--json", help="also write the result as JSON to this file")
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--ranklist", type=int, metavar="N",
+                    help="also draw N queries of trial 0 with their top-10 gallery images (modality tagged, "
+                         "green = same identity, red = another)")
+    ev.add_argument("--ranklist-out", default="ranklist.png", help="where --ranklist writes (default ranklist.png)")
     ev.set_defaults(func=run_eval)
 
 
@@ -45,4 +49,10 @@ def run_eval(args) -> int:
     if args.json:
         result.write_json(args.json)
         print(f"wrote {args.json}")
+    if args.ranklist:
+        from vireid.deploy.pictures import run_rank_list
+
+        path = run_rank_list(args.run, args.data_root, args.ranklist_out, args.ranklist, result.protocol,
+                             rerank=args.rerank, device="cpu" if args.device == "auto" else args.device)
+        print(f"wrote {path}")
     return 0

@@ -92,6 +92,6 @@ def evaluate_protocol(
             dist,
             [s.pid for s in split.query], [s.pid for s in split.gallery],
             [s.camid for s in split.query], [s.camid for s in split.gallery],
-            rule=protocol.rule, max_rank=max_rank, pad_short_cmc=True,
+            rule=split.rule or protocol.rule, max_rank=max_rank, pad_short_cmc=True,
         ))
     return result

@@ -26,6 +26,12 @@ Names (``protocol_names()`` lists them all):
   (``random.seed(trial)``), 10 trials. The released LLCM code's "VIS->IR"
   numbers actually rank the *sampled NIR* images (as queries) against *all*
   VIS images; ``v2i_as_released`` reproduces that, ``v2i`` is the direct one.
+* ``folder/{i2v,v2i}`` - your own labelled images in the folder layout
+  (``<root>/{visible,infrared}/<person>/[cam<K>/]<image>``, see
+  :mod:`vireid.data.datasets.folder`): every image of one modality as queries
+  against every image of the other; one trial. The camera rule is off
+  (image-level CMC, as RegDB) unless every image has a camera folder; then
+  gallery images with the query's identity and camera are dropped (LLCM's rule).
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ REGDB_CAMERA = {VISIBLE: 1, INFRARED: 2}
 class TestSplit:
     query: list[Sample]
     gallery: list[Sample]
+    rule: str | None = None  # overrides the protocol's camera rule for this split (folder data)
 
 
 @dataclass(frozen=True)
@@ -253,6 +260,33 @@ def _llcm_walk(root, modality, pick):
     return out
 
 
+# ---------------------------------------------------------------- your own folders
+
+
+def folder_split(root: Path, query_modality: int) -> TestSplit:
+    """All images of one modality against all of the other; camera rule only when every image has a camera."""
+    from vireid.data.datasets.folder import FolderDataset
+    from vireid.data.records import NO_CAMERA
+
+    dataset = FolderDataset(root)
+    if dataset.problems:
+        raise ValueError(f"{root} is not a folder dataset: " + "; ".join(dataset.problems))
+    samples = dataset.train
+    query = [s for s in samples if s.modality == query_modality]
+    gallery = [s for s in samples if s.modality != query_modality]
+    with_cameras = bool(samples) and all(s.camid != NO_CAMERA for s in samples)
+    return TestSplit(query, gallery, "llcm" if with_cameras else "regdb")
+
+
+def _folder(direction: str) -> Protocol:
+    q_mod = INFRARED if direction == "i2v" else VISIBLE
+    words = "infrared queries vs visible gallery" if direction == "i2v" else "visible queries vs infrared gallery"
+    return Protocol(f"folder/{direction}", "folder", "regdb", (0,),
+                    f"your own labelled folders: {words}, all images; camera rule only when every image has "
+                    "a cam<K> folder (then LLCM's same identity + camera rule); one trial",
+                    lambda root, t: folder_split(root, q_mod))
+
+
 # ---------------------------------------------------------------- registry
 
 
@@ -306,6 +340,7 @@ def _all_protocols() -> dict[str, Protocol]:
     ]
     items += [_regdb(t, d) for t in REGDB_TRIALS for d in ("v2i", "i2v")]
     items += [_llcm(d) for d in ("i2v", "v2i", "v2i_as_released")]
+    items += [_folder(d) for d in ("i2v", "v2i")]
     return {p.name: p for p in items}
 
 
@@ -320,5 +355,6 @@ def get_protocol(name: str) -> Protocol:
     try:
         return PROTOCOLS[name]
     except KeyError:
-        families = "sysu/{all,indoor}/{single,multi}/{official,seeded}, regdb/trial{1..10}/{v2i,i2v}, llcm/{i2v,v2i,v2i_as_released}"
+        families = ("sysu/{all,indoor}/{single,multi}/{official,seeded}, regdb/trial{1..10}/{v2i,i2v}, "
+                    "llcm/{i2v,v2i,v2i_as_released}, folder/{i2v,v2i}")
         raise ValueError(f"unknown protocol {name!r}; known: {families}") from None

@@ -141,6 +141,8 @@ class Backbone(nn.Module):
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         if not self.two_stream:
             return self.stems[0](images)
+        if _exporting():
+            return self._stem_select(images, modality)
         if modality is None or modality.shape != images.shape[:1]:
             got = None if modality is None else tuple(modality.shape)
             raise ValueError(f"a two-stream backbone needs a per-sample modality tensor of shape "
@@ -162,6 +164,18 @@ class Backbone(nn.Module):
         inverse[torch.cat(order)] = torch.arange(images.shape[0], device=images.device)
         return x[inverse]
 
+    def _stem_select(self, images: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
+        """Export path: both stems on every image, then a per-sample choice (no data-dependent shapes).
+
+        Same result per image as the routing above (eval-mode BN is per sample),
+        at the cost of a second stem pass; ONNX and TorchScript graphs cannot
+        hold the nonzero/gather routing with a dynamic batch.
+        """
+        if modality is None:
+            raise ValueError("a two-stream backbone needs the modality input when exported")
+        infrared = (modality == INFRARED).view(-1, 1, 1, 1)
+        return torch.where(infrared, self.stems[1](images), self.stems[0](images))
+
     def forward(self, images: torch.Tensor, modality: torch.Tensor | None = None) -> torch.Tensor:
         x = self.stem(images, modality)
         for stage in STAGES:
@@ -173,6 +187,11 @@ class Backbone(nn.Module):
                 if i >= first:
                     x = blocks[i - first](x)
         return x
+
+
+def _exporting() -> bool:
+    """True while torch.jit.trace, torch.onnx.export or torch.export records the model."""
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
 
 
 def make_pool(kind: str, gem_p: float = 3.0, learnable: bool = False, gem_form: str = "clamp") -> nn.Module:

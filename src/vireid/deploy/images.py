@@ -1,0 +1,58 @@
+"""Which images to embed: a folder (recursively), one image file, or a list file of ``path [modality]`` lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vireid.data.datasets.base import IMAGE_SUFFIXES
+from vireid.data.records import parse_modality
+
+
+def list_images(source: str | Path) -> tuple[list[str], list[int | None]]:
+    """(paths, per-image modality or None) from a folder, an image file or a list file.
+
+    A list file holds one image per line, optionally followed by its modality
+    (``cam3/0001.jpg infrared``); relative paths are relative to the list's
+    folder; blank lines and ``#`` comments are skipped.
+    """
+    source = Path(source)
+    if source.is_dir():
+        paths = sorted(str(p) for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise ValueError(f"no images found under {source} (looked for {', '.join(IMAGE_SUFFIXES)} files, "
+                             "in sub-folders too)")
+        return paths, [None] * len(paths)
+    if not source.is_file():
+        raise FileNotFoundError(f"no image folder, image file or list file at {source}")
+    if source.suffix.lower() in IMAGE_SUFFIXES:
+        return [str(source)], [None]
+    paths, modalities = [], []
+    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.rsplit(maxsplit=1)
+        modality = None
+        if len(parts) == 2:
+            try:
+                modality = parse_modality(parts[1])
+                line = parts[0]
+            except ValueError:
+                modality = None  # a path with a space in it
+        path = Path(line)
+        paths.append(str(path if path.is_absolute() else source.parent / path))
+        modalities.append(modality)
+    if not paths:
+        raise ValueError(f"list file {source} names no images (expected lines 'path [visible|infrared]')")
+    return paths, modalities
+
+
+def fill_modalities(paths: list[str], modalities: list[int | None], default: str | None) -> list[int]:
+    """Per-image modalities, the default where a list line gave none; an error naming the first image with none."""
+    fallback = parse_modality(default) if default is not None else None
+    out = [m if m is not None else fallback for m in modalities]
+    missing = [p for p, m in zip(paths, out) if m is None]
+    if missing:
+        raise ValueError(f"no modality for {missing[0]} ({len(missing)} of {len(paths)} images): pass "
+                         "--modality visible|infrared or give one per line in a list file")
+    return out

@@ -1,0 +1,221 @@
+"""Search a gallery: exact chunked top-k in torch, approximate with faiss, optional k-reciprocal re-ranking.
+
+Scores are cosine similarities (features are L2-normalised), larger =
+closer: the ranking ``vireid eval`` uses (negated cosine distance).
+
+* Exact search walks the gallery in chunks, keeping a running top-k, so
+  memory is bounded by ``queries x chunk`` whatever the gallery size (CPU or
+  CUDA).
+* ``faiss`` (``pip install 'vireid[faiss]'``): ``flat`` (exact, inner
+  product), ``ivf`` (inverted lists over k-means cells, ``nprobe`` cells
+  visited) and ``hnsw`` (graph search, ``ef_search``). Approximate results
+  are only useful with their recall against exact search, which
+  :func:`recall_at_k` gives and the CLI reports.
+* Re-ranking (Zhong et al. 2017, :func:`vireid.evaluation.rerank`) needs the
+  full query-gallery and gallery-gallery distance matrices, so it is for
+  small galleries only and its results are labelled re-ranked.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+
+from vireid.utils.optional import require
+
+log = logging.getLogger(__name__)
+ANN_KINDS = ("flat", "ivf", "hnsw")
+RERANK_LIMIT = 20000
+
+
+def exact_topk(queries: torch.Tensor, gallery: torch.Tensor, k: int, chunk: int = 65536,
+               query_chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, indices), each (Q, min(k, N)), of the k largest ``q . g`` over the gallery, best first.
+
+    Runs on the gallery's device; memory is O(query_chunk x chunk). Ties go
+    to the lower gallery index.
+    """
+    if queries.dim() != 2 or gallery.dim() != 2 or queries.shape[1] != gallery.shape[1]:
+        raise ValueError(f"queries {tuple(queries.shape)} and gallery {tuple(gallery.shape)} must be (Q, D) and "
+                         "(N, D) with the same D")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n = gallery.shape[0]
+    k = min(k, n)
+    queries = queries.to(gallery.device, gallery.dtype)
+    out_s, out_i = [], []
+    for qs in range(0, queries.shape[0], query_chunk):
+        q = queries[qs:qs + query_chunk]
+        best_s = torch.full((q.shape[0], 0), -math.inf, device=gallery.device, dtype=gallery.dtype)
+        best_i = torch.zeros((q.shape[0], 0), dtype=torch.long, device=gallery.device)
+        for gs in range(0, n, chunk):
+            scores = q @ gallery[gs:gs + chunk].T
+            s, i = torch.topk(scores, min(k, scores.shape[1]), dim=1, sorted=False)
+            cand_s = torch.cat([best_s, s], 1)
+            cand_i = torch.cat([best_i, i + gs], 1)
+            # order by (score desc, index asc): sort by index first, then a stable sort by score
+            by_index = torch.argsort(cand_i, dim=1)
+            cand_s, cand_i = cand_s.gather(1, by_index), cand_i.gather(1, by_index)
+            order = torch.sort(cand_s, dim=1, descending=True, stable=True).indices[:, :k]
+            best_s, best_i = cand_s.gather(1, order), cand_i.gather(1, order)
+        out_s.append(best_s)
+        out_i.append(best_i)
+    return torch.cat(out_s).cpu(), torch.cat(out_i).cpu()
+
+
+def recall_at_k(approx: torch.Tensor, exact: torch.Tensor) -> float:
+    """Mean fraction of each query's exact top-k found in its approximate top-k."""
+    approx, exact = torch.as_tensor(approx), torch.as_tensor(exact)
+    if approx.shape != exact.shape:
+        raise ValueError(f"approximate {tuple(approx.shape)} and exact {tuple(exact.shape)} results differ in shape")
+    if exact.numel() == 0:
+        return 1.0
+    hits = (approx.unsqueeze(2) == exact.unsqueeze(1)).any(dim=1).float()
+    return float(hits.mean())
+
+
+# ---------------------------------------------------------------- faiss
+
+
+def _faiss():
+    return require("faiss", "faiss", "approximate search")
+
+
+def default_ann_params(kind: str, n: int) -> dict:
+    """Starting points, not tuned guarantees: check the recall ``vireid search`` prints.
+
+    IVF: sqrt(N) cells (at least 39 training points each, faiss's minimum),
+    32 visited; HNSW: M 32, efConstruction 80, efSearch 64 (recall@10 0.997 at
+    100k x 512 in ``benchmarks/bench_search.py``, where IVF needed far more
+    probes for 0.95; see docs/deploy.md).
+    """
+    if kind == "ivf":
+        nlist = max(1, min(int(round(math.sqrt(max(n, 1)))), max(n // 39, 1)))
+        return {"nlist": nlist, "nprobe": max(1, min(nlist, 32))}
+    if kind == "hnsw":
+        return {"m": 32, "ef_construction": 80, "ef_search": 64}
+    if kind == "flat":
+        return {}
+    raise ValueError(f"unknown faiss index kind {kind!r}; expected one of {', '.join(ANN_KINDS)}")
+
+
+def build_ann(features: torch.Tensor, kind: str, params: dict | None = None, seed: int = 0):
+    """A faiss inner-product index over L2-normalised ``features``; returns (index, params used)."""
+    faiss = _faiss()
+    x = np.ascontiguousarray(features.float().numpy())
+    n, d = x.shape
+    params = {**default_ann_params(kind, n), **(params or {})}
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "ivf":
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFFlat(quantizer, d, int(params["nlist"]), faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(seed)
+        train = x if n <= 64 * params["nlist"] else x[np.sort(rng.choice(n, 64 * params["nlist"], replace=False))]
+        index.cp.seed = seed
+        index.train(train)
+        index.nprobe = int(params["nprobe"])
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, int(params["m"]), faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = int(params["ef_construction"])
+        index.hnsw.efSearch = int(params["ef_search"])
+    else:
+        raise ValueError(f"unknown faiss index kind {kind!r}; expected one of {', '.join(ANN_KINDS)}")
+    index.add(x)
+    return index, params
+
+
+def apply_search_params(index, kind: str, params: dict) -> None:
+    if kind == "ivf":
+        index.nprobe = int(params["nprobe"])
+    elif kind == "hnsw":
+        index.hnsw.efSearch = int(params["ef_search"])
+
+
+def ann_search(index, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    scores, ids = index.search(np.ascontiguousarray(queries.float().numpy()), k)
+    return torch.from_numpy(scores), torch.from_numpy(ids).long()
+
+
+def ann_to_record(index, kind: str, params: dict) -> dict:
+    blob = _faiss().serialize_index(index)
+    return {"kind": kind, "params": params, "blob": torch.from_numpy(np.asarray(blob, dtype=np.uint8).copy())}
+
+
+def ann_from_record(record: dict):
+    faiss = _faiss()
+    index = faiss.deserialize_index(np.ascontiguousarray(record["blob"].numpy()))
+    apply_search_params(index, record["kind"], record["params"])
+    return index
+
+
+def ann_add(record: dict, features: torch.Tensor) -> dict:
+    index = ann_from_record(record)
+    index.add(np.ascontiguousarray(features.float().numpy()))
+    return ann_to_record(index, record["kind"], record["params"])
+
+
+# ---------------------------------------------------------------- re-ranking
+
+
+def rerank_topk(queries: torch.Tensor, gallery: torch.Tensor, k: int, k1: int = 20, k2: int = 6,
+                lambda_value: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
+    """(re-ranked distances, indices), each (Q, min(k, N)), smaller = closer; small galleries only."""
+    from vireid.evaluation.evaluator import euclidean_distance
+    from vireid.evaluation.reranking import rerank
+
+    if len(gallery) > RERANK_LIMIT:
+        raise ValueError(f"re-ranking builds {len(gallery)} x {len(gallery)} distance matrices; it is meant for "
+                         f"galleries up to {RERANK_LIMIT} images (this one has {len(gallery)})")
+    dist = rerank(euclidean_distance(queries, gallery), euclidean_distance(queries, queries),
+                  euclidean_distance(gallery, gallery), k1=k1, k2=k2, lambda_value=lambda_value)
+    dist = torch.as_tensor(np.asarray(dist) if not isinstance(dist, torch.Tensor) else dist).float().cpu()
+    order = torch.sort(dist, dim=1, stable=True).indices[:, :min(k, len(gallery))]
+    return dist.gather(1, order), order
+
+
+# ---------------------------------------------------------------- the whole search
+
+
+def search_index(index, queries: torch.Tensor, k: int = 10, *, method: str = "auto", rerank: bool = False,
+                 recall: bool = True, chunk: int = 65536, device: str = "cpu") -> dict:
+    """Search an :class:`~vireid.deploy.index.GalleryIndex`.
+
+    ``method``: "exact", "faiss" (the index's stored faiss structure) or
+    "auto" (faiss when the index has one and faiss is installed). Returns
+    {"scores", "indices", "method", "recall_vs_exact", "reranked"}; with
+    ``rerank`` the scores are re-ranked distances (smaller = closer).
+    """
+    index.check_width(queries)
+    queries = torch.nn.functional.normalize(queries.float(), dim=1)
+    if rerank:
+        dist, idx = rerank_topk(queries, index.features, k)
+        return {"scores": dist, "indices": idx, "method": "exact + k-reciprocal re-ranking",
+                "recall_vs_exact": None, "reranked": True}
+    if method not in ("auto", "exact", "faiss"):
+        raise ValueError(f"search method must be auto, exact or faiss, got {method!r}")
+    use_faiss = method == "faiss" or (method == "auto" and bool(index.ann))
+    if use_faiss and not index.ann:
+        raise ValueError("this index has no faiss structure; build it with 'vireid index ... --faiss hnsw' "
+                         "(or ivf/flat), or search exactly")
+    if use_faiss and method == "auto":
+        try:
+            _faiss()
+        except ImportError:
+            log.warning("the index has a %s faiss structure but faiss is not installed "
+                        "(pip install 'vireid[faiss]'); searching exactly", index.ann["kind"])
+            use_faiss = False
+    gallery = index.features.to(device)
+    if not use_faiss:
+        scores, idx = exact_topk(queries, gallery, k, chunk=chunk)
+        return {"scores": scores, "indices": idx, "method": "exact", "recall_vs_exact": 1.0, "reranked": False}
+    ann = ann_from_record(index.ann)
+    scores, idx = ann_search(ann, queries, min(k, len(index)))
+    result = {"scores": scores, "indices": idx, "method": f"faiss-{index.ann['kind']}", "recall_vs_exact": None,
+              "reranked": False}
+    if recall:
+        result["recall_vs_exact"] = recall_at_k(idx, exact_topk(queries, gallery, k, chunk=chunk)[1])
+    return result
