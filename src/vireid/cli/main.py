@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "vireid.cli.synth_domain_cmd",
     "vireid.cli.adapt_cmd",
     "vireid.cli.config_cmd",
+    "vireid.cli.train_splits_cmd",
 ]
 
 
