@@ -12,8 +12,15 @@ from vireid.app.runs import evaluate_run, resolve_config_path, train
 from vireid.config import load_config, merge
 from vireid.engine.optim import lr_factor
 from vireid.engine.trainer import TrainConfig
-from vireid.losses.msclnet import (divergence, global_complement, inter_aggregation, intra_aggregation,
-                                   local_complement, modality_ce, subclass_aggregation)
+from vireid.losses.msclnet import (
+    divergence,
+    global_complement,
+    inter_aggregation,
+    intra_aggregation,
+    local_complement,
+    modality_ce,
+    subclass_aggregation,
+)
 from vireid.methods import build_recipe
 from vireid.models import build_model
 from vireid.models.msclnet import MogrifierLSTMCell, pair_by_identity, stripes
@@ -295,16 +302,17 @@ TINY = {"data": {"height": 32, "width": 16, "p": 2, "k": 4, "workers": 0, "cache
         "train": {"epochs": 1, "milestones": [], "lr_factors": [], "lr": 0.01, "amp": "off", "log_every": 1}}
 
 
-def test_sysu_preset_trains_and_evaluates(tmp_path):
-    root = tmp_path / "sysu"
-    generate(root, "sysu", 8, seed=1, size=(32, 16), images=2, workers=1)
+@pytest.mark.parametrize("dataset, protocol", [("sysu", "sysu/all/single/seeded"), ("llcm", "llcm/i2v")])
+def test_preset_trains_and_evaluates(dataset, protocol, tmp_path):
+    root = tmp_path / dataset
+    generate(root, dataset, 8, seed=1, size=(32, 16), images=2, workers=1)
     tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(yaml.safe_dump({"_base_": str(resolve_config_path("msclnet_sysu")), **merge({}, TINY)}))
+    tiny.write_text(yaml.safe_dump({"_base_": str(resolve_config_path(f"msclnet_{dataset}")), **merge({}, TINY)}))
     out = tmp_path / "run"
     train(tiny, root, out, device="cpu", progress=False)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     logged = {"ce", "div", "local", "global", "sub", "intra", "inter"}
     assert len(records) >= 2 and logged <= set(records[-1])
     assert all(math.isfinite(records[-1][k]) for k in logged)
-    result = evaluate_run(out, root, "sysu/all/single/seeded", device="cpu", trials=[0, 1])
+    result = evaluate_run(out, root, protocol, device="cpu", trials=[0, 1])
     assert len(result.trials) == 2 and 0.0 <= result.mean["mAP"] <= 1.0

@@ -40,8 +40,15 @@ import torch.nn.functional as F
 
 from vireid.data.records import INFRARED
 from vireid.losses import wrt_loss
-from vireid.losses.msclnet import (divergence, global_complement, inter_aggregation, intra_aggregation,
-                                   local_complement, modality_ce, subclass_aggregation)
+from vireid.losses.msclnet import (
+    divergence,
+    global_complement,
+    inter_aggregation,
+    intra_aggregation,
+    local_complement,
+    modality_ce,
+    subclass_aggregation,
+)
 from vireid.methods import METHODS
 from vireid.methods.common import flip_average, head_and_backbone_groups
 from vireid.models import build_model
@@ -89,7 +96,7 @@ class RecipeSettings:
 
 @METHODS.register("msclnet")
 class MSCLNetRecipe:
-    """``method: msclnet``; config sections ``model``, ``loss``, ``recipe`` (see the dataclasses above), ``eval.flip``."""
+    """``method: msclnet``; config sections ``model``, ``loss``, ``recipe`` (the dataclasses above), ``eval.flip``."""
 
     def __init__(self, cfg: dict, num_classes: int):
         self.name = cfg["method"]
