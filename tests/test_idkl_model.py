@@ -155,9 +155,10 @@ def test_bad_inputs_raise_clear_errors():
         IDKL(num_classes=3, depth=18, pretrained="/nonexistent/missing.pth")
 
 
-def test_pretrained_checkpoint_loads_into_trunk_and_both_branches(tmp_path, capsys):
+def test_pretrained_checkpoint_loads_into_trunk_and_both_branches(tmp_path, caplog):
     from vireid.models.backbones.resnet import resnet18
 
+    caplog.set_level("INFO", logger="vireid")  # the load report is a log message (not stdout) since def2189
     torch.manual_seed(1)
     source = resnet18(num_classes=1000)
     path = tmp_path / "resnet18.pth"
@@ -167,5 +168,4 @@ def test_pretrained_checkpoint_loads_into_trunk_and_both_branches(tmp_path, caps
     assert torch.equal(model.trunk.layer2[1].bn2.running_var, source.layer2[1].bn2.running_var)
     for branch in (model.branch_sh, model.branch_sp):
         assert torch.equal(branch.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
-    report = capsys.readouterr().out
-    assert report.count("0 missing, 0 unexpected, 0 shape mismatches") == 3
+    assert caplog.text.count("0 missing, 0 unexpected, 0 shape mismatches") == 3
