@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "vireid.cli.index_cmd",
     "vireid.cli.export_cmd",
     "vireid.cli.visualize_cmd",
+    "vireid.cli.train_splits_cmd",
 ]
 
 

@@ -21,7 +21,7 @@ warm-up. :data:`REFERENCE_SCHEDULES` names each reference's settings.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 
@@ -50,8 +50,13 @@ def build_optimizer(param_groups: Iterable[dict], name: str, lr: float, weight_d
 
 def lr_factor(epoch: float, *, schedule: str, epochs: int, warmup_epochs: float = 0.0,
               warmup_start: float = 0.1, milestones: Iterable[int] = (), gamma: float = 0.1,
-              min_factor: float = 0.0) -> float:
-    """Multiplier of the base LR at (fractional) ``epoch``."""
+              min_factor: float = 0.0, factors: Sequence[float] = ()) -> float:
+    """Multiplier of the base LR at (fractional) ``epoch``.
+
+    Multistep: ``gamma ** (milestones passed)``, or, when ``factors`` is given
+    (one per milestone), the factor of the last milestone passed (MSCLNet's
+    0.1 -> 0.05 -> 0.01 -> 0.001 is ``factors: [0.5, 0.1, 0.01]``).
+    """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
     if schedule == "agw_step_warmup":
@@ -65,7 +70,10 @@ def lr_factor(epoch: float, *, schedule: str, epochs: int, warmup_epochs: float 
     if epoch < warmup_epochs:
         return warmup_start + (1.0 - warmup_start) * epoch / warmup_epochs
     if schedule == "multistep":
-        return gamma ** sum(1 for m in milestones if epoch >= m)
+        passed = sum(1 for m in milestones if epoch >= m)
+        if factors:
+            return 1.0 if passed == 0 else float(factors[passed - 1])
+        return gamma ** passed
     if schedule == "cosine":
         span = max(epochs - warmup_epochs, 1e-9)
         progress = min(max((epoch - warmup_epochs) / span, 0.0), 1.0)

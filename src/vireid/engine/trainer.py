@@ -80,6 +80,7 @@ class TrainConfig:
     schedule: str = setting("multistep", choices=SCHEDULES)
     milestones: tuple[int, ...] = setting(())
     gamma: float = setting(0.1, low=0)
+    lr_factors: tuple[float, ...] = setting((), doc="LR factor from each milestone on (replaces gamma)")
     warmup_epochs: float = setting(0.0, low=0)
     warmup_start: float = setting(0.1, low=0)
     amp: str = setting("off", choices=("off", "bf16", "fp16"), aliases={False: "off", None: "off", True: "fp16"},
@@ -93,7 +94,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "TrainConfig":
-        return parse_section(cls, cfg, "train")
+        tc = parse_section(cls, cfg, "train")
+        if tc.lr_factors and len(tc.lr_factors) != len(tc.milestones):
+            raise ValueError(f"train.lr_factors must give one factor per milestone ({len(tc.milestones)} "
+                             f"milestones: {list(tc.milestones)}), got {list(tc.lr_factors)}")
+        return tc
 
 
 class Trainer:
@@ -279,7 +284,8 @@ class Trainer:
     def _lr_factor(self, epoch: float) -> float:
         c = self.cfg
         return lr_factor(epoch, schedule=c.schedule, epochs=c.epochs, warmup_epochs=c.warmup_epochs,
-                         warmup_start=c.warmup_start, milestones=c.milestones, gamma=c.gamma)
+                         warmup_start=c.warmup_start, milestones=c.milestones, gamma=c.gamma,
+                         factors=c.lr_factors)
 
     def log(self, record: dict) -> None:
         """Append to metrics.jsonl; also to TensorBoard when it is installed."""
