@@ -6,8 +6,15 @@ import torch
 
 from vireid.app.runs import resolve_config_path
 from vireid.config import load_config
-from vireid.losses.cmlsp import (batch_hard_triplet_from_dist, local_distance, local_triplet, range_normalise,
-                                 shortest_path, stripe_distances, stripe_id_loss)
+from vireid.losses.cmlsp import (
+    batch_hard_triplet_from_dist,
+    local_distance,
+    local_triplet,
+    range_normalise,
+    shortest_path,
+    stripe_distances,
+    stripe_id_loss,
+)
 from vireid.methods import build_recipe
 from vireid.models.cmlsp import BNGlobalEnhancement, CMLSPNet
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from vireid.config import load_config
 from vireid.app.runs import resolve_config_path
+from vireid.config import load_config
 from vireid.losses.maum import modality_specific_ce, unidirectional_loss
 from vireid.methods import build_recipe
 from vireid.models.maum import MAUMNet, ProxyMemory

@@ -69,3 +69,15 @@ def test_maum_preset_trains_evaluates_and_resumes_with_the_same_memories(sysu_ro
     assert int(b["memory_visible.pushed"]) == int(a["memory_visible.pushed"]) == 2 * steps
     for key in ("memory_visible.bank", "memory_infrared.bank"):
         torch.testing.assert_close(a[key], b[key])
+
+
+@pytest.mark.parametrize("preset", ["maum_sysu", "maum_regdb", "maum_llcm", "cmlsp_sysu", "cmlsp_regdb", "cmlsp_llcm"])
+def test_every_preset_resolves_and_builds(preset):
+    from vireid.config import load_config
+    from vireid.methods import build_recipe
+
+    cfg = load_config(resolve_config_path(preset), ["model.depth=18"])
+    dataset = preset.rsplit("_", 1)[1]
+    assert cfg["data"]["dataset"] == dataset and cfg["eval"]["protocol"].startswith(dataset)
+    recipe = build_recipe(cfg, num_classes=3)
+    assert recipe.name == cfg["method"] and len(recipe.param_groups()) == 2

@@ -29,7 +29,8 @@ Local triplet (the survey's L_PA): batch-hard triplet on the shortest-path
 distance, hardest positive and hardest negative mined over both modalities,
 averaged over anchors (the survey writes sums). Local ID (L_id^lv + L_id^lt):
 one classifier per stripe, CE summed over the stripes and averaged over the
-batch's visible and thermal images together.
+batch's visible and thermal images together (the survey's sum starts at
+stripe j = 2, which we read as a slip of the text: every stripe counts).
 """
 
 from __future__ import annotations
