@@ -76,7 +76,8 @@ def test_every_preset_resolves_and_builds(preset):
     from vireid.config import load_config
     from vireid.methods import build_recipe
 
-    cfg = load_config(resolve_config_path(preset), ["model.depth=18"])
+    small = ["model.depth=18"] + (["model.non_local=[0,0,0,0]"] if preset.startswith("cmlsp") else [])
+    cfg = load_config(resolve_config_path(preset), small)
     dataset = preset.rsplit("_", 1)[1]
     assert cfg["data"]["dataset"] == dataset and cfg["eval"]["protocol"].startswith(dataset)
     recipe = build_recipe(cfg, num_classes=3)
