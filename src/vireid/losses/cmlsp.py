@@ -43,8 +43,9 @@ from .reid import id_loss
 REDUCTIONS = ("mean", "sum")
 
 
-def range_normalise(f: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """(f - mean f) / (max f - min f) over the last dimension (eps keeps a constant vector finite)."""
+def range_normalise(f: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(f - mean f) / (max f - min f) over the last dimension (eps keeps a constant vector finite and its
+    gradient of order 1 / eps at worst)."""
     centred = f - f.mean(dim=-1, keepdim=True)
     spread = f.amax(dim=-1, keepdim=True) - f.amin(dim=-1, keepdim=True)
     return centred / (spread + eps)

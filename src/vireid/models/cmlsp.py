@@ -21,8 +21,11 @@ stripe distance. vireid's readings, each a switch in ``configs/cmlsp_sysu.yaml``
   classes" the survey describes. e gets its own BN neck and classifier
   (L_id^eg) and the hetero-center triplet (L_Tri^eg);
 * local branch: the layer4 map average-pooled into h horizontal stripes, a
-  shared 1x1 conv + BN + ReLU reduction to ``local_dim`` channels (as
-  AlignedReID does; the survey gives no width), and one classifier per stripe.
+  shared 1x1 conv + BN reduction to ``local_dim`` channels (the survey gives
+  no width), and one classifier per stripe. No ReLU after the BN (AlignedReID
+  has one): in a 6-epoch CPU run of ours the BN shifts all went negative, every
+  stripe feature became 0 and the local triplet sat at its margin with no
+  gradient.
 
 Train mode returns {"global", "global_bn", "logits", "enhanced", "enhanced_bn", "logits_enhanced",
 "local" (B, h, local_dim), "logits_local" (B, h, C)}. Eval mode: ``test_feature`` -- "cat" (L2-normalised
@@ -59,12 +62,12 @@ class BNGlobalEnhancement(nn.Module):
 
 class StripeHead(nn.Module):
     """(B, C, H, W) map -> h horizontal stripe features (B, h, dim): average pool per stripe, shared 1x1
-    conv + BN + ReLU reduction."""
+    conv + BN reduction (no ReLU, so a stripe feature cannot die to all zeros)."""
 
     def __init__(self, in_channels: int, stripes: int, dim: int):
         super().__init__()
         self.stripes = stripes
-        self.reduce = nn.Sequential(nn.Conv2d(in_channels, dim, 1, bias=False), nn.BatchNorm2d(dim), nn.ReLU())
+        self.reduce = nn.Sequential(nn.Conv2d(in_channels, dim, 1, bias=False), nn.BatchNorm2d(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[2] < self.stripes:
