@@ -140,6 +140,7 @@ def test_network_shapes_gradients_and_test_features():
     out = net(images, modality)
     assert out["global"].shape == out["enhanced_bn"].shape == (4, 512)
     assert out["local"].shape == (4, 2, 16) and out["logits_local"].shape == (4, 2, 5)
+    assert bool((out["local"] < 0).any())  # BN output, no ReLU: a stripe feature cannot die to all zeros
     assert out["logits"].shape == out["logits_enhanced"].shape == (4, 5)
 
     def reached(loss, prefix):

@@ -3,7 +3,7 @@
 CM-LSP-GE (Wang, Li, Ma, "Cross-modal Local Shortest Path and Global
 Enhancement for Visible-Thermal Person Re-Identification"; survey seed 002,
 section 6) names its parts but the survey defines only the losses and the
-stripe distance. vireid's readings, each a switch in ``configs/cmlsp_sysu.yaml``:
+stripe distance. vireid's readings (their sizes are settings in ``configs/cmlsp_sysu.yaml``):
 
 * "attention-based two-stream ResNet": AGW's backbone
   (:class:`vireid.models.baseline.Backbone`: per-modality stem, shared
