@@ -77,6 +77,7 @@ class TrainConfig:
     compile: bool = False
     grad_clip: float = 0.0
     log_every: int = 10
+    time_budget_s: float = 0.0  # > 0: train this many seconds; the schedule spans the budget (see Trainer.fit)
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "TrainConfig":
@@ -87,7 +88,8 @@ class TrainConfig:
         if "epochs" not in cfg:
             raise ValueError("config key 'train.epochs' is missing")
         values = dict(cfg)
-        for name in ("lr", "weight_decay", "momentum", "gamma", "warmup_epochs", "warmup_start", "grad_clip"):
+        for name in ("lr", "weight_decay", "momentum", "gamma", "warmup_epochs", "warmup_start", "grad_clip",
+                     "time_budget_s"):
             if name in values and (isinstance(values[name], bool) or not isinstance(values[name], (int, float))):
                 raise ValueError(f"train.{name} must be a number, got {values[name]!r}")
         values["milestones"] = tuple(values.get("milestones", ()))
@@ -97,6 +99,9 @@ class TrainConfig:
             values["amp"] = "fp16"
         if values.get("amp", "off") not in ("off", "bf16", "fp16"):
             raise ValueError(f"train.amp must be off, bf16 or fp16, got {values['amp']!r}")
+        if values.get("time_budget_s", 0) < 0:
+            raise ValueError(f"train.time_budget_s must be >= 0 (0 = train for train.epochs), "
+                             f"got {values['time_budget_s']!r}")
         return cls(**values)
 
 
@@ -117,6 +122,7 @@ class Trainer:
         use_scaler = cfg.amp == "fp16" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.trained_s = 0.0  # seconds spent in training epochs (data loading included), kept across resumes
         self._stop_signal: int | None = None
         if cfg.channels_last:
             recipe.model.to(memory_format=torch.channels_last)
@@ -140,6 +146,7 @@ class Trainer:
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
+            "trained_s": self.trained_s,
             **self.extra_state,
         }
 
@@ -164,17 +171,24 @@ class Trainer:
         set_rng_state(state["rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
+        self.trained_s = float(state.get("trained_s", 0.0))
         return True
 
     # ------------------------------------------------------------------ loop
 
     def fit(self, on_step: Callable[["Trainer", dict], None] | None = None,
             on_epoch_end: Callable[["Trainer"], None] | None = None) -> None:
-        """Train to ``cfg.epochs``; ``on_epoch_end(trainer)`` runs after each epoch's checkpoint."""
+        """Train to ``cfg.epochs``; ``on_epoch_end(trainer)`` runs after each epoch's checkpoint.
+
+        With ``cfg.time_budget_s`` > 0 training instead stops at the first step boundary after that many
+        seconds of training (so methods can be compared at equal wall time), and the LR schedule is
+        stretched over the budget: at a fraction f of the budget it is at epoch ``f * cfg.epochs`` of the
+        schedule (warm-up, milestones, cosine). The last epoch may end early; it still counts as an epoch.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while self.epoch < self.cfg.epochs:
+            while not self._finished():
                 self._run_epoch(on_step)
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
                 self.save()
@@ -183,6 +197,17 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+    def _finished(self) -> bool:
+        if self.cfg.time_budget_s > 0:
+            return self.trained_s >= self.cfg.time_budget_s
+        return self.epoch >= self.cfg.epochs
+
+    def _schedule_epoch(self, steps: int) -> float:
+        """Where the LR schedule stands: the epoch (fractional), or the budget's used fraction x epochs."""
+        if self.cfg.time_budget_s > 0:
+            return self.cfg.epochs * min(self.trained_s / self.cfg.time_budget_s, 1.0)
+        return self.epoch + self.step_in_epoch / steps
 
     def _on_signal(self, signum, frame) -> None:
         self._stop_signal = signum  # acted on at the next step boundary, with a checkpoint
@@ -198,11 +223,11 @@ class Trainer:
         # disable=None: a live bar on a terminal only; logs get one summary line per epoch.
         bar = tqdm(total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                    disable=None if (self.progress and self.is_main) else True, dynamic_ncols=True, leave=False)
-        seen, start = 0, time.perf_counter()
+        seen, start, trained_before = 0, time.perf_counter(), self.trained_s
         for batch in self.batches.epoch(self.epoch, start=self.step_in_epoch):
             if self._stop_signal is not None:
                 break
-            set_lr(self.optimizer, self._lr_factor(self.epoch + self.step_in_epoch / steps))
+            set_lr(self.optimizer, self._lr_factor(self._schedule_epoch(steps)))
             batch = self.to_device(batch, self.device)
             if self.cfg.channels_last:
                 batch = _channels_last(batch)
@@ -215,10 +240,18 @@ class Trainer:
             bar.update()
             record = {"epoch": self.epoch, "step": self.step_in_epoch, "global_step": self.global_step,
                       "lr": self.optimizer.param_groups[0]["lr"], "img_per_s": rate, **terms}
-            if self.global_step % self.cfg.log_every == 0 or self.step_in_epoch == steps:
+            logged = self.global_step % self.cfg.log_every == 0 or self.step_in_epoch == steps
+            if logged:
                 self.log(record)
-            if on_step:
+            self.trained_s = trained_before + time.perf_counter() - start
+            if on_step:  # a hook's own time (e.g. measuring a learning curve) is not training time
+                hook_start = time.perf_counter()
                 on_step(self, record)
+                start += time.perf_counter() - hook_start
+            if self.cfg.time_budget_s > 0 and self.trained_s >= self.cfg.time_budget_s:
+                if not logged:
+                    self.log(record)
+                break
         bar.close()
         if self.progress and self.is_main and bar.disable and seen:
             shown = ", ".join(f"{k} {v:.3f}" for k, v in terms.items())

@@ -27,4 +27,4 @@ def build_recipe(cfg: dict, num_classes: int):
 
 
 def _import_methods() -> None:
-    from vireid.methods import baseline, dan, idkl, mbfvrd  # noqa: F401  (baseline/agw/caj, dan, idkl/idkl_paper, mbfvrd)
+    from vireid.methods import baseline, dan, idkl, mbfvrd, plain  # noqa: F401  (baseline/agw/caj, dan, idkl, mbfvrd, plain)

@@ -4,6 +4,6 @@ Importing this package registers the models in :data:`MODELS`.
 """
 
 from .registry import MODELS
-from . import baseline, idkl, mbfvrd  # noqa: F401  (registers "baseline", "idkl", "mbfvrd")
+from . import baseline, idkl, mbfvrd, plain_cnn  # noqa: F401  (registers "baseline", "idkl", "mbfvrd", "plain_cnn")
 
-__all__ = ["MODELS", "baseline", "idkl", "mbfvrd"]
+__all__ = ["MODELS", "baseline", "idkl", "mbfvrd", "plain_cnn"]

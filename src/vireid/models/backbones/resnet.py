@@ -104,6 +104,7 @@ class ResNet(nn.Module):
             if layer is not None:
                 setattr(self, name, layer)
         self.out_channels = self.inplanes if parts[-1] != "stem" else 64
+        self.stage_channels = tuple(64 * 2 ** i * block.expansion for i in range(4))
         self.fc = nn.Linear(self.out_channels, num_classes) if num_classes else None
         self._init_weights(zero_init_residual)
 
@@ -129,6 +130,10 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bn3.weight)
             elif zero_init_residual and isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
+
+    def stage(self, part: str) -> nn.Module:
+        """The module of ``part`` ("layer1" .. "layer4"), the same call as on an OSNet."""
+        return getattr(self, part)
 
     def unbuilt_prefixes(self) -> tuple[str, ...]:
         """Checkpoint key prefixes of the parts this slice does not build (to ignore when loading)."""
@@ -193,14 +198,14 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = T
     Returns {"matched", "missing", "unexpected", "shape_mismatch"} lists of
     keys (missing: in the model, not in the file; unexpected: the reverse;
     shape_mismatch: in both with different shapes, left untouched). File keys
-    starting with a prefix in ``ignore`` (default: the parts a ResNet slice
-    did not build) are counted as "ignored". ``num_batches_tracked`` buffers,
+    starting with a prefix in ``ignore`` (default: the parts a ResNet or OSNet
+    slice did not build) are counted as "ignored". ``num_batches_tracked`` buffers,
     absent from older checkpoints, are never reported missing. Prints a
     one-screen summary when ``verbose``.
     """
     source = read_state_dict(path)
     if ignore is None:
-        ignore = model.unbuilt_prefixes() if isinstance(model, ResNet) else ()
+        ignore = model.unbuilt_prefixes() if hasattr(model, "unbuilt_prefixes") else ()
     ignored = [k for k in source if k.startswith(tuple(ignore))] if ignore else []
     source = {k: v for k, v in source.items() if k not in set(ignored)}
     target = model.state_dict()
