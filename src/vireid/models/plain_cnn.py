@@ -8,7 +8,8 @@ two), global average pooling, a BN neck and a bias-free classifier -- six
 convolutions, no attention, no ImageNet weights. ``width`` 32 gives ~1.3 M
 parameters and a 256-d feature.
 
-Its outputs have the names of :class:`vireid.models.baseline.ReIDNet`'s
+The layers are :class:`vireid.models.backbones.plain.PlainTrunk`'s, which any method can use as its
+backbone (``model.backbone: plain_w32``). Its outputs have the names of :class:`vireid.models.baseline.ReIDNet`'s
 ({"map", "pooled", "bn", "logits"} in train mode, the L2-normalised BN feature
 in eval mode), so the ``plain`` recipe trains it with ID + batch-hard triplet.
 """
@@ -20,13 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.records import INFRARED, VISIBLE
+from .backbones.plain import PARTS, PlainTrunk
 from .layers import BNNeck, classifier
 from .registry import MODELS
-
-
-def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
 
 
 @MODELS.register("plain_cnn")
@@ -47,19 +44,12 @@ class PlainCNN(nn.Module):
         if not isinstance(width, int) or isinstance(width, bool) or width < 1:
             raise ValueError(f"plain_cnn width must be a positive int, got {width!r}")
         self.two_stream = bool(two_stream)
-        self.stems = nn.ModuleList(
-            nn.Sequential(conv_bn_relu(3, width, 2), conv_bn_relu(width, width), nn.MaxPool2d(2))
-            for _ in range(2 if self.two_stream else 1))
-        self.body = nn.Sequential(conv_bn_relu(width, 2 * width), nn.MaxPool2d(2),
-                                  conv_bn_relu(2 * width, 4 * width), nn.MaxPool2d(2),
-                                  conv_bn_relu(4 * width, 8 * width), conv_bn_relu(8 * width, 8 * width))
-        self.feature_dim = dim = 8 * width
+        self.stems = nn.ModuleList(PlainTrunk(width, parts=PARTS[:1]) for _ in range(2 if self.two_stream else 1))
+        self.body = PlainTrunk(width, parts=PARTS[1:])
+        self.feature_dim = dim = self.body.out_channels
         self.bn_neck = BNNeck(dim)
         self.classifier = classifier(dim, num_classes)
         self.test_normalize = test_normalize
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def head_parameters(self):
         """BN neck and classifier (the recipe's head learning-rate group)."""
