@@ -87,3 +87,20 @@ def test_seed_statistics_and_separated_pairs():
     assert "Command: `vireid ablate p.yaml`" in table and "2.0 min with 2 runs at a time" in table
     none = format_table(aggregate(runs[6:]), PLAN)
     assert "- none: at this budget the rows do not separate." in none
+
+
+@pytest.mark.parametrize("name", ["ablation_cpu.yaml", "ablation_gpu.yaml"])
+def test_shipped_plans_resolve_and_every_row_builds(name, tmp_path):
+    from conftest import REPO
+    from vireid.config import load_config
+    from vireid.engine.run import run_defaults
+    from vireid.methods import build_recipe
+
+    plan = load_plan(REPO / "benchmarks" / name)
+    assert len(plan["seeds"]) >= 3 and len(plan["rows"]) >= 12
+    for i, row in enumerate(plan["rows"]):
+        path = tmp_path / f"row{i}.yaml"
+        path.write_text(yaml.safe_dump(row_config(row, plan["budget"], seed=plan["seeds"][-1])))
+        cfg = load_config(path, defaults=run_defaults())
+        assert cfg["train"]["seed"] == plan["seeds"][-1] and cfg["train"]["time_budget_s"] > 0
+        build_recipe(cfg, num_classes=5)

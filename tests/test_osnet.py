@@ -57,3 +57,15 @@ def test_methods_run_on_osnet():
     assert out["feat_sh"].shape == (4, 128) and out["logits_sh"].shape == (4, 3)
     assert idkl.eval()(x).shape == (4, 128)
     del pids
+
+
+def test_plain_trunk_as_a_backbone():
+    x, mod = torch.randn(4, 3, 64, 32), torch.tensor([0, 0, 1, 1])
+    trunk = build_trunk("plain_w8")
+    assert trunk(x).shape == (4, 64, 4, 2) and trunk.stage_channels == (16, 32, 64, 64)
+    idkl = IDKL(num_classes=3, backbone="plain_w8")
+    assert idkl(x, mod)["feat_sp"].shape == (4, 64)
+    agw = ReIDNet(num_classes=3, backbone="plain_w8", non_local=(0, 0, 1, 1))
+    assert agw(x, mod)["pooled"].shape == (4, 64)
+    with pytest.raises(ValueError, match="unknown backbone 'plain'"):
+        build_trunk("plain")

@@ -6,6 +6,7 @@ A plan is a YAML file::
     # top-level keys starting with "_" are ignored (a place for YAML anchors shared by rows)
     protocol: sysu/all/single/seeded      # every row is evaluated with it (mean +- std over its trials)
     seeds: [0, 1, 2]                       # training seeds: each row is trained once per seed
+    device: cpu                            # or cuda / auto (default cpu)
     budget:                                # merged into every row's config (same data, budget)
       data: {height: 64, width: 32, p: 4, k: 4, workers: 0, cache: false}
       model: {depth: 18}
@@ -50,7 +51,7 @@ import yaml
 from vireid.config import merge
 from vireid.utils.io import write_text_atomic
 
-PLAN_KEYS = ("synthetic", "protocol", "budget", "rows", "trials", "seeds")
+PLAN_KEYS = ("synthetic", "protocol", "budget", "rows", "trials", "seeds", "device")
 METRICS = ("rank1", "mAP", "mINP")
 ROW_KEYS = ("name", "config", "set", "also_rerank")
 
@@ -132,7 +133,8 @@ def _train_and_evaluate(task: dict, train, evaluate) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     config = out / "ablation_config.yaml"
     write_text_atomic(config, yaml.safe_dump(task["config"], sort_keys=False))
-    train(config, task["data_root"], out, device="cpu", progress=False)
+    device = task.get("device", "cpu")
+    train(config, task["data_root"], out, device=device, progress=False)
     from vireid.engine.checkpoint import load_checkpoint
 
     state = load_checkpoint(out / "checkpoint.pt")  # a finished run is resumed (kept): its time is in here
@@ -140,7 +142,7 @@ def _train_and_evaluate(task: dict, train, evaluate) -> list[dict]:
     rows = []
     for rerank in (False, True) if task.get("also_rerank") else (False,):
         begin = time.perf_counter()
-        result = evaluate(out, task["data_root"], task["protocol"], device="cpu", trials=task["trials"],
+        result = evaluate(out, task["data_root"], task["protocol"], device=device, trials=task["trials"],
                           rerank=rerank)
         rows.append({"name": task["name"] + (" [re-ranked]" if rerank else ""), "config": task["base"],
                      "seed": task.get("seed"), "mean": result.mean, "std": result.std,
@@ -165,7 +167,7 @@ def run_ablation(plan_path: str | Path, out: str | Path, data_root: str | Path |
     tasks = [{"name": row["name"], "base": str(row["config"]), "seed": seed,
               "config": row_config(row, plan.get("budget"), seed),
               "out": str(out / slug(row["name"]) / f"seed{seed}"), "data_root": str(data_root),
-              "protocol": plan["protocol"], "trials": plan.get("trials"),
+              "protocol": plan["protocol"], "trials": plan.get("trials"), "device": plan.get("device", "cpu"),
               "also_rerank": bool(row.get("also_rerank", False))}
              for row in selected for seed in plan["seeds"]]
     start = time.perf_counter()

@@ -41,7 +41,8 @@ class Recipe(Protocol):
 
     def training_step(self, model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]: ...
 
-    # Optional: ``on_epoch_start(epoch, trainer)`` is called before each epoch's first (or resumed) step.
+    # Optional: ``on_epoch_start(epoch, trainer)`` is called before each epoch's first (or resumed) step;
+    # ``set_progress(fraction)`` before every step, with the fraction of the schedule done (0..1).
 
 
 class Batches(Protocol):
@@ -223,11 +224,16 @@ class Trainer:
         # disable=None: a live bar on a terminal only; logs get one summary line per epoch.
         bar = tqdm(total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                    disable=None if (self.progress and self.is_main) else True, dynamic_ncols=True, leave=False)
+        # Optional recipe hook: the fraction of training done (0..1), e.g. for a loss-weight ramp (IDKL).
+        set_progress = getattr(self.recipe, "set_progress", None)
         seen, start, trained_before = 0, time.perf_counter(), self.trained_s
         for batch in self.batches.epoch(self.epoch, start=self.step_in_epoch):
             if self._stop_signal is not None:
                 break
-            set_lr(self.optimizer, self._lr_factor(self._schedule_epoch(steps)))
+            position = self._schedule_epoch(steps)
+            set_lr(self.optimizer, self._lr_factor(position))
+            if set_progress is not None:
+                set_progress(min(position / max(self.cfg.epochs, 1e-9), 1.0))
             batch = self.to_device(batch, self.device)
             if self.cfg.channels_last:
                 batch = _channels_last(batch)
