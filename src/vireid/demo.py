@@ -42,7 +42,7 @@ DEMO_CONFIG = "demo_idkl"
 BASELINE_CONFIG = "demo_baseline"
 DEMO_IDS = 210     # 20% test identities: 42
 DEMO_SEED = 23     # the generator seed of the demo data; never used while tuning the demo configs (seed 11)
-DEMO_SIZE = (128, 64)
+DEMO_SIZE = (128, 64)  # generated size; the runs resize (64x32)
 PROTOCOLS = ("sysu/all/single/seeded", "sysu/indoor/single/seeded")
 SHARED_SECTIONS = ("data.", "train.")
 

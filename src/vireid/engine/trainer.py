@@ -222,7 +222,9 @@ class Trainer:
         model.train()
         steps = len(self.batches)
         # disable=None: a live bar on a terminal only; logs get one summary line per epoch.
-        bar = tqdm(total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+        label = (f"epoch {self.epoch + 1} ({self.cfg.time_budget_s:.0f} s budget)" if self.cfg.time_budget_s > 0
+                 else f"epoch {self.epoch + 1}/{self.cfg.epochs}")
+        bar = tqdm(total=steps, initial=self.step_in_epoch, desc=label,
                    disable=None if (self.progress and self.is_main) else True, dynamic_ncols=True, leave=False)
         # Optional recipe hook: the fraction of training done (0..1), e.g. for a loss-weight ramp (IDKL).
         set_progress = getattr(self.recipe, "set_progress", None)
@@ -261,8 +263,7 @@ class Trainer:
         bar.close()
         if self.progress and self.is_main and bar.disable and seen:
             shown = ", ".join(f"{k} {v:.3f}" for k, v in terms.items())
-            print(f"epoch {self.epoch + 1}/{self.cfg.epochs}: {self.step_in_epoch} steps, {rate:.0f} img/s, {shown}",
-                  flush=True)
+            print(f"{label}: {self.step_in_epoch} steps, {rate:.0f} img/s, {shown}", flush=True)
         if self._stop_signal is not None:
             self.save()
             name = signal.Signals(self._stop_signal).name
