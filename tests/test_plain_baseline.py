@@ -86,3 +86,29 @@ def test_time_budget_stops_training_and_stretches_the_schedule(tmp_path):
     assert again.global_step == steps  # a finished budget is not trained again
     with pytest.raises(ValueError, match="time_budget_s must be >= 0"):
         TrainConfig.from_dict({"epochs": 1, "time_budget_s": -1})
+
+
+def test_idkl_aux_warmup_ramps_the_terms_beyond_l_b():
+    from vireid.methods.idkl import aux_scale
+
+    assert aux_scale(0.0, 0.5) == 0.0 and aux_scale(0.25, 0.5) == 0.5 and aux_scale(0.9, 0.5) == 1.0
+    assert aux_scale(0.0, 0.0) == 1.0  # off: the published loss from the first step
+    cfg = load_config(resolve_config_path("demo_idkl"), ["model.backbone=plain_w4", "recipe.aux_warmup=0.5"],
+                      defaults=run_defaults())
+    recipe = build_recipe(cfg, num_classes=2)
+    torch.manual_seed(0)
+    batch = (torch.randn(8, 3, 32, 16), torch.tensor([0, 0, 1, 1, 0, 0, 1, 1]), torch.zeros(8, dtype=torch.long),
+             torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]))
+    recipe.model.train()
+    recipe.set_progress(0.0)
+    torch.manual_seed(1)  # the same dropout masks in both calls
+    start = recipe.training_step(recipe.model, batch)
+    s = recipe.settings
+    l_b = s.id_sh * start["ce"] + s.id_sp * start["id_pl"] + start["tri"]
+    assert float(start["aux_scale"]) == 0.0 and torch.allclose(start["loss"], l_b)
+    recipe.set_progress(1.0)
+    torch.manual_seed(1)
+    full = recipe.training_step(recipe.model, batch)
+    assert "aux_scale" not in full and float(full["loss"]) > float(l_b)
+    with pytest.raises(ValueError, match="recipe.aux_warmup must be a number in \\[0, 1\\], got 2"):
+        build_recipe({**cfg, "recipe": {"aux_warmup": 2}}, num_classes=2)
