@@ -14,10 +14,10 @@ PLAN = {
     "trials": [0, 1],
     "seeds": [0, 1],
     "budget": {"data": {"height": 32, "width": 16, "p": 2, "k": 4, "workers": 0, "cache": False},
-               "model": {"depth": 18}, "train": {"epochs": 1, "milestones": [], "seed": 0}},
+               "model": {"backbone": "plain_w4"}, "train": {"epochs": 1, "milestones": [], "seed": 0}},
     "_shared": {"anchor": 1},
     "rows": [
-        {"name": "AGW", "config": "agw_sysu", "set": {"model": {"non_local": [0, 1, 1, 0]}}},
+        {"name": "AGW", "config": "agw_sysu", "set": {"model": {"non_local": [0, 0, 1, 1]}}},
         {"name": "AGW + HcTri", "config": "agw_sysu",
          "set": {"model": {"non_local": [0, 0, 0, 0]}, "loss": {"hetero_center": 1.0}}, "also_rerank": True},
     ],
