@@ -116,6 +116,9 @@ class Trainer:
         self.to_device = to_device or _move
         self.extra_state = extra_state or {}
         self.dist = dist_info or DistInfo(0, 1, 0, self.device)
+        if cfg.time_budget_s > 0 and self.dist.world_size > 1:
+            raise ValueError("train.time_budget_s works on one process only (under torchrun each rank would stop "
+                             "at its own step and the gradient all-reduce would hang); set train.epochs instead")
         self.is_main, self.progress = self.dist.is_main, progress
         recipe.model.to(self.device)
         self.optimizer = build_optimizer(recipe.param_groups(), cfg.optimizer, cfg.lr, cfg.weight_decay,
