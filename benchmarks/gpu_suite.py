@@ -681,6 +681,8 @@ def smoke_plan(suite: Suite, plan_path: Path) -> Path:
         if "non_local" in (load_config(resolve_config_path(str(row["config"]))).get("model") or {}):
             row["set"] = merge({"model": {"non_local": smoke["non_local"]}}, row.get("set") or {})
     plan["trials"] = smoke["trials"]
+    plan["seeds"] = [0]  # one training seed per row: the smoke run checks the path, not the spread
+    plan.pop("device", None)
     path = suite.out / "ablation_smoke_plan.yaml"
     path.write_text(yaml.safe_dump(plan, sort_keys=False))
     return path

@@ -10,7 +10,7 @@ from vireid.synth.generator import generate
 from vireid.engine.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = ["data.height=32", "data.width=16", "data.p=2", "data.k=2", "data.workers=0", "data.cache=false",
-        "model.depth=18", "train.epochs=1", "train.milestones=[]", "train.amp=off"]
+        "model.depth=18", "train.epochs=1", "train.milestones=[]", "train.amp=off", "train.time_budget_s=0"]
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +146,28 @@ def test_checkpoint_from_another_method_is_refused(trained, sysu_root, tmp_path,
 
 def test_demo_writes_report_json_and_picture(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--ids", "8", *TINY]) == 0
+    assert main(["demo", "--out", str(out), "--ids", "8", "--seed", "3", *TINY, "--baseline", "model.width=4"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert [r["protocol"] for r in report["results"]] == ["sysu/all/single/seeded", "sysu/indoor/single/seeded"]
     assert report["test_identities"] >= 1 and 0 < report["chance_rank1"] <= 1
+    assert report["generator"] == {"seed": 3, "ids": 8, "size": [128, 64]}
+    idkl, plain = report["methods"]
+    assert (idkl["method"], plain["method"]) == ("IDKL", "plain CNN") and idkl["steps"] >= 1 and plain["steps"] >= 1
+    baseline_cfg = load_checkpoint(out / "baseline" / "checkpoint.pt")["config"]
+    assert baseline_cfg["train"]["time_budget_s"] == pytest.approx(idkl["trained_s"])  # same training seconds
+    assert baseline_cfg["data"]["height"] == 32 and baseline_cfg["model"]["width"] == 4  # shared + own overrides
     assert (out / "ranklist.png").stat().st_size > 0
     markdown = (out / "report.md").read_text()
-    assert "sysu/all/single/seeded (mean ± std, 10 trials)" in markdown and "ranklist.png" in markdown
+    assert "| IDKL | `demo_idkl` | `sysu/all/single/seeded` |" in markdown and "| plain CNN | `demo_baseline` |" in markdown
+    assert "| chance |" in markdown and "seed 3 and 8 identities" in markdown and "ranklist.png" in markdown
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+
+
+def test_demo_override_split():
+    from vireid.app.demo import split_overrides
+
+    shared, own = split_overrides(["data.height=32", "model.depth=18", "train.epochs=1", "terms.ip=false"])
+    assert shared == ["data.height=32", "train.epochs=1"] and own == ["model.depth=18", "terms.ip=false"]
 
 
 def test_validation_split_selects_without_the_test_set(sysu_root, tmp_path):

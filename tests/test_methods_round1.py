@@ -16,7 +16,8 @@ from vireid.methods.baseline import tri_modal
 from vireid.models.mbfvrd import MBFVRD
 
 TINY = {"data": {"height": 32, "width": 16, "p": 2, "k": 4, "workers": 0, "cache": False},
-        "model": {"depth": 18}, "train": {"epochs": 1, "milestones": [], "amp": "off", "log_every": 1}}
+        "model": {"depth": 18}, "train": {"epochs": 1, "milestones": [], "amp": "off", "log_every": 1,
+                                                "time_budget_s": 0}}
 SMALL = {"model": {"non_local": [0, 1, 1, 0]}, "train": {"warmup_epochs": 0, "lr": 0.01}}
 PROTOCOL = "sysu/all/single/seeded"
 

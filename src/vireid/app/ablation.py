@@ -5,24 +5,35 @@ A plan is a YAML file::
     synthetic: {layout: sysu, ids: 100, seed: 0, size: [64, 32], images: 3}   # vireid synth arguments
     # top-level keys starting with "_" are ignored (a place for YAML anchors shared by rows)
     protocol: sysu/all/single/seeded      # every row is evaluated with it (mean +- std over its trials)
-    budget:                                # merged into every row's config (same data, seed, epochs)
+    seeds: [0, 1, 2]                       # training seeds: each row is trained once per seed
+    device: cpu                            # or cuda / auto (default cpu)
+    budget:                                # merged into every row's config (same data, budget)
       data: {height: 64, width: 32, p: 4, k: 4, workers: 0, cache: false}
       model: {depth: 18}
-      train: {epochs: 4, milestones: [3], seed: 0}
+      train: {epochs: 4, milestones: [3]}  # or time_budget_s: 60 (same training seconds for every row)
     rows:
       - name: AGW
         config: agw_sysu                   # a shipped config name or a path
         set: {model: {non_local: [0, 2, 2, 0]}}   # merged over budget (row-specific changes)
         also_rerank: false                 # true: a second, labelled line evaluated with re-ranking
 
-Each row's resolved config is written to ``OUT/<row>/config.yaml`` and trained
-there with :func:`vireid.app.runs.train` (one torch thread per row, ``jobs``
-rows at a time; on ``device``, the CPU by default), evaluated with
-:func:`vireid.app.runs.evaluate_run` on the same device, and the
-table written to ``OUT/ablation.md`` (and ``OUT/ablation.json``). A finished
-row is not trained again (its checkpoint is resumed, i.e. kept; its training
-time is then the time between its run.json and checkpoint files). A row that
-fails (e.g. diverges) is reported as failed; the other rows still run.
+Each (row, seed) run's resolved config is written to ``OUT/<row>/seed<S>/config.yaml``
+and trained there with :func:`vireid.app.runs.train` (one torch thread per
+run, ``jobs`` runs at a time), evaluated with
+:func:`vireid.app.runs.evaluate`, and the table written to
+``OUT/ablation.md`` (and ``OUT/ablation.json``). A finished run is not
+trained again (its checkpoint is resumed, i.e. kept; its training time is
+then read from the checkpoint). A run that fails (e.g. diverges) is reported
+as failed; the other runs still go on.
+
+Why seeds: with one training run per row, the gallery-trial std is the only
+error bar, and it hides the training-seed spread, which on small data is as
+large as the differences between methods. Each row is therefore reported as
+the mean ± std *over seeds* of the per-run metric (each run's metric being
+its mean over gallery trials), with the mean within-run gallery-trial std
+beside it, and the table ends with the pairs of rows whose difference
+exceeds two standard errors (SE of a difference of means: sqrt(s1²/n1 +
+s2²/n2) with the seed stds).
 """
 
 from __future__ import annotations
@@ -40,7 +51,8 @@ import yaml
 from vireid.config import merge
 from vireid.utils.io import write_text_atomic
 
-PLAN_KEYS = ("synthetic", "protocol", "budget", "rows", "trials")
+PLAN_KEYS = ("synthetic", "protocol", "budget", "rows", "trials", "seeds", "device")
+METRICS = ("rank1", "mAP", "mINP")
 ROW_KEYS = ("name", "config", "set", "also_rerank")
 
 
@@ -68,6 +80,10 @@ def load_plan(path: str | Path) -> dict:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"{path}: duplicate row names {dupes}")
+    seeds = plan.setdefault("seeds", [0])
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        raise ValueError(f"{path}: 'seeds' must be a non-empty list of distinct ints, got {seeds!r}")
     return plan
 
 
@@ -85,12 +101,16 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "row"
 
 
-def row_config(row: dict, budget: dict) -> dict:
-    """The row's config file contents: its base config, then the budget, then the row's own changes."""
+def row_config(row: dict, budget: dict, seed: int | None = None) -> dict:
+    """The row's config file contents: its base config, then the budget, then the row's own changes
+    (then ``train.seed`` when given)."""
     from vireid.app.runs import resolve_config_path
 
     base = resolve_config_path(str(row["config"])).resolve()
-    return {"_base_": str(base), **merge(budget or {}, row.get("set") or {})}
+    cfg = merge(budget or {}, row.get("set") or {})
+    if seed is not None:
+        cfg = merge(cfg, {"train": {"seed": seed}})
+    return {"_base_": str(base), **cfg}
 
 
 def _run_row(task: dict) -> list[dict]:
@@ -104,7 +124,8 @@ def _run_row(task: dict) -> list[dict]:
     try:
         return _train_and_evaluate(task, train, evaluate_run)
     except Exception as exc:  # one failed row (e.g. a diverged run) must not lose the others' results
-        return [{"name": task["name"], "config": task["base"], "error": f"{type(exc).__name__}: {exc}"}]
+        return [{"name": task["name"], "config": task["base"], "seed": task.get("seed"),
+                 "error": f"{type(exc).__name__}: {exc}"}]
 
 
 def _train_and_evaluate(task: dict, train, evaluate) -> list[dict]:
@@ -112,29 +133,29 @@ def _train_and_evaluate(task: dict, train, evaluate) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     config = out / "ablation_config.yaml"
     write_text_atomic(config, yaml.safe_dump(task["config"], sort_keys=False))
-    ckpt, started = out / "checkpoint.pt", out / "run.json"
-    # a finished row is resumed (no training); its training time is then read off the run's files
-    earlier = ckpt.stat().st_mtime - started.stat().st_mtime if ckpt.exists() and started.exists() else None
-    start = time.perf_counter()
     device = task.get("device", "cpu")
     train(config, task["data_root"], out, device=device, progress=False)
-    trained = time.perf_counter()
-    train_s = trained - start if earlier is None else earlier
+    from vireid.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(out / "checkpoint.pt")  # a finished run is resumed (kept): its time is in here
+    train_s, steps = float(state.get("trained_s") or 0.0), state.get("global_step")
     rows = []
     for rerank in (False, True) if task.get("also_rerank") else (False,):
         begin = time.perf_counter()
         result = evaluate(out, task["data_root"], task["protocol"], device=device, trials=task["trials"],
                           rerank=rerank)
         rows.append({"name": task["name"] + (" [re-ranked]" if rerank else ""), "config": task["base"],
-                     "mean": result.mean, "std": result.std, "trials": len(result.trials),
-                     "train_s": train_s, "eval_s": time.perf_counter() - begin})
+                     "seed": task.get("seed"), "mean": result.mean, "std": result.std,
+                     "trials": len(result.trials), "train_s": train_s, "steps": steps,
+                     "eval_s": time.perf_counter() - begin})
     return rows
 
 
 def run_ablation(plan_path: str | Path, out: str | Path, data_root: str | Path | None = None,
-                 rows: list[str] | None = None, jobs: int = 2, command: str = "", device: str = "cpu") -> list[dict]:
-    """Train and evaluate the plan's rows on ``device`` (cpu, cuda or auto); returns one result dict per row
-    and writes the table."""
+                 rows: list[str] | None = None, jobs: int = 2, command: str = "",
+                 device: str | None = None) -> list[dict]:
+    """Train and evaluate the plan's rows on ``device`` (cpu, cuda or auto; default: the plan's ``device``, else
+    the CPU); returns one result dict per row and writes the table."""
     plan = load_plan(plan_path)
     selected = select_rows(plan, rows)
     out = Path(out)
@@ -145,24 +166,68 @@ def run_ablation(plan_path: str | Path, out: str | Path, data_root: str | Path |
             make_data(plan, data_root)
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    tasks = [{"name": row["name"], "base": str(row["config"]), "config": row_config(row, plan.get("budget")),
-              "out": str(out / slug(row["name"])), "data_root": str(data_root), "protocol": plan["protocol"],
-              "trials": plan.get("trials"), "also_rerank": bool(row.get("also_rerank", False)), "device": device}
-             for row in selected]
+    tasks = [{"name": row["name"], "base": str(row["config"]), "seed": seed,
+              "config": row_config(row, plan.get("budget"), seed),
+              "out": str(out / slug(row["name"]) / f"seed{seed}"), "data_root": str(data_root),
+              "protocol": plan["protocol"], "trials": plan.get("trials"), "device": device or plan.get("device", "cpu"),
+              "also_rerank": bool(row.get("also_rerank", False))}
+             for row in selected for seed in plan["seeds"]]
     start = time.perf_counter()
     if jobs == 1:
-        per_row = [_run_row(t) for t in tasks]
+        per_run = [_run_row(t) for t in tasks]
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            per_row = list(pool.map(_run_row, tasks))
-    results = [r for rows_ in per_row for r in rows_]
+            per_run = list(pool.map(_run_row, tasks))
+    runs = [r for rows_ in per_run for r in rows_]
     wall = time.perf_counter() - start
+    results = aggregate(runs)
     table = format_table(results, plan, command, wall, jobs)
     write_text_atomic(out / "ablation.md", table)
-    write_text_atomic(out / "ablation.json", json.dumps({"plan": plan, "results": results, "wall_s": wall,
-                                                         "device": device}, indent=2) + "\n")
+    write_text_atomic(out / "ablation.json", json.dumps({"plan": plan, "results": results, "runs": runs,
+                                                         "wall_s": wall}, indent=2) + "\n")
     print(table)
     return results
+
+
+def aggregate(runs: list[dict]) -> list[dict]:
+    """One entry per row name (first-seen order): mean and sample std over its seeds' run means, the mean
+    gallery-trial std, mean training time; failed seeds are listed and left out of the statistics."""
+    import numpy as np
+
+    names = list(dict.fromkeys(r["name"] for r in runs))
+    out = []
+    for name in names:
+        mine = [r for r in runs if r["name"] == name]
+        ok = [r for r in mine if "error" not in r]
+        entry = {"name": name, "config": mine[0]["config"], "seeds": [r.get("seed") for r in ok],
+                 "failed": [{"seed": r.get("seed"), "error": r["error"]} for r in mine if "error" in r]}
+        if ok:
+            values = {k: np.array([r["mean"][k] for r in ok]) for k in METRICS}
+            entry.update({
+                "n": len(ok),
+                "mean": {k: float(v.mean()) for k, v in values.items()},
+                "seed_std": {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()},
+                "trial_std": {k: float(np.mean([r["std"][k] for r in ok])) for k in METRICS},
+                "per_seed": {k: [float(x) for x in v] for k, v in values.items()},
+                "trials": ok[0]["trials"], "train_s": float(np.mean([r["train_s"] for r in ok])),
+                "eval_s": float(np.mean([r["eval_s"] for r in ok]))})
+        out.append(entry)
+    return out
+
+
+def separated_pairs(results: list[dict], metric: str = "rank1", z: float = 2.0) -> list[tuple[str, str, float, float]]:
+    """(better, worse, difference, its standard error) for every pair of rows whose means differ by more
+    than ``z`` standard errors, SE = sqrt(s1²/n1 + s2²/n2) from the seed stds (rows with >= 2 seeds)."""
+    rows = [r for r in results if r.get("n", 0) >= 2]
+    pairs = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            diff = a["mean"][metric] - b["mean"][metric]
+            se = (a["seed_std"][metric] ** 2 / a["n"] + b["seed_std"][metric] ** 2 / b["n"]) ** 0.5
+            if abs(diff) > z * se:
+                better, worse = (a, b) if diff > 0 else (b, a)
+                pairs.append((better["name"], worse["name"], abs(diff), se))
+    return sorted(pairs, key=lambda p: -p[2] / max(p[3], 1e-12))
 
 
 def make_data(plan: dict, root: Path) -> None:
@@ -182,20 +247,33 @@ def _pm(mean: float, std: float) -> str:
 
 def format_table(results: list[dict], plan: dict, command: str = "", wall: float | None = None,
                  jobs: int = 1) -> str:
-    trials = next((r["trials"] for r in results if "error" not in r), 0)
-    lines = [f"Protocol `{plan['protocol']}`, mean ± std over {trials} gallery trials (%), one training run per row.",
+    """The markdown table of :func:`aggregate`'s rows, then the pairs separated by > 2 standard errors."""
+    trials = next((r["trials"] for r in results if "mean" in r), 0)
+    seeds = plan.get("seeds", [0])
+    lines = [f"Protocol `{plan['protocol']}`. Each row trained with seeds {seeds}; a cell is the mean ± std over "
+             f"seeds of the run's metric (each run's metric = its mean over {trials} gallery trials), in %; "
+             f"`trial std` is the mean within-run gallery-trial std of R1.",
              "",
-             "| row | config | R1 | mAP | mINP | train s | eval s |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| row | config | seeds | R1 | mAP | mINP | R1 trial std | train s | eval s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
-        if "error" in r:
-            lines.append(f"| {r['name']} | {r['config']} | failed: {r['error'][:200]} | | | | |")
+        failed = "; ".join(f"seed {f['seed']} failed: {f['error'][:120]}" for f in r.get("failed", []))
+        if "mean" not in r:
+            lines.append(f"| {r['name']} | {r['config']} | 0 | {failed} | | | | | |")
             continue
-        m, s = r["mean"], r["std"]
-        lines.append(f"| {r['name']} | {r['config']} | {_pm(m['rank1'], s['rank1'])} | {_pm(m['mAP'], s['mAP'])} "
-                     f"| {_pm(m['mINP'], s['mINP'])} | {r['train_s']:.0f} | {r['eval_s']:.0f} |")
+        m, s = r["mean"], r["seed_std"]
+        note = f" ({failed})" if failed else ""
+        lines.append(f"| {r['name']} | {r['config']} | {r['n']}{note} | {_pm(m['rank1'], s['rank1'])} "
+                     f"| {_pm(m['mAP'], s['mAP'])} | {_pm(m['mINP'], s['mINP'])} | {100 * r['trial_std']['rank1']:.1f} "
+                     f"| {r['train_s']:.0f} | {r['eval_s']:.0f} |")
+    pairs = separated_pairs(results)
+    lines += ["", "Rows whose R1 differs by more than two standard errors (SE from the seed stds):"]
+    if pairs:
+        lines += [f"- {a} > {b}: {100 * d:.1f} points (SE {100 * se:.1f})" for a, b, d, se in pairs]
+    else:
+        lines.append("- none: at this budget the rows do not separate.")
     if wall is not None:
-        lines += ["", f"Total wall time {wall / 60:.1f} min with {jobs} rows at a time, one torch thread each "
+        lines += ["", f"Total wall time {wall / 60:.1f} min with {jobs} runs at a time, one torch thread each "
                       f"(cpu count {os.cpu_count()})."]
     if command:
         lines += ["", f"Command: `{command}`"]

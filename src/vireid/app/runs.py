@@ -131,7 +131,7 @@ def _source_batches(data: dict, root, seed: int, info):
 
 
 def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_classes: int, resume,
-         progress: bool) -> Path:
+         progress: bool, on_step=None) -> Path:
     """Write the run's config and environment, then train (or resume) it to the end."""
     out = Path(out)
     if info.is_main:
@@ -150,7 +150,7 @@ def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_c
     validate = None
     if getattr(batches, "validation", None) and info.is_main:
         validate = _validator(recipe, batches.validation, data, int(cfg["eval"]["val_every"]))
-    trainer.fit(on_epoch_end=validate)
+    trainer.fit(on_step=on_step, on_epoch_end=validate)
     barrier(info)
     return out / CHECKPOINT_NAME
 
@@ -190,8 +190,11 @@ def evaluate_distances(dist, query, gallery) -> dict:
 
 
 def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=(), *, device: str = "auto",
-          resume: str | Path | None = None, progress: bool = True) -> Path:
-    """Train (or continue) the run in ``out``. Returns the checkpoint path."""
+          resume: str | Path | None = None, progress: bool = True, on_step=None) -> Path:
+    """Train (or continue) the run in ``out``. Returns the checkpoint path.
+
+    ``on_step(trainer, record)`` runs after every step (its own time is not counted as training time;
+    ``scripts/learning_curves.py`` uses it to measure rank-1 against training time)."""
     cfg, data, tc, info, seed = _prepare(config, overrides, device)
     if data["caj_view"] == "raw" and not (cfg.get("recipe") or {}).get("channel_exchange"):
         raise ValueError("data.caj_view: raw adds CAJ's second visible view, which only the tri-modal batch uses; "
@@ -199,7 +202,7 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
     with _exclusive(out, info):
         batches = _source_batches(data, data_root, seed, info)
         recipe = build_recipe(cfg, batches.num_classes)
-        return _fit(recipe, batches, tc, cfg, data, out, info, seed, batches.num_classes, resume, progress)
+        return _fit(recipe, batches, tc, cfg, data, out, info, seed, batches.num_classes, resume, progress, on_step)
 
 
 def _exclusive(out, info):

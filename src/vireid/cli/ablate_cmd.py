@@ -9,18 +9,19 @@ import sys
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "ablate", help="train and evaluate the variants of an ablation plan on synthetic data; write a table",
-        description="Train every row of an ablation plan (YAML: synthetic data, protocol, shared budget, rows) "
-                    "with identical data, seed and budget, evaluate each under the plan's protocol and write "
-                    "OUT/ablation.md (R1, mAP, mINP mean ± std over the trials; wall times). "
-                    "Example plan: benchmarks/ablation_round1.yaml.")
+        description="Train every row of an ablation plan (YAML: synthetic data, protocol, seeds, shared budget, "
+                    "rows) once per training seed with identical data and budget, evaluate each run under the "
+                    "plan's protocol and write OUT/ablation.md (R1, mAP, mINP as mean ± std over seeds, the "
+                    "gallery-trial std, wall times, and the pairs of rows more than two standard errors apart). "
+                    "Plans: benchmarks/ablation_cpu.yaml, benchmarks/ablation_gpu.yaml.")
     parser.add_argument("plan", help="ablation plan YAML")
     parser.add_argument("--out", required=True, help="output folder (one run folder per row, the table, the data)")
     parser.add_argument("--rows", default=None,
                         help="comma-separated row names to run (default: all rows of the plan)")
     parser.add_argument("--data-root", default=None,
                         help="existing dataset root (default: generate the plan's synthetic data in OUT/data)")
-    parser.add_argument("--jobs", type=int, default=2, help="rows trained at once, one torch thread each (2)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto: where rows train and evaluate")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one torch thread each (2)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the plan's device, else cpu)")
     parser.set_defaults(func=run)
 
 

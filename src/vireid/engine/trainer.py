@@ -45,7 +45,8 @@ class Recipe(Protocol):
 
     def training_step(self, model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]: ...
 
-    # Optional: ``on_epoch_start(epoch, trainer)`` is called before each epoch's first (or resumed) step.
+    # Optional: ``on_epoch_start(epoch, trainer)`` is called before each epoch's first (or resumed) step;
+    # ``set_progress(fraction)`` before every step, with the fraction of the schedule done (0..1).
 
 
 class Batches(Protocol):
@@ -91,6 +92,7 @@ class TrainConfig:
     log_every: int = setting(10, low=1)
     seed: int = setting(0)
     deterministic: bool = setting(False)
+    time_budget_s: float = setting(0.0, low=0, doc="> 0: train this many seconds; the schedule spans the budget")
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "TrainConfig":
@@ -111,6 +113,9 @@ class Trainer:
         self.to_device = to_device or _move
         self.extra_state = extra_state or {}
         self.dist = dist_info or DistInfo(0, 1, 0, self.device)
+        if cfg.time_budget_s > 0 and self.dist.world_size > 1:
+            raise ValueError("train.time_budget_s works on one process only (under torchrun each rank would stop "
+                             "at its own step and the gradient all-reduce would hang); set train.epochs instead")
         self.is_main, self.progress = self.dist.is_main, progress
         recipe.model.to(self.device)
         self.optimizer = build_optimizer(recipe.param_groups(), cfg.optimizer, cfg.lr, cfg.weight_decay,
@@ -118,6 +123,7 @@ class Trainer:
         use_scaler = cfg.amp == "fp16" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.trained_s = 0.0  # seconds spent in training epochs (data loading included), kept across resumes
         self._stop_signal: int | None = None
         if cfg.channels_last:
             recipe.model.to(memory_format=torch.channels_last)
@@ -141,6 +147,7 @@ class Trainer:
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
+            "trained_s": self.trained_s,
             **self.extra_state,
         }
 
@@ -165,19 +172,26 @@ class Trainer:
         set_rng_state(state["rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
+        self.trained_s = float(state.get("trained_s", 0.0))
         return True
 
     # ------------------------------------------------------------------ loop
 
     def fit(self, on_step: Callable[["Trainer", dict], None] | None = None,
             on_epoch_end: Callable[["Trainer"], None] | None = None) -> None:
-        """Train to ``cfg.epochs``; ``on_epoch_end(trainer)`` runs after each epoch's checkpoint."""
+        """Train to ``cfg.epochs``; ``on_epoch_end(trainer)`` runs after each epoch's checkpoint.
+
+        With ``cfg.time_budget_s`` > 0 training instead stops at the first step boundary after that many
+        seconds of training (so methods can be compared at equal wall time), and the LR schedule is
+        stretched over the budget: at a fraction f of the budget it is at epoch ``f * cfg.epochs`` of the
+        schedule (warm-up, milestones, cosine). The last epoch may end early; it still counts as an epoch.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.is_main:
             self.log_schedule()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while self.epoch < self.cfg.epochs:
+            while not self._finished():
                 self._run_epoch(on_step)
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
                 self.save()
@@ -208,6 +222,17 @@ class Trainer:
                  self.cfg.epochs, "" if fixed else "about ", total, _sampler_batch(self.batches))
         return info
 
+    def _finished(self) -> bool:
+        if self.cfg.time_budget_s > 0:
+            return self.trained_s >= self.cfg.time_budget_s
+        return self.epoch >= self.cfg.epochs
+
+    def _schedule_epoch(self, steps: int) -> float:
+        """Where the LR schedule stands: the epoch (fractional), or the budget's used fraction x epochs."""
+        if self.cfg.time_budget_s > 0:
+            return self.cfg.epochs * min(self.trained_s / self.cfg.time_budget_s, 1.0)
+        return self.epoch + self.step_in_epoch / steps
+
     def _on_signal(self, signum, frame) -> None:
         self._stop_signal = signum  # acted on at the next step boundary, with a checkpoint
 
@@ -220,13 +245,20 @@ class Trainer:
         model.train()
         steps = self.epoch_length(self.epoch)
         # disable=None: a live bar on a terminal only; logs get one summary line per epoch.
-        bar = tqdm(total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+        label = (f"epoch {self.epoch + 1} ({self.cfg.time_budget_s:.0f} s budget)" if self.cfg.time_budget_s > 0
+                 else f"epoch {self.epoch + 1}/{self.cfg.epochs}")
+        bar = tqdm(total=steps, initial=self.step_in_epoch, desc=label,
                    disable=None if (self.progress and self.is_main) else True, dynamic_ncols=True, leave=False)
-        seen, start = 0, time.perf_counter()
+        # Optional recipe hook: the fraction of training done (0..1), e.g. for a loss-weight ramp (IDKL).
+        set_progress = getattr(self.recipe, "set_progress", None)
+        seen, start, trained_before = 0, time.perf_counter(), self.trained_s
         for batch in self.batches.epoch(self.epoch, start=self.step_in_epoch):
             if self._stop_signal is not None:
                 break
-            set_lr(self.optimizer, self._lr_factor(self.epoch + self.step_in_epoch / steps))
+            position = self._schedule_epoch(steps)
+            set_lr(self.optimizer, self._lr_factor(position))
+            if set_progress is not None:
+                set_progress(min(position / max(self.cfg.epochs, 1e-9), 1.0))
             batch = self.to_device(batch, self.device)
             if self.cfg.channels_last:
                 batch = _channels_last(batch)
@@ -239,15 +271,22 @@ class Trainer:
             bar.update()
             record = {"epoch": self.epoch, "step": self.step_in_epoch, "global_step": self.global_step,
                       "lr": self.optimizer.param_groups[0]["lr"], "img_per_s": rate, **terms}
-            if self.global_step % self.cfg.log_every == 0 or self.step_in_epoch == steps:
+            logged = self.global_step % self.cfg.log_every == 0 or self.step_in_epoch == steps
+            if logged:
                 self.log(record)
-            if on_step:
+            self.trained_s = trained_before + time.perf_counter() - start
+            if on_step:  # a hook's own time (e.g. measuring a learning curve) is not training time
+                hook_start = time.perf_counter()
                 on_step(self, record)
+                start += time.perf_counter() - hook_start
+            if self.cfg.time_budget_s > 0 and self.trained_s >= self.cfg.time_budget_s:
+                if not logged:
+                    self.log(record)
+                break
         bar.close()
         if self.progress and self.is_main and bar.disable and seen:
             shown = ", ".join(f"{k} {v:.3f}" for k, v in terms.items())
-            print(f"epoch {self.epoch + 1}/{self.cfg.epochs}: {self.step_in_epoch} steps, {rate:.0f} img/s, {shown}",
-                  flush=True)
+            print(f"{label}: {self.step_in_epoch} steps, {rate:.0f} img/s, {shown}", flush=True)
         if self._stop_signal is not None:
             self.save()
             name = signal.Signals(self._stop_signal).name

@@ -26,7 +26,8 @@ def rank_list_image(distmat, query: Sequence[Sample], gallery: Sequence[Sample],
                     mark_modality: bool = True) -> Image.Image:
     """One row per query index in ``rows``: the query (grey border), a gap, then its top_k gallery images.
 
-    Ranking is by ascending distance with ties by gallery index, the order the metrics use.
+    Ranking is by ascending distance with ties by gallery index, the order the metrics use. With
+    ``mark_modality`` each image gets its modality tag (:data:`MODALITY_TAGS`) in its top-left corner.
     """
     dist = torch.as_tensor(np.asarray(distmat) if not isinstance(distmat, torch.Tensor) else distmat).cpu()
     if dist.shape != (len(query), len(gallery)):

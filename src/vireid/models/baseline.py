@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.records import INFRARED, VISIBLE
-from .backbones.resnet import build_resnet, load_pretrained, pretrained_path
+from .backbones import build_trunk, load_pretrained
+from .backbones.resnet import pretrained_path
 from .layers import BNNeck, GeM, classifier
 from .registry import MODELS
 
@@ -90,6 +91,11 @@ def non_local_state_from_agw(state: dict) -> dict:
     return out
 
 
+def stage_blocks(stage: nn.Module) -> list[nn.Module]:
+    """The blocks of a stage (a ResNet layer, an OSNet conv2-4), or the stage itself (OSNet's conv5)."""
+    return list(stage) if isinstance(stage, nn.Sequential) else [stage]
+
+
 def _check_non_local(non_local, blocks: tuple[int, ...]) -> tuple[int, ...]:
     counts = tuple(non_local or (0, 0, 0, 0))
     if len(counts) != 4 or any(not isinstance(n, int) or n < 0 for n in counts):
@@ -105,34 +111,37 @@ class Backbone(nn.Module):
     """ResNet trunk with an optional per-modality stem and AGW-style non-local blocks.
 
     Args:
-        depth: 18, 34 or 50.
+        depth: 18, 34 or 50 (ResNet).
         last_stride: stride of layer4 (1 for re-ID).
         pretrained: torchvision-named ImageNet checkpoint, loaded into each stem and the shared layers.
         two_stream: one stem per modality (AGW) instead of a shared one.
         non_local: per stage, how many of its last blocks are followed by a non-local block.
         non_local_width: inner width of the non-local blocks ("agw" = 1 channel, "half" = C/2, or an int).
+        backbone: "resnet" (``depth``) or an OSNet width ("osnet_x1_0", ..., "osnet_x0_25"); see
+            :func:`vireid.models.backbones.build_trunk`.
 
     ``forward(images, modality)`` -> the layer4 map; ``modality`` (B,) holds
     VISIBLE (0) / INFRARED (1) per sample and is required when two_stream.
     """
 
     def __init__(self, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
-                 two_stream: bool = True, non_local=(0, 0, 0, 0), non_local_width: str | int = "agw"):
+                 two_stream: bool = True, non_local=(0, 0, 0, 0), non_local_width: str | int = "agw",
+                 backbone: str = "resnet"):
         super().__init__()
         self.two_stream = bool(two_stream)
         stems = 2 if self.two_stream else 1
-        self.stems = nn.ModuleList(build_resnet(depth, parts=("stem",)) for _ in range(stems))
-        self.layers = build_resnet(depth, parts=STAGES, last_stride=last_stride)
+        self.stems = nn.ModuleList(build_trunk(backbone, depth, parts=("stem",)) for _ in range(stems))
+        self.layers = build_trunk(backbone, depth, parts=STAGES, last_stride=last_stride)
         weights = pretrained_path(pretrained)
         if weights:
             for part in (*self.stems, self.layers):
                 load_pretrained(part, weights)
-        blocks = tuple(len(getattr(self.layers, s)) for s in STAGES)
+        blocks = tuple(len(stage_blocks(self.layers.stage(s))) for s in STAGES)
         self.non_local_counts = _check_non_local(non_local, blocks)
         self.non_local = nn.ModuleDict()
         for i, (stage, n) in enumerate(zip(STAGES, self.non_local_counts)):
             if n:
-                channels = 64 * 2 ** i * type(getattr(self.layers, stage)[0]).expansion
+                channels = self.layers.stage_channels[i]
                 self.non_local[stage] = nn.ModuleList(NonLocal(channels, non_local_width) for _ in range(n))
         self.out_channels = self.layers.out_channels
 
@@ -179,7 +188,7 @@ class Backbone(nn.Module):
     def forward(self, images: torch.Tensor, modality: torch.Tensor | None = None) -> torch.Tensor:
         x = self.stem(images, modality)
         for stage in STAGES:
-            layer = getattr(self.layers, stage)
+            layer = stage_blocks(self.layers.stage(stage))
             blocks = self.non_local[stage] if stage in self.non_local else ()
             first = len(layer) - len(blocks)  # non-local blocks follow the last len(blocks) blocks
             for i, block in enumerate(layer):
@@ -222,7 +231,7 @@ class ReIDNet(nn.Module):
 
     Args:
         num_classes: training identities.
-        depth, last_stride, pretrained, two_stream, non_local, non_local_width: see :class:`Backbone`.
+        depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone: see :class:`Backbone`.
         pool: "gem" or "avg"; gem_p, gem_learnable: the GeM exponent (3, fixed in AGW);
             gem_form: "root_eps" is AGW's eps placement, "clamp" IDKL's (see :class:`~vireid.models.layers.GeM`).
         classifier_std: N(0, std) classifier init (AGW: 0.001; None = PyTorch default).
@@ -244,11 +253,11 @@ class ReIDNet(nn.Module):
                  two_stream: bool = True, non_local=AGW_NON_LOCAL, non_local_width: str | int = "agw",
                  pool: str = "gem", gem_p: float = 3.0, gem_learnable: bool = False, gem_form: str = "clamp",
                  classifier_std: float | None = 0.001, test_feature: str = "bn", test_normalize: bool = True,
-                 bn_neck_std: float = 0.0):
+                 bn_neck_std: float = 0.0, backbone: str = "resnet"):
         super().__init__()
         if test_feature not in TEST_FEATURES:
             raise ValueError(f"test_feature must be one of {TEST_FEATURES}, got {test_feature!r}")
-        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width)
+        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone)
         self.feature_dim = dim = self.backbone.out_channels
         self.pool = make_pool(pool, gem_p, gem_learnable, gem_form)
         self.bn_neck = BNNeck(dim)

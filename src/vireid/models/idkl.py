@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones.resnet import build_resnet, load_pretrained, pretrained_path
+from .backbones import build_trunk, load_pretrained
+from .backbones.resnet import pretrained_path
 from .layers import BNNeck, GeM, InformationPurifier, ModalityHead, classifier, grad_reverse
 from .registry import MODELS
 
@@ -61,6 +62,8 @@ class IDKL(nn.Module):
             specific BN-neck output as in Eq. 5 and 18).
         raw_sp_reid: also return the unpurified specific feature and logits (paper Eq. 5).
         test_normalize: L2-normalise the test feature.
+        backbone: "resnet" (``depth``) or an OSNet width ("osnet_x1_0", ..., "osnet_x0_25"): the trunk is
+            stem + layer1 + layer2 (OSNet: conv1-conv3), each branch layer3 + layer4 (OSNet: conv4, conv5).
     """
 
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
@@ -69,7 +72,7 @@ class IDKL(nn.Module):
                  reduction: int = 16, confuser: str = "pseudo", grl_coef: float = 1.0, num_confusers: int = 1,
                  num_discriminators: int = 1, head_input: str = "bnneck", entropy_classifier: str = "separate",
                  raw_sp_reid: bool = False, head_hidden: int = 100, head_dropout: float = 0.5,
-                 test_normalize: bool = False):
+                 test_normalize: bool = False, backbone: str = "resnet"):
         super().__init__()
         _choice("gates", gates, ("pixel", "se"))
         _choice("gate_pool", gate_pool, ("gem", "avg"))
@@ -79,9 +82,9 @@ class IDKL(nn.Module):
         if num_confusers < 1 or num_discriminators < 1:
             raise ValueError(f"need at least one confuser and one discriminator, got {num_confusers} "
                              f"and {num_discriminators}")
-        self.trunk = build_resnet(depth, parts=TRUNK)
-        self.branch_sh = build_resnet(depth, parts=BRANCH, last_stride=last_stride)
-        self.branch_sp = build_resnet(depth, parts=BRANCH, last_stride=last_stride)
+        self.trunk = build_trunk(backbone, depth, parts=TRUNK)
+        self.branch_sh = build_trunk(backbone, depth, parts=BRANCH, last_stride=last_stride)
+        self.branch_sp = build_trunk(backbone, depth, parts=BRANCH, last_stride=last_stride)
         weights = pretrained_path(pretrained)
         if weights:
             for part in (self.trunk, self.branch_sh, self.branch_sp):

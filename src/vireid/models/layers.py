@@ -28,11 +28,13 @@ def gem_root_eps(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e
 
     The eps sits inside the root, so an all-zero channel pools to eps^(1/p)
     (1e-4 for p = 3), where :func:`gem` gives its clamp value (1e-6); a
-    negative mean would be NaN (AGW pools post-ReLU maps, never negative).
+    negative mean would be NaN. AGW pools post-ReLU maps, so clamping at 0 changes
+    nothing there; it keeps the form usable on backbones whose last map is not
+    rectified (OSNet, the plain CNN).
     """
     if x.dim() != 4:
         raise ValueError(f"gem expects a (B, C, h, w) map, got shape {tuple(x.shape)}")
-    return (x.pow(p).mean(dim=(2, 3)) + eps).pow(1.0 / p)
+    return (x.clamp_min(0).pow(p).mean(dim=(2, 3)) + eps).pow(1.0 / p)
 
 
 GEM_FORMS = ("clamp", "root_eps")

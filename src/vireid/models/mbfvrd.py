@@ -48,7 +48,7 @@ class MBFVRD(nn.Module):
 
     Args:
         num_classes: training identities.
-        depth, last_stride, pretrained, two_stream, non_local, non_local_width: see
+        depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone: see
             :class:`vireid.models.baseline.Backbone` (AGW's settings by default).
         gem_p, gem_learnable: initial GeM exponent of both branches (3, learnable).
         gem_p_min: lower clamp of a learnable p (1 = average pooling; None = no clamp). Ours: trained at
@@ -65,11 +65,12 @@ class MBFVRD(nn.Module):
                  two_stream: bool = True, non_local=AGW_NON_LOCAL, non_local_width: str | int = "agw",
                  gem_p: float = 3.0, gem_learnable: bool = True, gem_p_min: float | None = 1.0,
                  ib_widths=(1024, 512),
-                 classifier_std: float | None = 0.001, test_feature: str = "cat", test_normalize: bool = True):
+                 classifier_std: float | None = 0.001, test_feature: str = "cat", test_normalize: bool = True,
+                 backbone: str = "resnet"):
         super().__init__()
         if test_feature not in TEST_FEATURES:
             raise ValueError(f"MBFVRD test_feature must be one of {TEST_FEATURES}, got {test_feature!r}")
-        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width)
+        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone)
         dim = self.backbone.out_channels
         self.pool1 = GeM(gem_p, learnable=gem_learnable, p_min=gem_p_min)
         self.pool2 = GeM(gem_p, learnable=gem_learnable, p_min=gem_p_min)

@@ -115,6 +115,7 @@ class ResNet(nn.Module):
             if layer is not None:
                 setattr(self, name, layer)
         self.out_channels = self.inplanes if parts[-1] != "stem" else 64
+        self.stage_channels = tuple(64 * 2 ** i * block.expansion for i in range(4))
         self.fc = nn.Linear(self.out_channels, num_classes) if num_classes else None
         self._init_weights(zero_init_residual)
 
@@ -140,6 +141,10 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bn3.weight)
             elif zero_init_residual and isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
+
+    def stage(self, part: str) -> nn.Module:
+        """The module of ``part`` ("layer1" .. "layer4"), the same call as on an OSNet."""
+        return getattr(self, part)
 
     def unbuilt_prefixes(self) -> tuple[str, ...]:
         """Checkpoint key prefixes of the parts this slice does not build (to ignore when loading)."""
@@ -218,6 +223,11 @@ def require_pretrained(model_cfg: dict) -> str | None:
     model_cfg = model_cfg or {}
     if "depth" not in model_cfg and "pretrained" not in model_cfg:
         return None  # a network without a ResNet backbone setting (e.g. a small CNN of its own)
+    if model_cfg.get("backbone", "resnet") != "resnet":  # OSNet / plain CNN: no reference start to insist on
+        path = pretrained_path(model_cfg.get("pretrained"))
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"pretrained weights not found: {path} (model.pretrained)")
+        return path
     value = model_cfg.get("pretrained")
     depth = model_cfg.get("depth", 50)
     if depth == 50 and (value is None or (isinstance(value, str) and not value.strip())):
@@ -260,14 +270,14 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = T
     Returns {"matched", "missing", "unexpected", "shape_mismatch"} lists of
     keys (missing: in the model, not in the file; unexpected: the reverse;
     shape_mismatch: in both with different shapes, left untouched). File keys
-    starting with a prefix in ``ignore`` (default: the parts a ResNet slice
-    did not build) are counted as "ignored". ``num_batches_tracked`` buffers,
+    starting with a prefix in ``ignore`` (default: the parts a ResNet or OSNet
+    slice did not build) are counted as "ignored". ``num_batches_tracked`` buffers,
     absent from older checkpoints, are never reported missing. Prints a
     one-screen summary (with the file's sha256) to the ``vireid`` log when ``verbose``.
     """
     source = read_state_dict(path)
     if ignore is None:
-        ignore = model.unbuilt_prefixes() if isinstance(model, ResNet) else ()
+        ignore = model.unbuilt_prefixes() if hasattr(model, "unbuilt_prefixes") else ()
     ignored = [k for k in source if k.startswith(tuple(ignore))] if ignore else []
     source = {k: v for k, v in source.items() if k not in set(ignored)}
     target = model.state_dict()
