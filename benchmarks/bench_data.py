@@ -42,7 +42,7 @@ def bench_loader(dataset: ImageDataset, train, workers: int, batches: int, batch
     vis, ir = train_transform("visible"), train_transform("infrared")
     generator = torch.Generator().manual_seed(0)
     seen, start = 0, None
-    for number, (images, pids, camids, modalities) in enumerate(loader):
+    for number, (images, _pids, _camids, _modalities) in enumerate(loader):
         if batched:
             half = len(images) // 2  # the sampler puts visible first, then infrared
             images = torch.cat([vis(images[:half], generator), ir(images[half:], generator)])

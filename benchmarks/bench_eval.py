@@ -175,7 +175,8 @@ def main():
             extra = f", peak extra {row['peak_extra_mib']:.0f} MiB"
             if "peak_over_n2x4" in row:
                 extra += f" = {row['peak_over_n2x4']:.2f} x N^2 x 4 B"
-        print(f"{name:15s} {median * 1000:8.1f} ms, cpu {cpu * 1000:8.1f} ms  (reference {REFERENCE_SECONDS[name]:.2f} s, "
+        print(f"{name:15s} {median * 1000:8.1f} ms, cpu {cpu * 1000:8.1f} ms  "
+              f"(reference {REFERENCE_SECONDS[name]:.2f} s, "
               f"{row['speedup']:.0f}x, goal {GOALS[name]}x){extra}")
     if args.json:
         with open(args.json, "w") as handle:

@@ -94,7 +94,6 @@ PROFILES = {
         # ResNet-18 at 32x16 for every row; AGW's non-local placement shrinks to ResNet-18's 2 layer3 blocks.
         "ablation_smoke": {"budget": {"data": {"height": 32, "width": 16, "p": 3, "k": 4, "workers": 0,
                                                "cache": False, "sampler": "balanced"},
-                                      "model": {"depth": 18},
                                       "train": {"epochs": 1, "milestones": [], "amp": "off", "channels_last": False}},
                            "non_local": [0, 2, 2, 0], "trials": [0]},
         "budgets": {"data": 60, "eval": 60, "flops": 60, "model": 60, "pipeline": 60, "inference": 60,
@@ -409,9 +408,9 @@ class MethodContext:
     """One method's recipe, trainer and FLOP count, shared by its stages (one model, eager or compiled)."""
 
     def __init__(self, suite: Suite, name: str):
+        from vireid.app.runs import data_settings, resolve_config_path, run_defaults
         from vireid.config import load_config
         from vireid.engine.optim import set_lr
-        from vireid.app.runs import data_settings, resolve_config_path, run_defaults
         from vireid.engine.trainer import TrainConfig, Trainer
         from vireid.methods import build_recipe
 
@@ -525,10 +524,14 @@ def stage_train(suite: Suite, name: str, source: str, compiled: bool, budget: fl
     extra = {}
     if source == "model":
         batch = ctx.synthetic_batch()
-        next_batch = lambda: batch
+
+        def next_batch():
+            return batch
     else:
         stream, extra = pipeline_stream(suite, ctx)
-        next_batch = lambda: ctx.trainer.to_device(next(stream), ctx.device)
+
+        def next_batch():
+            return ctx.trainer.to_device(next(stream), ctx.device)
     from vireid.engine.trainer import _channels_last
 
     resident = reset_peak(ctx.device)
@@ -671,15 +674,20 @@ def smoke_plan(suite: Suite, plan_path: Path) -> Path:
     """The plan at tiny sizes for --cpu-smoke: its rows, with the smoke budget merged over its budget."""
     import yaml
 
-    from vireid.config import load_config, merge
     from vireid.app.runs import resolve_config_path
+    from vireid.config import load_config, merge
 
     plan = yaml.safe_load(plan_path.read_text(encoding="utf-8"))
     smoke = suite.profile["ablation_smoke"]
     plan["budget"] = merge(plan.get("budget") or {}, smoke["budget"])
     for row in plan["rows"]:
-        if "non_local" in (load_config(resolve_config_path(str(row["config"]))).get("model") or {}):
+        model = load_config(resolve_config_path(str(row["config"]))).get("model") or {}
+        if "non_local" in model:
             row["set"] = merge({"model": {"non_local": smoke["non_local"]}}, row.get("set") or {})
+        if "depth" in model:  # ResNet rows at ResNet-18 (the plain CNN has no depth)
+            row["set"] = merge(row.get("set") or {}, {"model": {"depth": 18}})
+        # one short epoch whatever the plan's rows or budget ask for (epochs, a time budget)
+        row["set"] = merge(row.get("set") or {}, {"train": {**smoke["budget"]["train"], "time_budget_s": 0}})
     plan["trials"] = smoke["trials"]
     plan["seeds"] = [0]  # one training seed per row: the smoke run checks the path, not the spread
     plan.pop("device", None)
@@ -714,11 +722,12 @@ def stage_ablation(suite: Suite, budget: float):
     rows = []
     for r in report["results"]:
         row = {"name": r["name"]}
-        if "error" in r:
-            row["error"] = r["error"]
-        else:
-            row.update(rank1=r["mean"]["rank1"], rank1_std=r["std"]["rank1"], mAP=r["mean"]["mAP"],
-                       mAP_std=r["std"]["mAP"], trials=r["trials"], train_s=r["train_s"], eval_s=r["eval_s"])
+        if r.get("failed"):
+            row["error"] = "; ".join(f"seed {f['seed']}: {f['error']}" for f in r["failed"])
+        if "mean" in r:  # mean over the seeds that finished, seed std beside it
+            row.update(seeds=r["n"], rank1=r["mean"]["rank1"], rank1_std=r["seed_std"]["rank1"],
+                       mAP=r["mean"]["mAP"], mAP_std=r["seed_std"]["mAP"], trials=r["trials"],
+                       train_s=r["train_s"], eval_s=r["eval_s"])
         rows.append(row)
     result = {"command": " ".join(shlex.quote(c) for c in cmd), "plan": str(plan), "rows": len(rows),
               "results": rows, "wall_s": time.perf_counter() - start,

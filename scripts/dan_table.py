@@ -1,4 +1,7 @@
-"""Markdown tables of docs/dan.md from the eval JSON files of scripts/dan_report.sh: python3 scripts/dan_table.py WORKDIR."""
+"""Markdown tables of docs/dan.md from the eval JSON files of scripts/dan_report.sh.
+
+Usage: python3 scripts/dan_table.py WORKDIR
+"""
 
 import json
 import sys

@@ -41,9 +41,8 @@ def evaluate_now(recipe, data_root, size, trials, protocol):
 def run_variant(variant: dict, data_root: str, out: Path, budget: float, every: float, trials, protocol: str):
     import torch
 
-    from vireid.app.runs import data_settings, train
+    from vireid.app.runs import data_settings, resolve_config_path, run_defaults, train
     from vireid.config import load_config
-    from vireid.app.runs import resolve_config_path, run_defaults
 
     overrides = [*variant.get("set", []), f"train.time_budget_s={budget}", "data.workers=0",
                  "train.log_every=1000000"]

@@ -28,3 +28,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+from data_trees import tiny_trees  # noqa: E402,F401  (the session fixture, shared by every data test)

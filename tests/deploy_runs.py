@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vireid.app.runs import resolve_config_path, run_defaults
 from vireid.config import load_config
 from vireid.engine.checkpoint import CHECKPOINT_NAME, save_checkpoint
-from vireid.app.runs import resolve_config_path, run_defaults
 from vireid.methods import build_recipe
 
 SIZE = (32, 16)

@@ -92,8 +92,8 @@ def test_seed_statistics_and_separated_pairs():
 @pytest.mark.parametrize("name", ["ablation_cpu.yaml", "ablation_gpu.yaml"])
 def test_shipped_plans_resolve_and_every_row_builds(name, tmp_path):
     from conftest import REPO
-    from vireid.config import load_config
     from vireid.app.runs import run_defaults
+    from vireid.config import load_config
     from vireid.methods import build_recipe
 
     plan = load_plan(REPO / "benchmarks" / name)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from vireid.cli.main import main
-from vireid.synth.generator import generate
 from vireid.engine.checkpoint import load_checkpoint, save_checkpoint
+from vireid.synth.generator import generate
 
 TINY = ["data.height=32", "data.width=16", "data.p=2", "data.k=2", "data.workers=0", "data.cache=false",
         "model.depth=18", "train.epochs=1", "train.milestones=[]", "train.amp=off", "train.time_budget_s=0"]

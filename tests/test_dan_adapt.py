@@ -7,15 +7,15 @@ import pytest
 import torch
 import yaml
 
+from vireid.app.runs import adapt, evaluate_run, load_run, resolve_config_path
 from vireid.cli.main import main
 from vireid.data.datasets import open_dataset
-from vireid.synth.domains import synth_domain
 from vireid.data.records import INFRARED, VISIBLE
-from vireid.synth.generator import generate
 from vireid.data.target_batches import TargetBatches
-from vireid.app.runs import adapt, evaluate_run, load_run, resolve_config_path
 from vireid.engine.trainer import TrainConfig, Trainer
 from vireid.methods import build_recipe
+from vireid.synth.domains import synth_domain
+from vireid.synth.generator import generate
 
 TINY = {"data": {"height": 32, "width": 16, "p": 2, "k": 2, "workers": 0, "cache": False},
         "model": {"depth": 18},

@@ -5,9 +5,22 @@ import pytest
 from PIL import Image
 
 from vireid.cli.main import main
-from vireid.synth.domains import (KINDS, add_noise, change_color, change_lighting, dct_recolor, domain_grid,
-                                  gamma_value, highpass, image_rng, is_infrared_path, occlude, occlusion_box,
-                                 shift_image, synth_domain)
+from vireid.synth.domains import (
+    KINDS,
+    add_noise,
+    change_color,
+    change_lighting,
+    dct_recolor,
+    domain_grid,
+    gamma_value,
+    highpass,
+    image_rng,
+    is_infrared_path,
+    occlude,
+    occlusion_box,
+    shift_image,
+    synth_domain,
+)
 from vireid.synth.generator import generate
 
 

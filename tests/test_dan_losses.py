@@ -5,8 +5,16 @@ import math
 import pytest
 import torch
 
-from vireid.losses.dan import (cross_modal_alignment, dan_total, domain_adversarial_loss, hard_pseudo_labels,
-                               modality_prototypes, reliable_neighbours, soft_label_loss, soft_targets)
+from vireid.losses.dan import (
+    cross_modal_alignment,
+    dan_total,
+    domain_adversarial_loss,
+    hard_pseudo_labels,
+    modality_prototypes,
+    reliable_neighbours,
+    soft_label_loss,
+    soft_targets,
+)
 from vireid.models.layers import grad_reverse
 
 V, I = 0, 1

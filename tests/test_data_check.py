@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from data_trees import copy_tree, tiny_trees  # noqa: F401  (fixture)
+from data_trees import copy_tree
 from vireid.data.check import DatasetError, check_dataset, require_valid
 
 

@@ -1,7 +1,7 @@
 import re
 import shutil
 
-from data_trees import copy_tree, tiny_trees  # noqa: F401  (fixture)
+from data_trees import copy_tree
 from vireid.cli.main import main
 
 

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_trees import tiny_trees  # noqa: F401  (fixture)
 from vireid.data import layouts
 from vireid.data.datasets import DATASETS, open_dataset
 from vireid.data.datasets.llcm import parse_cam_pid

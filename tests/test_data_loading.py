@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from data_trees import copy_tree, tiny_trees  # noqa: F401  (fixture)
+from data_trees import copy_tree
 from vireid.data.cache import ImageCache, listing_digest
 from vireid.data.channel_aug import train_transform
 from vireid.data.datasets import open_dataset

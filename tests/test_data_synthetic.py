@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_trees import TINY, tiny_trees  # noqa: F401  (fixture)
+from data_trees import TINY
 from vireid.data import layouts
-from vireid.synth.render import Garment, make_camera, make_identity, render
 from vireid.synth.generator import generate
+from vireid.synth.render import Garment, make_camera, make_identity, render
 
 
 def tree_digest(root: Path) -> dict[str, str]:

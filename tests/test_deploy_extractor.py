@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from deploy_runs import SIZE, make_run, write_images
+from vireid.app.runs import load_run
 from vireid.data.records import INFRARED, VISIBLE, Sample
 from vireid.deploy.extractor import Extractor, weights_hash
-from vireid.app.runs import load_run
 from vireid.evaluation.features import image_extractor
 
 

@@ -5,8 +5,7 @@ import torch
 
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.deploy.images import fill_modalities, list_images
-from vireid.deploy.store import load_checked, load_features, pack_strings, save_checked, save_features, \
-    unpack_strings
+from vireid.deploy.store import load_checked, load_features, pack_strings, save_checked, save_features, unpack_strings
 
 
 def test_list_file_paths_modalities_and_comments(tmp_path):

@@ -7,9 +7,9 @@ from torch import nn
 
 from deploy_runs import make_run, write_images
 from test_folder_protocol import folder_tree
+from vireid.app.runs import load_run
 from vireid.cli.main import main
 from vireid.deploy.pictures import grad_cam, heat_colours, spread_rows
-from vireid.app.runs import load_run
 
 
 class RedChannel(nn.Module):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import golden_root
+from vireid.data.records import INFRARED, VISIBLE
 from vireid.evaluation import evaluate, rerank
 from vireid.evaluation import protocols as P
-from vireid.data.records import INFRARED, VISIBLE
 
 GOLDEN_FILES = sorted((golden_root() / "eval").rglob("*.npz"))
 

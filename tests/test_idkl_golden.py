@@ -190,7 +190,7 @@ def check_ip_loss(d):
 
 
 def check_confuser(d):
-    m, y = t(d, "modality"), t(d, "labels")
+    m, _y = t(d, "modality"), t(d, "labels")
     target = L.confuser_targets(m)
     assert target.tolist() == d["expected"].tolist()
     assert m.tolist() == d["expected_discriminator_targets"].tolist()

@@ -5,11 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO
+from vireid.config import load_config
 from vireid.losses import IDKLLossSettings, idkl_total_loss
 from vireid.losses.idkl import PAPER
-from vireid.models import MODELS
-from vireid.config import load_config
 from vireid.methods.idkl import build_idkl
+from vireid.models import MODELS
 from vireid.models.idkl import IDKL
 from vireid.models.layers import gem
 

@@ -3,8 +3,17 @@
 import pytest
 import torch
 
-from vireid.models.layers import (BNNeck, ChannelGate, GeM, GradReverse, InformationPurifier, ModalityHead,
-                                  classifier, gem, grad_reverse)
+from vireid.models.layers import (
+    BNNeck,
+    ChannelGate,
+    GeM,
+    GradReverse,
+    InformationPurifier,
+    ModalityHead,
+    classifier,
+    gem,
+    grad_reverse,
+)
 
 
 def test_gem_matches_the_formula_and_limits():

@@ -17,7 +17,7 @@ def soft_distances(points, labels, alpha=1.0, eps=1e-6):
     """d_p, d_n per anchor by the formula: softmax(alpha d) over positives (self included, d = 1e-6),
     softmax(-alpha d) over negatives, each with eps in the denominator."""
     out = []
-    for i, (a, la) in enumerate(zip(points, labels)):
+    for _i, (a, la) in enumerate(zip(points, labels)):
         d = [max(abs(a - b), 1e-6) for b in points]
         pos = [j for j, lb in enumerate(labels) if lb == la]
         neg = [j for j, lb in enumerate(labels) if lb != la]

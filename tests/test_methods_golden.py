@@ -24,8 +24,7 @@ import torch.nn.functional as F
 
 from conftest import golden_root
 from vireid.data.records import INFRARED, VISIBLE, Sample
-from vireid.data.samplers import (AGWIdentitySampler, IDKLIdentitySampler, VSDIdentitySampler,
-                                  agw_epoch_counts)
+from vireid.data.samplers import AGWIdentitySampler, IDKLIdentitySampler, VSDIdentitySampler, agw_epoch_counts
 from vireid.engine.optim import REFERENCE_SCHEDULES, lr_factor, set_lr
 from vireid.losses.center import hetero_center_parts
 from vireid.losses.vsd_code import BRANCHES, VSDCodeSettings, vsd_code_terms

@@ -8,12 +8,12 @@ import pytest
 import torch
 import yaml
 
-from vireid.config import load_config, merge
-from vireid.synth.generator import generate
 from vireid.app.runs import evaluate_run, resolve_config_path, train
+from vireid.config import load_config, merge
 from vireid.methods import build_recipe
 from vireid.methods.baseline import tri_modal
 from vireid.models.mbfvrd import MBFVRD
+from vireid.synth.generator import generate
 
 TINY = {"data": {"height": 32, "width": 16, "p": 2, "k": 4, "workers": 0, "cache": False},
         "model": {"depth": 18}, "train": {"epochs": 1, "milestones": [], "amp": "off", "log_every": 1,

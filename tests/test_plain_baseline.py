@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from vireid.config import load_config
 from vireid.app.runs import resolve_config_path, run_defaults
+from vireid.config import load_config
 from vireid.engine.trainer import TrainConfig, Trainer
 from vireid.methods import build_recipe
 from vireid.models.plain_cnn import PlainCNN

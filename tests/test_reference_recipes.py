@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import golden_root
+from vireid.app.runs import resolve_config_path
 from vireid.config import load_config
 from vireid.data.image_dataset import ImageDataset, collate_views
 from vireid.data.loaders import IDKL_PAD_FILL, TrainBatches, second_views, train_transforms
@@ -18,7 +19,6 @@ from vireid.data.records import INFRARED, VISIBLE, Sample
 from vireid.data.samplers import AGWIdentitySampler, IDKLIdentitySampler, build_sampler
 from vireid.data.transforms import PadCrop, RandomErasing, torchvision_erasing
 from vireid.engine.optim import lr_factor
-from vireid.app.runs import resolve_config_path
 from vireid.engine.trainer import TrainConfig, Trainer
 from vireid.losses import adp_loss, hetero_center_triplet, pairwise_sq_dist, triplet_hard, wrt_loss
 from vireid.losses.weighted import weighted_parts
@@ -361,8 +361,8 @@ def test_idkl_preset_trains_with_its_reference_sampler(tmp_path, caplog):
 
     import yaml
 
-    from vireid.synth.generator import generate
     from vireid.app.runs import train
+    from vireid.synth.generator import generate
 
     root = tmp_path / "sysu"
     generate(root, "sysu", 8, seed=1, size=(32, 16), images=2, workers=1)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+import vireid.evaluation.reranking as R
 from loop_reference import loop_rerank
 from vireid.evaluation import rerank
-import vireid.evaluation.reranking as R
 
 
 def _distances(seed, nq, ng, dim=8):

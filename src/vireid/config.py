@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -122,7 +123,7 @@ def _number_or_self(value: Any) -> Any:
 def get(cfg: dict, key: str, source: str = "the config") -> Any:
     """``cfg['a']['b']`` for key 'a.b', or a clear error naming the missing key."""
     node: Any = cfg
-    for depth, part in enumerate(key.split(".")):
+    for _depth, part in enumerate(key.split(".")):
         if not isinstance(node, dict) or part not in node:
             raise ValueError(f"config key {key!r} is missing in {source}")
         node = node[part]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Callable, Dict, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 T = TypeVar("T", bound=Callable)
 
@@ -16,7 +17,7 @@ T = TypeVar("T", bound=Callable)
 class Registry:
     def __init__(self, kind: str):
         self.kind = kind
-        self._items: Dict[str, Callable] = {}
+        self._items: dict[str, Callable] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         def add(obj: T) -> T:

@@ -189,7 +189,8 @@ class DataSettings:
                            doc="whose epoch definition and draws: vireid's balanced P x (K+K), or a reference's")
     resize: str = setting("lanczos", choices=("lanczos", "bilinear"), doc="IDKL's code resizes bilinearly")
     caj_view: str = setting("exchange", choices=("exchange", "raw"),
-                            doc="CAJ's second visible view: the first view channel-exchanged, or drawn from the raw image")
+                            doc="CAJ's second visible view: the first view channel-exchanged, or drawn from the "
+                                "raw image")
     idkl_epoch: str = setting("pass", choices=("pass", "ignite04"), doc="IDKL's epoch under its pinned ignite version")
 
 

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import torch
 
-from vireid.synth.generator import generate
 from vireid.app import runs
 from vireid.engine.checkpoint import load_checkpoint
 from vireid.evaluation.evaluator import cosine_distance
 from vireid.evaluation.features import image_extractor
 from vireid.evaluation.protocols import get_protocol, sysu_test_ids
 from vireid.evaluation.visualize import rank_list_image, save_image
+from vireid.synth.generator import generate
 from vireid.utils.io import write_text_atomic
 
 log = logging.getLogger(__name__)

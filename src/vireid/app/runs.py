@@ -29,8 +29,8 @@ from vireid.engine.distributed import barrier, init_distributed
 from vireid.engine.run_lock import run_directory_lock
 from vireid.engine.trainer import TrainConfig, Trainer
 from vireid.evaluation.evaluator import cosine_distance, evaluate_protocol
-from vireid.evaluation.metrics import evaluate as evaluate_metrics
 from vireid.evaluation.features import image_extractor
+from vireid.evaluation.metrics import evaluate as evaluate_metrics
 from vireid.evaluation.protocols import get_protocol
 from vireid.evaluation.report import ProtocolResult
 from vireid.methods import build_recipe, check_method

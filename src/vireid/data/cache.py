@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class ImageCache:
 
     @classmethod
     def build(cls, paths: Sequence[str], size: tuple[int, int], name: str, cache_dir: str | Path | None = None,
-              workers: int | None = None, progress: bool = False, resample: str = "lanczos") -> "ImageCache":
+              workers: int | None = None, progress: bool = False, resample: str = "lanczos") -> ImageCache:
         """Open the cache for this listing, size and resize filter, decoding every image first if needed."""
         if not paths:
             raise ValueError(f"cannot cache an empty listing for {name!r}")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -16,8 +16,15 @@ from vireid.data.check import require_valid
 from vireid.data.image_dataset import ImageDataset, collate_views
 from vireid.data.records import INFRARED, VISIBLE, Sample
 from vireid.data.samplers import build_sampler
-from vireid.data.transforms import (Compose, HorizontalFlip, Normalize, PadCrop, RandomErasing, ToFloat,
-                                    torchvision_erasing)
+from vireid.data.transforms import (
+    Compose,
+    HorizontalFlip,
+    Normalize,
+    PadCrop,
+    RandomErasing,
+    ToFloat,
+    torchvision_erasing,
+)
 
 AUGMENTATIONS = ("plain", "erasing", "idkl", "caj")
 IDKL_PAD_FILL = 127  # IDKL pads with grey: transforms.Pad(10, fill=127)

@@ -7,7 +7,8 @@ Each identity's shuffled images are cut into "tickets" of K visible + K
 infrared indices; an identity gets max(ceil(n_vis / K), ceil(n_ir / K))
 tickets (the shorter modality cycles through its images again). The epoch is
 ``ceil(total tickets / P)`` batches (at least the largest ticket count of
-one identity; rounded up to a multiple of the world size), a number that does not depend on the seed, so ``__len__`` is exact and
+one identity; rounded up to a multiple of the world size), a number that does not depend on the seed,
+so ``__len__`` is exact and
 constant. Batches are filled greedily: identities whose remaining tickets
 equal the remaining batches must go in (which is what guarantees nothing is
 lost); the rest are drawn with probability proportional to their remaining
@@ -30,7 +31,7 @@ uses to make random augmentation independent of worker scheduling.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler

@@ -12,7 +12,7 @@ source sampler, batches and their augmentation are a pure function of
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -12,8 +12,8 @@ the channel augmentations on the normalised tensor, as in the reference.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -96,7 +96,8 @@ class PadCrop:
         tops = randint_inclusive(b, 2 * p, generator).tolist()
         lefts = randint_inclusive(b, 2 * p, generator).tolist()
         padded = torch.nn.functional.pad(x, (p, p, p, p), value=self.fill)
-        return torch.stack([padded[i, :, t:t + h, l:l + w] for i, (t, l) in enumerate(zip(tops, lefts))])
+        return torch.stack([padded[i, :, top:top + h, left:left + w]
+                            for i, (top, left) in enumerate(zip(tops, lefts))])
 
     def __repr__(self):
         return f"PadCrop(padding={self.padding}, fill={self.fill})"
@@ -184,8 +185,8 @@ class RandomErasing:
         channels = c if c == 3 else 1  # the reference fills only the first channel of a non-RGB tensor
         out = x.clone()
         for i in torch.nonzero(found).flatten().tolist():
-            t, l = int(top[i]), int(left[i])
-            out[i, :channels, t:t + int(eh[i]), l:l + int(ew[i])] = fill
+            y0, x0 = int(top[i]), int(left[i])
+            out[i, :channels, y0:y0 + int(eh[i]), x0:x0 + int(ew[i])] = fill
         return out
 
     def __repr__(self):

@@ -27,7 +27,7 @@ def list_images(source: str | Path) -> tuple[list[str], list[int | None]]:
     if source.suffix.lower() in IMAGE_SUFFIXES:
         return [str(source)], [None]
     paths, modalities = [], []
-    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+    for _number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

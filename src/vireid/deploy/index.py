@@ -46,7 +46,7 @@ class GalleryIndex:
                              f"{len(self.modalities)} modalities; they must match")
 
     @classmethod
-    def create(cls, features: torch.Tensor, paths, modalities, run: dict) -> "GalleryIndex":
+    def create(cls, features: torch.Tensor, paths, modalities, run: dict) -> GalleryIndex:
         return cls(F.normalize(features.float(), dim=1), list(paths), torch.as_tensor(list(modalities)).long(),
                    dict(run))
 
@@ -115,7 +115,7 @@ class GalleryIndex:
         save_checked(path, INDEX_KIND, tensors, meta)
 
     @classmethod
-    def load(cls, path: str | Path) -> "GalleryIndex":
+    def load(cls, path: str | Path) -> GalleryIndex:
         tensors, meta = load_checked(path, INDEX_KIND, "index")
         ann = {}
         if "ann" in meta:

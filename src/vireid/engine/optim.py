@@ -21,7 +21,7 @@ warm-up. :data:`REFERENCE_SCHEDULES` names each reference's settings.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 

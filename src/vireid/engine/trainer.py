@@ -20,15 +20,16 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
 
-from vireid.engine.distributed import DistInfo, wrap_ddp
 from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vireid.engine.distributed import DistInfo, wrap_ddp
 from vireid.engine.optim import OPTIMIZERS, SCHEDULES, build_optimizer, lr_factor, set_lr
 from vireid.schema import parse_section, setting
 
@@ -95,7 +96,7 @@ class TrainConfig:
     time_budget_s: float = setting(0.0, low=0, doc="> 0: train this many seconds; the schedule spans the budget")
 
     @classmethod
-    def from_dict(cls, cfg: dict) -> "TrainConfig":
+    def from_dict(cls, cfg: dict) -> TrainConfig:
         tc = parse_section(cls, cfg, "train")
         if tc.lr_factors and len(tc.lr_factors) != len(tc.milestones):
             raise ValueError(f"train.lr_factors must give one factor per milestone ({len(tc.milestones)} "
@@ -177,8 +178,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def fit(self, on_step: Callable[["Trainer", dict], None] | None = None,
-            on_epoch_end: Callable[["Trainer"], None] | None = None) -> None:
+    def fit(self, on_step: Callable[[Trainer, dict], None] | None = None,
+            on_epoch_end: Callable[[Trainer], None] | None = None) -> None:
         """Train to ``cfg.epochs``; ``on_epoch_end(trainer)`` runs after each epoch's checkpoint.
 
         With ``cfg.time_budget_s`` > 0 training instead stops at the first step boundary after that many

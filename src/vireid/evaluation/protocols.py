@@ -37,9 +37,9 @@ Names (``protocol_names()`` lists them all):
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from vireid.data.layouts import (
     LLCM_INFRARED_CAMS,
@@ -197,7 +197,8 @@ def _load_rand_perm_cam(path: Path):
     except (ValueError, NotImplementedError, OSError) as exc:
         raise ValueError(f"cannot read {path} as a MATLAB file: {exc}") from None
     if "rand_perm_cam" not in mat:
-        raise ValueError(f"{path} has no variable 'rand_perm_cam' (found: {sorted(k for k in mat if not k.startswith('__'))})")
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise ValueError(f"{path} has no variable 'rand_perm_cam' (found: {found})")
     return mat["rand_perm_cam"]
 
 
@@ -210,7 +211,7 @@ def _perm_for(perms, cam: int, pid: int):
     if pid > len(per_id):
         return None
     cell = per_id[pid - 1]
-    while getattr(cell, "dtype", None) == object and cell.size == 1:  # unwrap 1x1 cells
+    while getattr(cell, "dtype", None) is not None and cell.dtype == object and cell.size == 1:  # unwrap 1x1 cells
         cell = cell.ravel()[0]
     return cell
 

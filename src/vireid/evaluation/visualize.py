@@ -7,8 +7,8 @@ from; search results without labels get a neutral blue border.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

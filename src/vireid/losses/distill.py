@@ -16,7 +16,6 @@ import torch
 
 from .kl import kl_rows
 
-
 VSD_FORMS = ("kl", "reference")
 
 

@@ -74,6 +74,7 @@ def tgsa_triplet(f_a: torch.Tensor, f_b: torch.Tensor, reduction: str = "sum",
         raise ValueError(f"tgsa_triplet needs two (n, D) tensors of equal shape, got "
                          f"{tuple(f_a.shape)} and {tuple(f_b.shape)}")
     c = sq_clamp_min
-    a_aa, a_bb, a_ab = pairwise_dist(f_a, sq_clamp_min=c), pairwise_dist(f_b, sq_clamp_min=c), pairwise_dist(f_a, f_b, c)
+    a_aa, a_bb = pairwise_dist(f_a, sq_clamp_min=c), pairwise_dist(f_b, sq_clamp_min=c)
+    a_ab = pairwise_dist(f_a, f_b, c)
     return (kl_rows(a_aa, a_bb, reduction) + kl_rows(a_aa, a_ab, reduction)
             + kl_rows(a_ab, a_bb, reduction))

@@ -59,7 +59,7 @@ class IDKLLossSettings:
                 raise ValueError(f"IDKL loss setting {name}={getattr(self, name)!r}; expected one of {allowed}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "IDKLLossSettings":
+    def from_dict(cls, d: dict) -> IDKLLossSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

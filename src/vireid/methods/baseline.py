@@ -31,7 +31,7 @@ from vireid.data.channel_aug import ChannelExchange
 from vireid.data.records import VISIBLE
 from vireid.losses import id_loss
 from vireid.methods import METHODS
-from vireid.methods.common import MetricLosses, recipe_sections, flip_average, head_and_backbone_groups
+from vireid.methods.common import MetricLosses, flip_average, head_and_backbone_groups, recipe_sections
 from vireid.models.baseline import ReIDNet
 
 MODEL_KEYS = tuple(inspect.signature(ReIDNet.__init__).parameters)[1:]
@@ -39,7 +39,10 @@ LOSS_KEYS = ("id", "label_smoothing", *MetricLosses.KEYS)
 RECIPE_KEYS = ("backbone_lr_mult", "channel_exchange")
 
 
-def tri_modal(images: torch.Tensor, pids: torch.Tensor, modality: torch.Tensor, exchange=ChannelExchange(gray=2),
+CHANNEL_EXCHANGE = ChannelExchange(gray=2)  # CAJ's: each visible image becomes its R, G or B channel (1/3 each)
+
+
+def tri_modal(images: torch.Tensor, pids: torch.Tensor, modality: torch.Tensor, exchange=CHANNEL_EXCHANGE,
               second: torch.Tensor | None = None):
     """[visible, channel-exchanged visible, infrared] images, labels and modalities (CAJ's joint batch).
 

@@ -44,7 +44,8 @@ def recipe_sections(cfg: dict, num_classes: int, model_keys, loss_keys, recipe_k
     """The checked ``model`` (with ``num_classes`` set), ``loss`` and ``recipe`` sections of a config."""
     model_cfg = check_keys(cfg.get("model"), model_keys, "model")
     model_cfg["num_classes"] = num_classes
-    return model_cfg, check_keys(cfg.get("loss"), loss_keys, "loss"), check_keys(cfg.get("recipe"), recipe_keys, "recipe")
+    loss = check_keys(cfg.get("loss"), loss_keys, "loss")
+    return model_cfg, loss, check_keys(cfg.get("recipe"), recipe_keys, "recipe")
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class MetricLosses:
     KEYS = ()  # filled below
 
     @classmethod
-    def from_dict(cls, loss: dict) -> "MetricLosses":
+    def from_dict(cls, loss: dict) -> MetricLosses:
         """The metric-loss keys of a ``loss`` section (other keys are left to the caller)."""
         return parse_section(cls, {k: loss[k] for k in cls.KEYS if k in loss}, "loss")
 

@@ -52,13 +52,19 @@ import torch
 import torch.nn.functional as F
 
 from vireid.losses import id_loss, triplet_hard
-from vireid.losses.dan import (cross_modal_alignment, domain_adversarial_loss, hard_pseudo_labels,
-                               modality_prototypes, reliable_neighbours, soft_label_loss)
+from vireid.losses.dan import (
+    cross_modal_alignment,
+    domain_adversarial_loss,
+    hard_pseudo_labels,
+    modality_prototypes,
+    reliable_neighbours,
+    soft_label_loss,
+)
 from vireid.methods import METHODS
 from vireid.methods.common import check_keys, flip_average, head_and_backbone_groups
-from vireid.schema import parse_section, setting
 from vireid.models.baseline import ReIDNet
 from vireid.models.dan import DANNet
+from vireid.schema import parse_section, setting
 
 MODEL_KEYS = tuple(inspect.signature(ReIDNet.__init__).parameters)[2:]  # num_classes comes from the data
 

@@ -20,7 +20,7 @@ import torch
 
 from vireid.losses import id_loss, vsd_loss
 from vireid.methods import METHODS
-from vireid.methods.common import MetricLosses, recipe_sections, flip_average, head_and_backbone_groups
+from vireid.methods.common import MetricLosses, flip_average, head_and_backbone_groups, recipe_sections
 from vireid.models.mbfvrd import MBFVRD
 
 MODEL_KEYS = tuple(inspect.signature(MBFVRD.__init__).parameters)[1:]

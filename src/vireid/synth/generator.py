@@ -243,7 +243,8 @@ def _write_rand_perm(root: Path, counts: dict[tuple[int, int], int], num_ids: in
 def _prepare_output(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
-            raise ValueError(f"output {out} already exists and is not an empty folder; pass overwrite=True (--overwrite)")
+            raise ValueError(f"output {out} already exists and is not an empty folder; "
+                             "pass overwrite=True (--overwrite)")
 
 
 def generate(out: str | os.PathLike, layout: str, ids: int, seed: int = 0,

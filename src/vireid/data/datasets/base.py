@@ -8,9 +8,9 @@ once; :func:`vireid.data.check.require_valid` turns them into one error.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from vireid.data.records import INFRARED, VISIBLE, Sample
 

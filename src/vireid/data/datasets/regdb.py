@@ -43,7 +43,8 @@ class RegDB(VIReIDDataset):
         self.require_folder("Thermal", problems)
         for trial in layouts.REGDB_TRIALS:  # every trial is checked, one is loaded
             split = {name: self._read(name, trial, problems) for name in ("train", "test")}
-            keys = {name: {k for k in map(person_key, (s.path for s in samples)) if k} for name, samples in split.items()}
+            keys = {name: {k for k in map(person_key, (s.path for s in samples)) if k}
+                    for name, samples in split.items()}
             overlap = overlap_problem(keys["train"], keys["test"], f"RegDB trial {trial}, by person folder")
             if overlap:
                 problems.append(overlap)

@@ -3,7 +3,8 @@
 ``build_trunk(backbone, depth, parts, last_stride)`` is what the method models
 call, so every method can run on every backbone: ``backbone="resnet"`` with
 ``depth`` 18/34/50, ``"osnet_x1_0"``, ``"osnet_x0_75"``, ``"osnet_x0_5"``,
-``"osnet_x0_25"``, or the plain CNN ``"plain_w<width>"`` (e.g. ``plain_w32``). All families build the same five split points ("stem",
+``"osnet_x0_25"``, or the plain CNN ``"plain_w<width>"`` (e.g. ``plain_w32``). All families build the
+same five split points ("stem",
 "layer1".."layer4") and expose ``stage(part)``, ``stage_channels``,
 ``out_channels`` and ``unbuilt_prefixes()``.
 """
@@ -29,5 +30,6 @@ def build_trunk(backbone: str = "resnet", depth: int = 50, **kwargs):
     raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
 
 
-__all__ = ["BACKBONES", "OSNet", "PlainTrunk", "ResNet", "build_resnet", "build_trunk", "load_pretrained", "osnet", "resnet18",
+__all__ = ["BACKBONES", "OSNet", "PlainTrunk", "ResNet", "build_resnet", "build_trunk", "load_pretrained", "osnet",
+           "resnet18",
            "resnet34", "resnet50"]
