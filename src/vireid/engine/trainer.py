@@ -287,7 +287,7 @@ class Trainer:
         bar.close()
         if self.progress and self.is_main and bar.disable and seen:
             shown = ", ".join(f"{k} {v:.3f}" for k, v in terms.items())
-            print(f"{label}: {self.step_in_epoch} steps, {rate:.0f} img/s, {shown}", flush=True)
+            log.info("%s: %d steps, %.0f img/s, %s", label, self.step_in_epoch, rate, shown)  # no bar: a line
         if self._stop_signal is not None:
             self.save()
             name = signal.Signals(self._stop_signal).name
