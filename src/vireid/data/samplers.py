@@ -198,6 +198,16 @@ class _ReferenceSampler(Sampler):
         self.epoch = 0
         self._plans: dict[int, list[list[int]]] = {}
 
+    def _identity_pools(self, samples: Sequence[Sample], num_ids: int, num_per_modality: int, who: str) -> None:
+        """Check P and K and keep the identities with both modalities (``self.pools``), at least P of them."""
+        if num_ids < 1 or num_per_modality < 1:
+            raise ValueError(f"num_ids and num_per_modality must be >= 1, got {num_ids} and {num_per_modality}")
+        self.num_ids, self.k = num_ids, num_per_modality
+        self.pools = _pools(samples)
+        if len(self.pools) < num_ids:
+            raise ValueError(f"{who} needs at least {num_ids} identities with both visible and "
+                             f"infrared images, found {len(self.pools)}")
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -238,13 +248,7 @@ class AGWIdentitySampler(_ReferenceSampler):
     def __init__(self, samples: Sequence[Sample], num_ids: int = 8, num_per_modality: int = 4, seed: int = 0,
                  rank: int = 0, world_size: int = 1, with_seeds: bool = False):
         super().__init__(seed, rank, world_size, with_seeds)
-        if num_ids < 1 or num_per_modality < 1:
-            raise ValueError(f"num_ids and num_per_modality must be >= 1, got {num_ids} and {num_per_modality}")
-        self.num_ids, self.k = num_ids, num_per_modality
-        self.pools = _pools(samples)
-        if len(self.pools) < num_ids:
-            raise ValueError(f"the AGW identity sampler needs at least {num_ids} identities with both visible and "
-                             f"infrared images, found {len(self.pools)}")
+        self._identity_pools(samples, num_ids, num_per_modality, "the AGW identity sampler")
         n_vis = sum(s.modality == VISIBLE for s in samples)
         n_ir = sum(s.modality == INFRARED for s in samples)
         self.counts = agw_epoch_counts(n_vis, n_ir, num_ids, num_per_modality)
@@ -420,13 +424,7 @@ class VSDIdentitySampler(_ReferenceSampler):
     def __init__(self, samples: Sequence[Sample], num_ids: int = 16, num_per_modality: int = 4, seed: int = 0,
                  rank: int = 0, world_size: int = 1, with_seeds: bool = False):
         super().__init__(seed, rank, world_size, with_seeds)
-        if num_ids < 1 or num_per_modality < 1:
-            raise ValueError(f"num_ids and num_per_modality must be >= 1, got {num_ids} and {num_per_modality}")
-        self.num_ids, self.k = num_ids, num_per_modality
-        self.pools = _pools(samples)
-        if len(self.pools) < num_ids:
-            raise ValueError(f"the VSD sampler needs at least {num_ids} identities with both visible and "
-                             f"infrared images, found {len(self.pools)}")
+        self._identity_pools(samples, num_ids, num_per_modality, "the VSD sampler")
 
     @property
     def batch_size(self) -> int:
