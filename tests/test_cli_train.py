@@ -1,6 +1,7 @@
 """End to end through the CLI on a tiny synthetic dataset: train, resume, evaluate, and every user error."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -163,6 +164,27 @@ def test_demo_writes_report_json_and_picture(tmp_path, capsys):
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
 
 
+def test_demo_trains_side_by_side_with_the_same_budget(tmp_path, monkeypatch):
+    from vireid.app import demo
+
+    monkeypatch.setattr(demo, "available_cpus", lambda: [0, 1] if len(os.sched_getaffinity(0)) > 1 else [0, 0])
+    out = tmp_path / "demo"
+    tiny = [o for o in TINY if not o.startswith("train.time_budget_s")] + ["train.time_budget_s=1"]
+    demo.run_demo(out, None, tiny, ids=8, seed=3, progress=False, baseline_overrides=["model.width=4"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["side_by_side"] is True and report["threads"] == 1
+    for run in ("run", "baseline"):
+        state = load_checkpoint(out / run / "checkpoint.pt")
+        assert state["config"]["train"]["time_budget_s"] == 1 and state["trained_s"] >= 1 and state["global_step"] >= 1
+
+
+def test_demo_side_by_side_needs_a_time_budget(tmp_path):
+    from vireid.app.demo import run_demo
+
+    with pytest.raises(ValueError, match="train.time_budget_s > 0"):
+        run_demo(tmp_path / "demo", None, TINY, ids=8, seed=3, progress=False, parallel=True)
+
+
 def test_demo_override_split():
     from vireid.app.demo import split_overrides
 
@@ -188,7 +210,6 @@ def test_validation_split_selects_without_the_test_set(sysu_root, tmp_path):
 
 def test_killed_idkl_run_resumes_to_the_same_weights(sysu_root, tmp_path):
     """SIGTERM mid-epoch, re-run the same command: the weights equal an uninterrupted run's."""
-    import os
     import signal
     import threading
     import time

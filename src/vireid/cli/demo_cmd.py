@@ -15,6 +15,9 @@ def register(subparsers) -> None:
     parser.add_argument("--ids", type=int, default=None, help="identities of the generated dataset (default 210)")
     parser.add_argument("--seed", type=int, default=None, help="generator seed of the dataset (default 23)")
     parser.add_argument("--no-baseline", action="store_true", help="train IDKL only")
+    parser.add_argument("--sequential", action="store_true",
+                        help="train the two runs one after the other (default with 2+ cores: side by side, one "
+                             "core each)")
     parser.add_argument("--baseline", action="append", default=[], metavar="key=value",
                         help="a config override for the baseline only (repeatable)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
@@ -27,5 +30,5 @@ def run(args) -> int:
 
     run_demo(args.out, args.data_root, args.overrides, ids=args.ids or DEMO_IDS,
              seed=DEMO_SEED if args.seed is None else args.seed, baseline=not args.no_baseline,
-             baseline_overrides=args.baseline)
+             baseline_overrides=args.baseline, parallel=False if args.sequential else None)
     return 0
