@@ -112,3 +112,19 @@ def test_idkl_aux_warmup_ramps_the_terms_beyond_l_b():
     assert "aux_scale" not in full and float(full["loss"]) > float(l_b)
     with pytest.raises(ValueError, match="recipe.aux_warmup must be a number in \\[0, 1\\], got 2"):
         build_recipe({**cfg, "recipe": {"aux_warmup": 2}}, num_classes=2)
+
+
+@pytest.mark.parametrize("config", ["msclnet_sysu", "maum_sysu", "cmlsp_sysu", "agw_sysu", "mbfvrd_sysu"])
+def test_survey_methods_take_the_plain_trunk(config):
+    """Every CNN method runs on the light plain trunk (the CPU ablation's backbone) and its loss has gradients."""
+    cfg = load_config(resolve_config_path(config), ["model.backbone=plain_w4", "model.pretrained=none"],
+                      defaults=run_defaults())
+    recipe = build_recipe(cfg, num_classes=2)
+    assert any(name.endswith("layer4.0.weight") for name, _ in recipe.model.named_parameters())
+    torch.manual_seed(0)
+    images, pids = torch.randn(8, 3, 96, 32), torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
+    batch = (images, pids, torch.zeros(8, dtype=torch.long), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]))
+    terms = recipe.training_step(recipe.model, batch)
+    terms["loss"].backward()
+    assert torch.isfinite(terms["loss"])
+    assert all(p.grad is not None for n, p in recipe.model.named_parameters() if "layer4" in n and p.requires_grad)

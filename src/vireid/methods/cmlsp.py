@@ -33,6 +33,7 @@ class CMLSPModelSettings:
     depth: int = setting(50, choices=(18, 34, 50))
     last_stride: int = setting(1, choices=(1, 2))
     pretrained: str | None = setting(None, doc="torchvision-named ImageNet ResNet checkpoint")
+    backbone: str = setting("resnet", doc="resnet (depth) or a light trunk: osnet_x1_0..x0_25, plain_w<width>")
     two_stream: bool = setting(True)
     non_local: tuple[int, ...] = setting((0, 2, 3, 0), doc="non-local blocks per ResNet stage")
     non_local_width: str | int = setting("agw")

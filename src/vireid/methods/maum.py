@@ -38,6 +38,7 @@ class MAUMModelSettings:
     depth: int = setting(50, choices=(18, 34, 50))
     last_stride: int = setting(1, choices=(1, 2))
     pretrained: str | None = setting(None, doc="torchvision-named ImageNet ResNet checkpoint")
+    backbone: str = setting("resnet", doc="resnet (depth) or a light trunk: osnet_x1_0..x0_25, plain_w<width>")
     pool: str = setting("avg", choices=("avg", "gem"))
     neck: str = setting("bn", choices=("bn", "none"))
     classifier_std: float | None = setting(0.001, low=0)

@@ -90,11 +90,13 @@ class MAUMNet(nn.Module):
 
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
                  pool: str = "avg", neck: str = "bn", classifier_std: float | None = 0.001,
-                 memory_visible: int = 10, memory_infrared: int = 10, test_normalize: bool = True):
+                 memory_visible: int = 10, memory_infrared: int = 10, test_normalize: bool = True,
+                 backbone: str = "resnet"):
         super().__init__()
         if neck not in NECKS:
             raise ValueError(f"MAUM neck must be one of {NECKS}, got {neck!r}")
-        self.backbone = Backbone(depth, last_stride, pretrained, two_stream=True, non_local=(0, 0, 0, 0))
+        self.backbone = Backbone(depth, last_stride, pretrained, two_stream=True, non_local=(0, 0, 0, 0),
+                                 backbone=backbone)
         self.feature_dim = dim = self.backbone.out_channels
         self.pool = make_pool(pool)
         self.neck = BNNeck(dim) if neck == "bn" else nn.Identity()

@@ -164,12 +164,12 @@ class MSCLNet(nn.Module):
                  two_stream: bool = True, non_local=AGW_NON_LOCAL, non_local_width: str | int = "agw",
                  pool: str = "gem", gem_p: float = 3.0, classifier_std: float | None = 0.001,
                  test_feature: str = "bn", test_normalize: bool = True, parts: int = 6,
-                 mogrifier_rounds: int = 5, mogrifier_rank: int | None = None):
+                 mogrifier_rounds: int = 5, mogrifier_rank: int | None = None, backbone: str = "resnet"):
         super().__init__()
         self.extractor = ReIDNet(num_classes, depth=depth, last_stride=last_stride, pretrained=pretrained,
                                  two_stream=two_stream, non_local=non_local, non_local_width=non_local_width,
                                  pool=pool, gem_p=gem_p, classifier_std=classifier_std,
-                                 test_feature=test_feature, test_normalize=test_normalize)
+                                 test_feature=test_feature, test_normalize=test_normalize, backbone=backbone)
         self.feature_dim = self.extractor.feature_dim
         self.synergy = SynergyEncoder(self.feature_dim, parts, mogrifier_rounds, mogrifier_rank)
 
