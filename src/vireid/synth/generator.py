@@ -284,7 +284,8 @@ def plan_msmt17(num_ids: int, seed: int, images: int) -> Plan:
                 spec = CameraSpec(60 + cam, False, indoor=cam > 12, dim=dim)
                 rels = []
                 for k in range(_count(rng, images, full=False)):
-                    rel = f"{label:04d}/{label:04d}_{running:03d}_{cam:02d}_{slot}_{int(rng.integers(1, 9999)):04d}_0.jpg"
+                    frame = int(rng.integers(1, 9999))
+                    rel = f"{label:04d}/{label:04d}_{running:03d}_{cam:02d}_{slot}_{frame:04d}_0.jpg"
                     running += 1
                     jobs.append(ImageJob(f"{split}/{rel}", pid, spec, (seed, 42, pid, cam, k)))
                     rels.append(f"{rel} {label}")
