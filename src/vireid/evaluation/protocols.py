@@ -82,7 +82,7 @@ class Protocol:
     """A named way to build query/gallery lists from a dataset root, per trial."""
 
     name: str
-    dataset: str  # which on-disk layout it reads: sysu, regdb or llcm
+    dataset: str  # which on-disk layout it reads: sysu, regdb, llcm, folder, market1501, dukemtmc or msmt17
     rule: str  # the camera rule of ``vireid.evaluation.evaluate``
     trials: tuple[int, ...]
     description: str
