@@ -13,9 +13,9 @@ def test_protocols_lists_names_with_descriptions(capsys):
 
 
 def test_unknown_prefix_is_one_line_error(capsys):
-    assert main(["protocols", "market"]) == 2
+    assert main(["protocols", "cuhk"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "vireid: error: no protocol name starts with 'market'; run 'vireid protocols' to list them"
+    assert err.strip() == "vireid: error: no protocol name starts with 'cuhk'; run 'vireid protocols' to list them"
 
 
 def test_no_command_prints_help(capsys):

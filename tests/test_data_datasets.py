@@ -11,9 +11,10 @@ from vireid.data.datasets.llcm import parse_cam_pid
 from vireid.data.records import INFRARED, NO_CAMERA, VISIBLE
 
 
-def test_registry_knows_the_four_datasets():
-    assert DATASETS.names() == ["folder", "llcm", "regdb", "sysu"]
-    with pytest.raises(ValueError, match="unknown dataset 'market'; known: folder, llcm, regdb, sysu"):
+def test_registry_knows_the_seven_datasets():
+    assert DATASETS.names() == ["dukemtmc", "folder", "llcm", "market1501", "msmt17", "regdb", "sysu"]
+    with pytest.raises(ValueError, match="unknown dataset 'market'; known: dukemtmc, folder, llcm, market1501, "
+                                         "msmt17, regdb, sysu"):
         DATASETS.get("market")
 
 

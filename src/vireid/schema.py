@@ -173,7 +173,8 @@ def _describe(annotation, meta) -> str:
 class DataSettings:
     """``data:`` what is read and how batches are made."""
 
-    dataset: str = setting("sysu", doc="dataset layout: sysu, regdb, llcm or folder")
+    dataset: str = setting("sysu", doc="dataset layout: sysu, regdb, llcm, folder, or the visible-only "
+                                       "market1501, dukemtmc, msmt17")
     height: int = setting(288, low=8)
     width: int = setting(144, low=8)
     p: int = setting(8, low=1, doc="identities per batch")
@@ -185,8 +186,9 @@ class DataSettings:
     cache: bool = setting(True)
     trial: int | None = setting(None, low=1, doc="RegDB split 1-10")
     val_ids: int = setting(0, low=0, doc="training identities held out for validation")
-    sampler: str = setting("balanced", choices=("balanced", "agw", "idkl", "vsd"),
-                           doc="whose epoch definition and draws: vireid's balanced P x (K+K), or a reference's")
+    sampler: str = setting("balanced", choices=("balanced", "agw", "idkl", "vsd", "pk"),
+                           doc="whose epoch definition and draws: vireid's balanced P x (K+K), or a reference's "
+                               "(pk: the single-modality P x K of reid-strong-baseline)")
     resize: str = setting("lanczos", choices=("lanczos", "bilinear"), doc="IDKL's code resizes bilinearly")
     caj_view: str = setting("exchange", choices=("exchange", "raw"),
                             doc="CAJ's second visible view: the first view channel-exchanged, or drawn from the "

@@ -105,6 +105,7 @@ def _prepare(config, overrides, device: str):
     check_method(cfg)  # fail on a misspelt method before any data is read
     _require_weights(cfg)  # ... or a ResNet-50 run with no word on its ImageNet weights
     data = data_settings(cfg)
+    _require_modalities(cfg, data["dataset"])  # ... or a cross-modality method on a visible-only dataset
     tc = TrainConfig.from_dict(get(cfg, "train", str(cfg_path)))
     parse_section(EvalSettings, cfg.get("eval"), "eval")
     info = init_distributed(device)
@@ -112,6 +113,20 @@ def _prepare(config, overrides, device: str):
         torch.use_deterministic_algorithms(True)
     seed_everything(tc.seed)
     return cfg, data, tc, info, tc.seed
+
+
+def _require_modalities(cfg: dict, dataset: str) -> None:
+    """A single-modality dataset (Market-1501, ...) trains only methods that need no infrared images."""
+    from vireid.data.datasets import DATASETS
+    from vireid.methods import single_modality_problem
+
+    if not getattr(DATASETS.get(dataset), "single_modality", False):
+        return
+    problem = single_modality_problem(cfg)
+    if problem:
+        raise ValueError(f"data.dataset: {dataset} has one modality (visible images only), but {problem}. "
+                         "Methods that train on it: agw and baseline (recipe.channel_exchange: false, "
+                         "loss.hetero_center: 0) and plain")
 
 
 def _require_weights(cfg: dict) -> None:
@@ -156,13 +171,13 @@ def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_c
 
 
 def _validator(recipe, samples, data, every: int):
-    """Epoch-end evaluation on held-out *training* identities (infrared queries, visible gallery).
+    """Epoch-end evaluation on held-out *training* identities (infrared queries, visible gallery; on a
+    visible-only set, see :func:`validation_split`).
 
     Logs val_* metrics and keeps the best epoch by validation mAP in
     ``best_val.pt``; the test set is never looked at.
     """
-    query = [s for s in samples if s.modality == INFRARED]
-    gallery = [s for s in samples if s.modality == VISIBLE]
+    query, gallery, rule = validation_split(samples)
     best = {"mAP": -1.0}
 
     def validate(trainer: Trainer) -> None:
@@ -171,7 +186,7 @@ def _validator(recipe, samples, data, every: int):
         recipe.model.eval()
         extract = image_extractor(recipe.embed, (data["height"], data["width"]), trainer.device,
                                   workers=data["workers"], resample=data["resize"])
-        result = evaluate_distances(cosine_distance(extract(query), extract(gallery)), query, gallery)
+        result = evaluate_distances(cosine_distance(extract(query), extract(gallery)), query, gallery, rule)
         trainer.log({"epoch": trainer.epoch, "val_rank1": float(result["cmc"][0]), "val_mAP": result["mAP"],
                      "val_mINP": result["mINP"]})
         if result["mAP"] > best["mAP"]:
@@ -184,9 +199,29 @@ def _validator(recipe, samples, data, every: int):
     return validate
 
 
-def evaluate_distances(dist, query, gallery) -> dict:
-    return evaluate_metrics(dist, [s.pid for s in query], [s.pid for s in gallery], rule="regdb",
-                            max_rank=min(20, len(gallery)))
+def validation_split(samples) -> tuple[list, list, str]:
+    """(query, gallery, rule) of the held-out identities.
+
+    Visible-infrared: infrared queries against the visible gallery (no camera
+    rule). Visible only: the first image of each (identity, camera) is a
+    query, everything else the gallery, under the market1501 rule (the
+    query's own camera does not count), so a query needs its identity in a
+    second camera.
+    """
+    if any(s.modality == INFRARED for s in samples) and any(s.modality == VISIBLE for s in samples):
+        return ([s for s in samples if s.modality == INFRARED], [s for s in samples if s.modality == VISIBLE],
+                "regdb")
+    seen, query, gallery = set(), [], []
+    for sample in samples:
+        key = (sample.pid, sample.camid)
+        (gallery if key in seen else query).append(sample)
+        seen.add(key)
+    return query, gallery, "market1501"
+
+
+def evaluate_distances(dist, query, gallery, rule: str = "regdb") -> dict:
+    return evaluate_metrics(dist, [s.pid for s in query], [s.pid for s in gallery], [s.camid for s in query],
+                            [s.camid for s in gallery], rule=rule, max_rank=min(20, len(gallery)))
 
 
 def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=(), *, device: str = "auto",

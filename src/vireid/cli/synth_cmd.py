@@ -18,16 +18,18 @@ def register(subparsers) -> None:
     from vireid.synth.generator import DEFAULT_SIZE, LAYOUTS
 
     parser = subparsers.add_parser(
-        "synth", help="write a synthetic visible/infrared dataset in the SYSU-MM01, RegDB or LLCM layout",
-        description="Write a synthetic visible/infrared pedestrian dataset in exactly the layout of a real one "
-                    "(folders, file names, list files), deterministic per seed.")
+        "synth", help="write a synthetic dataset in the SYSU-MM01, RegDB, LLCM, Market-1501, DukeMTMC-reID or "
+                 "MSMT17 layout",
+        description="Write a synthetic pedestrian dataset (visible/infrared, or visible only for market1501, "
+                    "dukemtmc, msmt17) in exactly the layout of a real one (folders, file names, list files), "
+                    "deterministic per seed.")
     parser.add_argument("--out", required=True, help="output folder (must be new or empty)")
     parser.add_argument("--layout", required=True, choices=LAYOUTS)
     parser.add_argument("--ids", type=int, required=True, help="number of identities (>= 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=parse_size, default=DEFAULT_SIZE, help="HEIGHTxWIDTH (default 128x64)")
     parser.add_argument("--images", type=int, default=None,
-                        help="images per (identity, camera) folder, at most (default: sysu/regdb 10, llcm 6)")
+                        help="images per (identity, camera), at most (default: sysu/regdb 10, others 6)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     parser.set_defaults(func=run)

@@ -23,7 +23,9 @@ batches of the same plan.
 
 A batch lists the P*K visible indices (identity by identity) and then the
 P*K infrared indices in the same identity order, the "visible then infrared"
-concatenation of the reference code. With ``with_seeds=True`` each entry is
+concatenation of the reference code. On a single-modality training set
+(Market-1501, DukeMTMC-reID, MSMT17: every sample visible) the same epoch is
+drawn over that one modality: tickets of K images, batches of P*K indices. With ``with_seeds=True`` each entry is
 ``(index, augmentation_seed)`` instead, which :class:`~vireid.data.image_dataset.ImageDataset`
 uses to make random augmentation independent of worker scheduling.
 """
@@ -51,17 +53,22 @@ class CrossModalityIdentitySampler(Sampler):
         self.epoch = 0
         self.pools = _pools(samples)
         if len(self.pools) < num_ids:
-            raise ValueError(f"the cross-modality sampler needs at least {num_ids} identities with both visible and "
-                             f"infrared images, found {len(self.pools)}")
-        self.tickets = np.array([max(math.ceil(len(v) / self.k), math.ceil(len(i) / self.k))
-                                 for v, i in self.pools.values()])
+            kind = ("identities" if single_modality(samples) else
+                    "identities with both visible and infrared images")
+            raise ValueError(f"the cross-modality sampler needs at least {num_ids} {kind}, found {len(self.pools)}")
+        self.tickets = np.array([max(math.ceil(len(pool) / self.k) for pool in pools) for pools in self.pools.values()])
         # An identity appears at most once per batch, so a dominant identity lengthens the epoch.
         batches = max(math.ceil(self.tickets.sum() / num_ids), int(self.tickets.max()))
         self.global_batches = math.ceil(batches / world_size) * world_size
 
     @property
     def batch_size(self) -> int:
-        return 2 * self.num_ids * self.k
+        return self.modalities * self.num_ids * self.k
+
+    @property
+    def modalities(self) -> int:
+        """2, or 1 on a single-modality training set."""
+        return len(next(iter(self.pools.values())))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -82,21 +89,21 @@ class CrossModalityIdentitySampler(Sampler):
         """All global batches of the current epoch (every rank computes the same plan)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         pids = list(self.pools)
-        queues = [self._tickets(rng, *self.pools[pid], count) for pid, count in zip(pids, self.tickets)]
+        queues = [self._tickets(rng, *self.pools[pid], count=count) for pid, count in zip(pids, self.tickets)]
         remaining = self.tickets.copy()
         batches = []
         for left in range(self.global_batches, 0, -1):
             chosen = self._choose(rng, remaining, left)
-            visible, infrared = [], []
+            halves = [[] for _ in range(self.modalities)]  # visible then infrared (or the one modality)
             for slot in chosen:
                 if remaining[slot] > 0:
-                    vis, ir = queues[slot][len(queues[slot]) - remaining[slot]]
+                    parts = queues[slot][len(queues[slot]) - remaining[slot]]
                     remaining[slot] -= 1
                 else:  # filler identity: a fresh draw
-                    vis, ir = (_cycle(rng, pool, self.k) for pool in self.pools[pids[slot]])
-                visible += vis
-                infrared += ir
-            batches.append(visible + infrared)
+                    parts = [_cycle(rng, pool, self.k) for pool in self.pools[pids[slot]]]
+                for half, part in zip(halves, parts):
+                    half += part
+            batches.append([index for half in halves for index in half])
         return batches
 
     def _choose(self, rng: np.random.Generator, remaining: np.ndarray, left: int) -> list[int]:
@@ -113,22 +120,35 @@ class CrossModalityIdentitySampler(Sampler):
         order = rng.permutation(len(chosen))
         return [int(chosen[i]) for i in order]
 
-    def _tickets(self, rng, visible: np.ndarray, infrared: np.ndarray, count: int) -> list[tuple[list, list]]:
-        vis = _cycle(rng, visible, count * self.k)
-        ir = _cycle(rng, infrared, count * self.k)
-        return [(vis[j * self.k:(j + 1) * self.k], ir[j * self.k:(j + 1) * self.k]) for j in range(count)]
+    def _tickets(self, rng, *pools: np.ndarray, count: int) -> list[tuple[list, ...]]:
+        """``count`` tickets of K indices per pool (visible, infrared; or the one modality's), drawn pool by pool."""
+        drawn = [_cycle(rng, pool, count * self.k) for pool in pools]
+        return [tuple(d[j * self.k:(j + 1) * self.k] for d in drawn) for j in range(count)]
 
 
-def _pools(samples: Sequence[Sample]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per identity with both modalities: (visible indices, infrared indices), identities ascending."""
-    by_pid: dict[int, tuple[list, list]] = {}
+def single_modality(samples: Sequence[Sample]) -> bool:
+    """True when every sample has the same modality (Market-1501, DukeMTMC-reID, MSMT17: all visible)."""
+    return len({s.modality for s in samples}) == 1
+
+
+def _pools(samples: Sequence[Sample]) -> dict[int, tuple[np.ndarray, ...]]:
+    """Per identity with both modalities: (visible indices, infrared indices), identities ascending.
+
+    On a single-modality set: (indices,) per identity.
+    """
+    if samples and single_modality(samples):
+        by_pid: dict[int, list] = {}
+        for index, sample in enumerate(samples):
+            by_pid.setdefault(sample.pid, []).append(index)
+        return {pid: (np.array(v),) for pid, v in sorted(by_pid.items())}
+    pairs: dict[int, tuple[list, list]] = {}
     for index, sample in enumerate(samples):
-        lists = by_pid.setdefault(sample.pid, ([], []))
+        lists = pairs.setdefault(sample.pid, ([], []))
         if sample.modality == VISIBLE:
             lists[0].append(index)
         elif sample.modality == INFRARED:
             lists[1].append(index)
-    return {pid: (np.array(v), np.array(i)) for pid, (v, i) in sorted(by_pid.items()) if v and i}
+    return {pid: (np.array(v), np.array(i)) for pid, (v, i) in sorted(pairs.items()) if v and i}
 
 
 def _cycle(rng: np.random.Generator, pool: np.ndarray, n: int) -> list[int]:
@@ -149,7 +169,8 @@ def _cycle(rng: np.random.Generator, pool: np.ndarray, n: int) -> list[int]:
 # in vireid's layout (P*K visible then P*K infrared, identity-major, the same
 # identity order in both halves).
 
-SAMPLERS = ("balanced", "agw", "idkl", "vsd")
+SAMPLERS = ("balanced", "agw", "idkl", "vsd", "pk")
+CROSS_MODALITY_SAMPLERS = ("agw", "idkl", "vsd")  # each batch holds K visible + K infrared images per identity
 
 
 def epoch_state(seed: int, epoch: int) -> np.random.RandomState:
@@ -203,6 +224,9 @@ class _ReferenceSampler(Sampler):
         if num_ids < 1 or num_per_modality < 1:
             raise ValueError(f"num_ids and num_per_modality must be >= 1, got {num_ids} and {num_per_modality}")
         self.num_ids, self.k = num_ids, num_per_modality
+        if samples and single_modality(samples):
+            raise ValueError(f"{who} draws K visible and K infrared images per identity, but the training set has "
+                             f"one modality ({samples[0].modality_name} only); use data.sampler: balanced or pk")
         self.pools = _pools(samples)
         if len(self.pools) < num_ids:
             raise ValueError(f"{who} needs at least {num_ids} identities with both visible and "
@@ -452,16 +476,84 @@ def vsd_epoch_length(num_identities: int, ids_per_batch: int) -> int:
     return int(num_identities) // int(ids_per_batch)
 
 
+class PKIdentitySampler(_ReferenceSampler):
+    """The single-modality P x K sampler of reid-strong-baseline (``RandomIdentitySampler``), which
+    ReID-Survey's AGW and NFormer train with; one full pass per epoch.
+
+    Per identity (in order of first appearance): its images, drawn K times
+    with replacement when it has fewer than K, shuffled and cut into chunks
+    of K (the remainder dropped). Then batches of P distinct identities drawn
+    uniformly among those with chunks left, one chunk each, until fewer than
+    P identities remain. The batch count varies a little from epoch to epoch
+    (``len()`` is the current epoch's). A batch is P*K indices, identity by
+    identity. Modality is not looked at, so it refuses a visible-infrared
+    training set, whose recipes expect the visible-then-infrared layout.
+    """
+
+    fixed_length = False
+
+    def __init__(self, samples: Sequence[Sample], num_ids: int = 16, num_per_modality: int = 4, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, with_seeds: bool = False):
+        super().__init__(seed, rank, world_size, with_seeds)
+        if num_ids < 1 or num_per_modality < 1:
+            raise ValueError(f"num_ids and num_per_modality must be >= 1, got {num_ids} and {num_per_modality}")
+        if not single_modality(samples):
+            raise ValueError("data.sampler: pk draws identities regardless of modality (the single-modality re-ID "
+                             "sampler), but this training set has visible and infrared images; use balanced, agw, "
+                             "idkl or vsd")
+        self.num_ids, self.k = num_ids, num_per_modality
+        by_pid: dict[int, list[int]] = {}
+        for index, sample in enumerate(samples):
+            by_pid.setdefault(sample.pid, []).append(index)
+        self.pids = list(by_pid)  # first-seen order, as the reference's dict keys
+        self._arrays = {pid: np.array(indices) for pid, indices in by_pid.items()}
+        if len(self.pids) < num_ids:
+            raise ValueError(f"the P x K sampler needs at least {num_ids} identities (data.p), found {len(self.pids)}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_ids * self.k
+
+    def _draw(self, rng: np.random.RandomState) -> list[list[int]]:
+        queues = {}
+        for pid in self.pids:
+            indices = self._arrays[pid]
+            if len(indices) < self.k:
+                indices = rng.choice(indices, size=self.k, replace=True)
+            indices = indices.copy()
+            rng.shuffle(indices)
+            chunks = len(indices) // self.k
+            queues[pid] = [indices[c * self.k:(c + 1) * self.k].tolist() for c in range(chunks)][::-1]
+        available = list(self.pids)
+        batches = []
+        while len(available) >= self.num_ids:
+            chosen = [available[i] for i in rng.choice(len(available), self.num_ids, replace=False)]
+            batch = []
+            for pid in chosen:
+                batch += queues[pid].pop()
+                if not queues[pid]:
+                    available.remove(pid)
+            batches.append(batch)
+        return batches
+
+
 def build_sampler(kind: str, samples: Sequence[Sample], num_ids: int, num_per_modality: int, seed: int = 0,
                   rank: int = 0, world_size: int = 1, with_seeds: bool = False, idkl_epoch: str = "pass") -> Sampler:
-    """The batch sampler named by ``data.sampler``: balanced (vireid's), agw, idkl or vsd (the references').
+    """The batch sampler named by ``data.sampler``: balanced (vireid's), agw, idkl or vsd (the VI references'),
+    pk (the single-modality references').
 
-    ``idkl_epoch`` (idkl only): "pass" or "ignite04", see :class:`IDKLIdentitySampler`.
+    ``idkl_epoch`` (idkl only): "pass" or "ignite04", see :class:`IDKLIdentitySampler`. On a
+    single-modality training set (every sample visible) only balanced and pk apply.
     """
     classes = {"balanced": CrossModalityIdentitySampler, "agw": AGWIdentitySampler, "idkl": IDKLIdentitySampler,
-               "vsd": VSDIdentitySampler}
+               "vsd": VSDIdentitySampler, "pk": PKIdentitySampler}
     if kind not in classes:
         raise ValueError(f"unknown data.sampler {kind!r}; expected one of {', '.join(SAMPLERS)}")
+    if kind in CROSS_MODALITY_SAMPLERS and samples and single_modality(samples):
+        raise ValueError(f"data.sampler: {kind} draws K visible and K infrared images per identity, but the training "
+                         f"set has one modality ({samples[0].modality_name} only); use data.sampler: balanced "
+                         "(vireid's epoch) or pk (reid-strong-baseline's, which AGW's and NFormer's single-modality "
+                         "code use)")
     extra = {}
     if kind == "idkl":
         extra["epoch"] = idkl_epoch

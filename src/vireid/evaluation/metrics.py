@@ -11,9 +11,16 @@ with torch, on whatever device the distances live on:
 3. a query with no true match left is *invalid* and excluded from every mean;
 4. AP = mean over the m remaining true matches of (j / rank of the j-th match);
    INP = m / rank of the last match;
-5. CMC: RegDB counts images (rank of the first match); SYSU and LLCM count
-   identities, keeping only the first occurrence of each gallery identity in
-   the ranked list ("only the maximum similarity per person").
+5. CMC: RegDB and Market-1501 count images (rank of the first match); SYSU
+   and LLCM count identities, keeping only the first occurrence of each
+   gallery identity in the ranked list ("only the maximum similarity per person").
+
+The ``market1501`` rule is the single-modality standard (Market-1501,
+DukeMTMC-reID, MSMT17; ``eval_func`` of reid-strong-baseline / ReID-Survey,
+the Market-1501 MATLAB code): gallery items with the query's identity and
+camera are dropped, and so are junk items (identity -1, which the Python
+readers never load and the MATLAB code lists as junk); distractors (0) stay
+as negatives.
 
 Where the reference fails (no valid query; SYSU/LLCM rows of different
 lengths, which numpy cannot stack) we raise ``ValueError`` instead of
@@ -27,13 +34,16 @@ from typing import Any
 import numpy as np
 import torch
 
-RULES = ("sysu", "regdb", "llcm")
+RULES = ("sysu", "regdb", "llcm", "market1501")
 RULE_DESCRIPTIONS = {
     "sysu": "SYSU-MM01: camera-3 queries never see camera-2 gallery images; identity-level CMC",
     "regdb": "RegDB: no camera filtering; image-level CMC",
     "llcm": "LLCM: gallery items with the query's pid and camera are dropped; identity-level CMC",
+    "market1501": "Market-1501 / DukeMTMC-reID / MSMT17: gallery items with the query's pid and camera, and junk "
+                  "(pid -1), are dropped; image-level CMC",
 }
-_IDENTITY_CMC = {"sysu": True, "regdb": False, "llcm": True}
+_IDENTITY_CMC = {"sysu": True, "regdb": False, "llcm": True, "market1501": False}
+JUNK_PID = -1  # the market1501 rule's junk label (vireid.data.layouts.JUNK_PID)
 
 # Work on at most this many query x gallery cells at once, so memory stays
 # bounded for large galleries (about 60 bytes per cell are alive at once).
@@ -91,6 +101,8 @@ def _camera_keep(rule, q_pids, q_cams, g_pids, g_cams):
         return ~((q_cams[:, None] == 3) & (g_cams[None, :] == 2))
     if rule == "llcm":
         return ~((q_pids[:, None] == g_pids[None, :]) & (q_cams[:, None] == g_cams[None, :]))
+    if rule == "market1501":
+        return ~((q_pids[:, None] == g_pids[None, :]) & (q_cams[:, None] == g_cams[None, :])) & (g_pids != JUNK_PID)
     return None
 
 
@@ -228,7 +240,8 @@ def _summarise(stats, rule, max_rank, pad_short_cmc):
         length = int(lengths.max()) if pad_short_cmc else _common_length(lengths, rule, max_rank)
         first = stats["id_rank"][valid]
     else:
-        # No rule removes anything here, so every row has max_rank entries.
+        # Under regdb no rule removes anything, so every row has max_rank entries (under market1501 a
+        # row keeps fewer only in galleries smaller than max_rank + removed items; its tail is then padded).
         # (The reference also stacks the image-level rows under the SYSU/LLCM
         # rules and fails when those differ in length, although it discards
         # them; vireid does not, as the result does not depend on them.)

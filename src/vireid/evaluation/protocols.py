@@ -32,6 +32,13 @@ Names (``protocol_names()`` lists them all):
   against every image of the other; one trial. The camera rule is off
   (image-level CMC, as RegDB) unless every image has a camera folder; then
   gallery images with the query's identity and camera are dropped (LLCM's rule).
+* ``market1501``, ``dukemtmc``, ``msmt17`` - the single-modality standard:
+  every image of ``query/`` against every image of ``bounding_box_test/``
+  (MSMT17: ``list_query.txt`` against ``list_gallery.txt``), files in sorted
+  (list) order; junk images (person -1) are left out of the gallery,
+  distractors (0000) stay in it; the ``market1501`` rule drops the gallery
+  images of the query's identity seen by the query's camera; image-level CMC;
+  one trial (nothing is sampled).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vireid.data import layouts
 from vireid.data.layouts import (
     LLCM_INFRARED_CAMS,
     LLCM_INFRARED_DIR,
@@ -74,7 +82,7 @@ class Protocol:
     """A named way to build query/gallery lists from a dataset root, per trial."""
 
     name: str
-    dataset: str  # which on-disk layout it reads: sysu, regdb or llcm
+    dataset: str  # which on-disk layout it reads: sysu, regdb, llcm, folder, market1501, dukemtmc or msmt17
     rule: str  # the camera rule of ``vireid.evaluation.evaluate``
     trials: tuple[int, ...]
     description: str
@@ -288,6 +296,44 @@ def _folder(direction: str) -> Protocol:
                     lambda root, t: folder_split(root, q_mod))
 
 
+# ---------------------------------------------------------------- single-modality re-ID sets
+
+
+def named_folder_split(root: Path, names: layouts.NameFormat) -> TestSplit:
+    """Market-1501 / DukeMTMC-reID: ``query/`` vs ``bounding_box_test/`` without its junk (person -1)."""
+    root = Path(root)
+    parts = {}
+    for role in ("query", "gallery"):
+        folder = root / layouts.SINGLE_FOLDERS[role]
+        if not folder.is_dir():
+            raise FileNotFoundError(f"missing folder {folder} ({names.dataset} keeps its {role} images there)")
+        parts[role] = [Sample(path, pid, cam, VISIBLE) for path, pid, cam in layouts.scan_named_images(folder, names)
+                       if pid != layouts.JUNK_PID]
+    return TestSplit(parts["query"], parts["gallery"])
+
+
+def msmt17_split(root: Path) -> TestSplit:
+    """MSMT17 (V1 or V2): ``list_query.txt`` vs ``list_gallery.txt``, both under the test folder."""
+    root = Path(root)
+    test_dir = root / layouts.MSMT_VERSIONS[layouts.msmt_version(root) or "V1"][1]
+    parts = {}
+    for role in ("query", "gallery"):
+        entries = layouts.read_msmt_list(root / layouts.MSMT_LISTS[role], test_dir)
+        parts[role] = [Sample(path, pid, cam, VISIBLE) for path, pid, cam in entries if pid != layouts.JUNK_PID]
+    return TestSplit(parts["query"], parts["gallery"])
+
+
+def _single(name: str) -> Protocol:
+    if name == "msmt17":
+        build, words = (lambda root, t: msmt17_split(root)), "list_query.txt vs list_gallery.txt"
+    else:
+        names = layouts.MARKET_NAMES if name == "market1501" else layouts.DUKE_NAMES
+        build, words = (lambda root, t: named_folder_split(root, names)), "query/ vs bounding_box_test/"
+    return Protocol(name, name, "market1501", (0,),
+                    f"{name}: {words}; gallery images with the query's identity and camera and junk (-1) dropped, "
+                    "distractors (0000) kept; image-level CMC; one trial", build)
+
+
 # ---------------------------------------------------------------- registry
 
 
@@ -342,6 +388,7 @@ def _all_protocols() -> dict[str, Protocol]:
     items += [_regdb(t, d) for t in REGDB_TRIALS for d in ("v2i", "i2v")]
     items += [_llcm(d) for d in ("i2v", "v2i", "v2i_as_released")]
     items += [_folder(d) for d in ("i2v", "v2i")]
+    items += [_single(name) for name in ("market1501", "dukemtmc", "msmt17")]
     return {p.name: p for p in items}
 
 
@@ -357,5 +404,5 @@ def get_protocol(name: str) -> Protocol:
         return PROTOCOLS[name]
     except KeyError:
         families = ("sysu/{all,indoor}/{single,multi}/{official,seeded}, regdb/trial{1..10}/{v2i,i2v}, "
-                    "llcm/{i2v,v2i,v2i_as_released}, folder/{i2v,v2i}")
+                    "llcm/{i2v,v2i,v2i_as_released}, folder/{i2v,v2i}, market1501, dukemtmc, msmt17")
         raise ValueError(f"unknown protocol {name!r}; known: {families}") from None

@@ -21,6 +21,21 @@ def check_method(cfg: dict):
     return METHODS.get(cfg["method"])
 
 
+def single_modality_problem(cfg: dict) -> str | None:
+    """Why the configured method cannot train on a single-modality (visible-only) dataset, or None if it can.
+
+    A recipe that can says so with a ``single_modality_problem(cfg)``
+    classmethod (returning None, or the reason a setting of ``cfg`` needs
+    infrared images); every other method is taken to need visible-infrared pairs.
+    """
+    recipe_cls = check_method(cfg)
+    check = getattr(recipe_cls, "single_modality_problem", None)
+    if check is None:
+        return (f"method {cfg['method']!r} trains on visible and infrared images together (its losses or network "
+                "pair the two modalities)")
+    return check(cfg)
+
+
 def build_recipe(cfg: dict, num_classes: int):
     """The recipe named by ``cfg['method']``."""
     return check_method(cfg)(cfg, num_classes)

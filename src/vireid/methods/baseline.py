@@ -85,6 +85,19 @@ class BaselineRecipe:
         self.flip = bool((cfg.get("eval") or {}).get("flip", False))
         self.num_classes = num_classes
 
+    @classmethod
+    def single_modality_problem(cls, cfg: dict) -> str | None:
+        """ID + WRT/triplet/ADP need identities only; CAJ's tri-modal batch and the hetero-center triplet
+        need infrared images (a two-stream stem just leaves its infrared copy unused)."""
+        method = cfg.get("method")
+        if (cfg.get("recipe") or {}).get("channel_exchange"):
+            return (f"method {method!r} with recipe.channel_exchange: true builds CAJ's visible / channel-exchanged / "
+                    "infrared batch, which needs infrared images; set recipe.channel_exchange: false")
+        if float((cfg.get("loss") or {}).get("hetero_center", 0.0) or 0.0) > 0:
+            return (f"method {method!r} with loss.hetero_center > 0 pulls each identity's visible and infrared "
+                    "centres together, which needs infrared images; set loss.hetero_center: 0")
+        return None
+
     def param_groups(self):
         return head_and_backbone_groups(self.model, self.backbone_lr_mult)
 

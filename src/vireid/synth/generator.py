@@ -27,6 +27,19 @@ Layout-specific choices (documented because readers depend on them):
   ``train_nir/camK/<pid>/``; labels in the lists are 0-based over training
   ids; file names never contain "cam" (the reference parses the text after
   the first "cam" in a path).
+- Market-1501 / DukeMTMC-reID / MSMT17: visible only (every camera is a
+  colour camera; MSMT17's capture slots morning / noon / afternoon light the
+  scene differently). Half the ids train, half test; an id appears in at
+  least two cameras (a query always has a cross-camera match); per test id
+  and camera the first image is the query, the rest the gallery. Market:
+  names ``PPPP_cCsS_FFFFFF_NN.jpg``, cameras 1-6, plus a few junk (``-1``)
+  and distractor (``0000``) images of people outside the set in
+  ``bounding_box_test/``. Duke: ``PPPP_cC_fFFFFFFF.jpg``, cameras 1-8, plus
+  a few gallery-only identities (the real set's distractors; it has no junk
+  or 0000 images). MSMT17 (V1): ``train/`` and ``test/`` person folders
+  named by the 0-based label of their split, files
+  ``PPPP_SSS_CC_<date><slot>_<frame>_0.jpg``, cameras 1-15 (13-15 indoor),
+  the four list files; ``list_val.txt`` holds about every tenth training image.
 """
 
 from __future__ import annotations
@@ -47,8 +60,9 @@ from PIL import Image
 from vireid.data import layouts
 from vireid.synth.render import make_camera, make_identity, render
 
-LAYOUTS = ("sysu", "regdb", "llcm")
-DEFAULT_IMAGES = {"sysu": 10, "regdb": 10, "llcm": 6}
+LAYOUTS = ("sysu", "regdb", "llcm", "market1501", "dukemtmc", "msmt17")
+SINGLE_MODALITY_LAYOUTS = ("market1501", "dukemtmc", "msmt17")
+DEFAULT_IMAGES = {"sysu": 10, "regdb": 10, "llcm": 6, "market1501": 6, "dukemtmc": 6, "msmt17": 6}
 DEFAULT_SIZE = (128, 64)  # height, width
 MIN_IDS = 3
 
@@ -186,7 +200,110 @@ def plan_llcm(num_ids: int, seed: int, images: int) -> Plan:
     return Plan(jobs, texts, [f"{layouts.LLCM_INFRARED_DIR}/cam3"], num_ids=num_ids)
 
 
-PLANNERS = {"sysu": plan_sysu, "regdb": plan_regdb, "llcm": plan_llcm}
+def _single_cameras(rng: np.random.Generator, cams: tuple[int, ...], p: float) -> list[int]:
+    """The cameras one identity walks past: each with probability ``p``, at least two."""
+    chosen = [c for c in cams if rng.random() < p]
+    while len(chosen) < 2:
+        extra = int(rng.choice([c for c in cams if c not in chosen]))
+        chosen = sorted(chosen + [extra])
+    return chosen
+
+
+def _query_gallery(names: list[str]) -> tuple[list[str], list[str]]:
+    """One query per (test identity, camera): the first image, when the camera has more than one."""
+    return (names[:1], names[1:]) if len(names) > 1 else ([], names)
+
+
+def plan_named_folders(num_ids: int, seed: int, images: int, layout: str) -> Plan:
+    """Market-1501 or DukeMTMC-reID: three flat folders, identity and camera in each file name."""
+    market = layout == "market1501"
+    cams = tuple(range(1, 7)) if market else tuple(range(1, 9))
+    ids = list(range(1, num_ids + 1))
+    test, train = _split(seed, ids, (0.5,), salt=20 if market else 30)
+    test_set = set(test)
+    jobs, frame = [], 0
+
+    def name(pid: int, cam: int, rng: np.random.Generator) -> str:
+        nonlocal frame
+        frame += int(rng.integers(1, 40))
+        person = "-1" if pid < 0 else f"{pid:04d}"  # Market's junk images are named -1_...
+        if market:
+            return f"{person}_c{cam}s{int(rng.integers(1, 7))}_{frame:06d}_{int(rng.integers(1, 4)):02d}.jpg"
+        return f"{pid:04d}_c{cam}_f{frame:07d}.jpg"
+
+    def add(folder: str, pid: int, label_pid: int, cam: int, k: int, rng) -> str:
+        rel = f"{folder}/{name(label_pid, cam, rng)}"
+        spec = CameraSpec(cam + (20 if market else 40), False, False, dim=0.8 if market and cam == 6 else 1.0)
+        jobs.append(ImageJob(rel, pid, spec, (seed, 21, pid, cam, k)))
+        return rel
+
+    for pid in ids:
+        rng = _rng(seed, 22, pid)
+        for cam in _single_cameras(rng, cams, 0.45 if market else 0.35):
+            n = _count(rng, images, full=False)
+            if pid not in test_set:
+                for k in range(n):
+                    add("bounding_box_train", pid, pid, cam, k, rng)
+                continue
+            query, gallery = _query_gallery(list(range(n)))
+            for k in query:
+                add("query", pid, pid, cam, k, rng)
+            for k in gallery:
+                add("bounding_box_test", pid, pid, cam, k, rng)
+    # People outside the identity set, in the gallery only: Market names them 0000 (distractors) or -1 (junk);
+    # DukeMTMC gives its gallery-only distractors ordinary ids after the others.
+    extra = max(2, len(test) // 4)
+    for j in range(extra):
+        rng = _rng(seed, 23, j)
+        stranger = 100_000 + j  # an identity of the generator that no labelled image uses
+        cam = int(rng.choice(cams))
+        if market:
+            add("bounding_box_test", stranger, 0, cam, 0, rng)
+            add("bounding_box_test", stranger + 50_000, -1, cam, 0, rng)
+        else:
+            for k in range(_count(rng, images, full=False)):
+                add("bounding_box_test", stranger, num_ids + 1 + j, cam, k, rng)
+    return Plan(jobs, {}, [], num_ids=num_ids)
+
+
+MSMT_SLOTS = (("0113morning", 0.85), ("0113noon", 1.0), ("0113afternoon", 0.7), ("0302morning", 0.85),
+              ("0302noon", 1.0), ("0303afternoon", 0.7))
+
+
+def plan_msmt17(num_ids: int, seed: int, images: int) -> Plan:
+    """MSMT17 V1: train/ and test/ person folders named by label, and the four list files."""
+    ids = list(range(1, num_ids + 1))
+    test, train = _split(seed, ids, (0.5,), salt=40)
+    jobs, lists = [], {"train": [], "val": [], "query": [], "gallery": []}
+    for split, members in (("train", train), ("test", test)):
+        for label, pid in enumerate(members):
+            rng = _rng(seed, 41, pid)
+            running = 0
+            for cam in _single_cameras(rng, tuple(range(1, 16)), 0.2):
+                slot, dim = MSMT_SLOTS[int(rng.integers(len(MSMT_SLOTS)))]
+                spec = CameraSpec(60 + cam, False, indoor=cam > 12, dim=dim)
+                rels = []
+                for k in range(_count(rng, images, full=False)):
+                    frame = int(rng.integers(1, 9999))
+                    rel = f"{label:04d}/{label:04d}_{running:03d}_{cam:02d}_{slot}_{frame:04d}_0.jpg"
+                    running += 1
+                    jobs.append(ImageJob(f"{split}/{rel}", pid, spec, (seed, 42, pid, cam, k)))
+                    rels.append(f"{rel} {label}")
+                if split == "train":
+                    for line in rels:
+                        lists["val" if int(rng.random() * 10) == 0 else "train"].append(line)
+                else:
+                    query, gallery = _query_gallery(rels)
+                    lists["query"] += query
+                    lists["gallery"] += gallery
+    texts = {f"list_{part}.txt": "\n".join(lines) + "\n" for part, lines in lists.items()}
+    return Plan(jobs, texts, [], num_ids=num_ids)
+
+
+PLANNERS = {"sysu": plan_sysu, "regdb": plan_regdb, "llcm": plan_llcm,
+            "market1501": lambda n, seed, images: plan_named_folders(n, seed, images, "market1501"),
+            "dukemtmc": lambda n, seed, images: plan_named_folders(n, seed, images, "dukemtmc"),
+            "msmt17": plan_msmt17}
 
 
 @lru_cache(maxsize=64)
@@ -265,6 +382,9 @@ def generate(out: str | os.PathLike, layout: str, ids: int, seed: int = 0,
     images = DEFAULT_IMAGES[layout] if images is None else images
     if images < 1:
         raise ValueError(f"images per camera must be at least 1, got {images}")
+    if layout in SINGLE_MODALITY_LAYOUTS and images < 2:
+        raise ValueError(f"the {layout} layout needs at least 2 images per camera (one query, the rest gallery), "
+                         f"got {images}")
     out = Path(out)
     _prepare_output(out, overwrite)
     plan = PLANNERS[layout](ids, seed, images)

@@ -34,6 +34,7 @@ class VIReIDDataset:
 
     name = ""
     expected_layout = ""
+    single_modality = False  # True: visible images only (Market-1501, DukeMTMC-reID, MSMT17)
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
