@@ -24,8 +24,9 @@ released code (bismex/HiCMD), read for its structure and numbers only:
   (test feature), a classifier (CE) and a projection for the triplet loss.
 
 vireid's simplifications (each a documented difference, see
-``configs/hicmd_sysu.yaml``): no ASPP in the prototype encoder, zero padding in
-the discriminators, one MLP per decoder block producing both of its AdaINs.
+``configs/hicmd_sysu.yaml`` and docs/recipes.md): no ASPP in the prototype
+encoder, plain strided convolutions with zero padding in the discriminators,
+one MLP per decoder block producing both of its AdaINs.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .backbones import build_trunk, load_pretrained
 from .backbones.resnet import pretrained_path
 from .registry import MODELS
 
-LRELU = 0.2  # the leaky-ReLU slope of every generator and discriminator layer
+LRELU = 0.3  # the leaky-ReLU slope of every generator and discriminator layer (released code: w_lrelu 0.3)
 
 
 def attribute_indices(dim: int, chunks: int, style_ratio: float = 0.5,
