@@ -16,32 +16,67 @@ Two schedules reproduce released codes that set the rate once per epoch
 
 IDKL's ``MultiStepLR`` stepped at each epoch's end is ``multistep`` without
 warm-up. :data:`REFERENCE_SCHEDULES` names each reference's settings.
+
+``iter_step`` counts iterations instead of epochs: x ``gamma`` every
+``step_iters`` optimiser steps (Hi-CMD halves every 25k/50k iterations, a
+``StepLR`` stepped after every iteration).
+
+A recipe with several optimisers (``Recipe.optimizers()``) gets one per name;
+:class:`OptimizerSettings` (``train.optimizers.<name>``) overrides the
+``train`` values for one of them, e.g. Adam with betas (0.5, 0.999) for a GAN.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 
+from vireid.schema import parse_section, setting
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("multistep", "cosine", "constant", "agw_step_warmup", "vsd_warmup_multistep")
+SCHEDULES = ("multistep", "cosine", "constant", "agw_step_warmup", "vsd_warmup_multistep", "iter_step")
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """``train.optimizers.<name>``: one named optimiser's settings; a value left out (null) is ``train``'s."""
+
+    optimizer: str | None = setting(None, choices=OPTIMIZERS)
+    lr: float | None = setting(None, low=0)
+    weight_decay: float | None = setting(None, low=0)
+    momentum: float | None = setting(None, low=0)
+    betas: tuple[float, ...] | None = setting(None, doc="Adam's (beta1, beta2); null: torch's (0.9, 0.999)")
+
+    @classmethod
+    def parse(cls, name: str, values) -> OptimizerSettings:
+        if isinstance(values, cls):
+            return values
+        settings = parse_section(cls, values, f"train.optimizers.{name}")
+        if settings.betas is not None and (len(settings.betas) != 2 or not all(0 <= b < 1 for b in settings.betas)):
+            raise ValueError(f"train.optimizers.{name}.betas must be two numbers in [0, 1), got {list(settings.betas)}")
+        return settings
 
 
 def build_optimizer(param_groups: Iterable[dict], name: str, lr: float, weight_decay: float,
-                    momentum: float = 0.9, nesterov: bool = True) -> torch.optim.Optimizer:
-    """``param_groups`` are dicts with ``params`` and an optional ``lr_mult`` (default 1)."""
+                    momentum: float = 0.9, nesterov: bool = True,
+                    betas: Sequence[float] | None = None) -> torch.optim.Optimizer:
+    """``param_groups`` are dicts with ``params`` and an optional ``lr_mult`` (default 1).
+
+    ``betas`` (Adam/AdamW only) None keeps torch's default (0.9, 0.999)."""
     groups = []
     for group in param_groups:
         group = dict(group)
         group["lr"] = lr * group.pop("lr_mult", 1.0)
         group["initial_lr"] = group["lr"]
         groups.append(group)
+    adam = {} if betas is None else {"betas": tuple(betas)}
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, **adam)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **adam)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, weight_decay=weight_decay, momentum=momentum,
                                nesterov=nesterov and momentum > 0)
@@ -50,8 +85,8 @@ def build_optimizer(param_groups: Iterable[dict], name: str, lr: float, weight_d
 
 def lr_factor(epoch: float, *, schedule: str, epochs: int, warmup_epochs: float = 0.0,
               warmup_start: float = 0.1, milestones: Iterable[int] = (), gamma: float = 0.1,
-              min_factor: float = 0.0, factors: Sequence[float] = ()) -> float:
-    """Multiplier of the base LR at (fractional) ``epoch``.
+              min_factor: float = 0.0, factors: Sequence[float] = (), step: int = 0, step_iters: int = 0) -> float:
+    """Multiplier of the base LR at (fractional) ``epoch``, or, for ``iter_step``, at iteration ``step``.
 
     Multistep: ``gamma ** (milestones passed)``, or, when ``factors`` is given
     (one per milestone), the factor of the last milestone passed (MSCLNet's
@@ -59,6 +94,8 @@ def lr_factor(epoch: float, *, schedule: str, epochs: int, warmup_epochs: float 
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+    if schedule == "iter_step":
+        return iteration_factor(step, step_iters, gamma)
     if schedule == "agw_step_warmup":
         e = math.floor(epoch)
         warm = (e + 1) / warmup_epochs if e < warmup_epochs else 1.0
@@ -79,6 +116,13 @@ def lr_factor(epoch: float, *, schedule: str, epochs: int, warmup_epochs: float 
         progress = min(max((epoch - warmup_epochs) / span, 0.0), 1.0)
         return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
     return 1.0
+
+
+def iteration_factor(step: int, step_iters: int, gamma: float) -> float:
+    """``gamma ** (step // step_iters)``: the LR of 0-based iteration ``step`` under a StepLR stepped per iteration."""
+    if not isinstance(step_iters, int) or step_iters < 1:
+        raise ValueError(f"train.step_iters must be an integer >= 1 for schedule iter_step, got {step_iters!r}")
+    return gamma ** (step // step_iters)
 
 
 # lr_factor settings of each reference's schedule; the golden ``lr_schedule`` vectors pin them.

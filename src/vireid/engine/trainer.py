@@ -11,6 +11,15 @@ Resuming is exact in deterministic CPU mode: a checkpoint records the epoch,
 the number of batches done in it, every RNG state, and the optimiser, so a
 run killed mid-epoch and resumed ends with the same weights as one that was
 never stopped (batches are a pure function of (seed, epoch), see the sampler).
+
+Several optimisers: a recipe with ``optimizers() -> {name: param_groups}``
+(e.g. ``gen``, ``dis``, ``id`` of a GAN) gets one optimiser per name, and its
+``training_step`` *yields* updates ``(name or names, {"loss": ..., ...})`` in
+order; each is back-propagated and its optimiser(s) stepped before the next
+is computed, so a generator update sees the discriminator as it is after its
+own step (and never back-propagates through weights an optimiser already
+changed in place). Every optimiser's state is checkpointed by name; the LR
+schedule is a pure function of (epoch, step), so nothing else needs saving.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from tqdm import tqdm
 
 from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vireid.engine.distributed import DistInfo, wrap_ddp
-from vireid.engine.optim import OPTIMIZERS, SCHEDULES, build_optimizer, lr_factor, set_lr
+from vireid.engine.optim import OPTIMIZERS, SCHEDULES, OptimizerSettings, build_optimizer, lr_factor, set_lr
 from vireid.schema import parse_section, setting
 
 log = logging.getLogger(__name__)
@@ -47,7 +56,9 @@ class Recipe(Protocol):
     def training_step(self, model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]: ...
 
     # Optional: ``on_epoch_start(epoch, trainer)`` is called before each epoch's first (or resumed) step;
-    # ``set_progress(fraction)`` before every step, with the fraction of the schedule done (0..1).
+    # ``set_progress(fraction)`` before every step, with the fraction of the schedule done (0..1);
+    # ``optimizers() -> {name: param_groups}`` instead of ``param_groups()``: several optimisers, and
+    # ``training_step`` then yields ``(name or (names...), terms)`` updates (see the module docstring).
 
 
 class Batches(Protocol):
@@ -94,6 +105,9 @@ class TrainConfig:
     seed: int = setting(0)
     deterministic: bool = setting(False)
     time_budget_s: float = setting(0.0, low=0, doc="> 0: train this many seconds; the schedule spans the budget")
+    step_iters: int = setting(0, low=0, doc="schedule iter_step: x gamma every step_iters iterations")
+    optimizers: dict = setting({}, doc="name -> {optimizer, lr, weight_decay, momentum, betas} of a recipe's "
+                                       "named optimisers (what is left out is train's)")
 
     @classmethod
     def from_dict(cls, cfg: dict) -> TrainConfig:
@@ -101,6 +115,9 @@ class TrainConfig:
         if tc.lr_factors and len(tc.lr_factors) != len(tc.milestones):
             raise ValueError(f"train.lr_factors must give one factor per milestone ({len(tc.milestones)} "
                              f"milestones: {list(tc.milestones)}), got {list(tc.lr_factors)}")
+        if tc.schedule == "iter_step" and tc.step_iters < 1:
+            raise ValueError("train.schedule iter_step needs train.step_iters >= 1 (iterations between LR steps)")
+        tc.optimizers = {name: OptimizerSettings.parse(name, v) for name, v in tc.optimizers.items()}
         return tc
 
 
@@ -119,8 +136,18 @@ class Trainer:
                              "at its own step and the gradient all-reduce would hang); set train.epochs instead")
         self.is_main, self.progress = self.dist.is_main, progress
         recipe.model.to(self.device)
-        self.optimizer = build_optimizer(recipe.param_groups(), cfg.optimizer, cfg.lr, cfg.weight_decay,
-                                         momentum=cfg.momentum)
+        self.optimizers = self._build_optimizers(recipe, cfg) if hasattr(recipe, "optimizers") else None
+        if self.optimizers is None:
+            if cfg.optimizers:
+                raise ValueError(f"train.optimizers names {', '.join(sorted(cfg.optimizers))}, but method "
+                                 f"{recipe.name!r} has one optimiser: set train.optimizer/lr/... instead")
+            self.optimizer = build_optimizer(recipe.param_groups(), cfg.optimizer, cfg.lr, cfg.weight_decay,
+                                             momentum=cfg.momentum)
+        else:
+            self.optimizer = next(iter(self.optimizers.values()))  # the first one's LR is the logged "lr"
+            if self.dist.world_size > 1:
+                raise ValueError(f"method {recipe.name!r} alternates several optimisers, which vireid runs on one "
+                                 "process only (not under torchrun)")
         use_scaler = cfg.amp == "fp16" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
@@ -132,6 +159,23 @@ class Trainer:
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
 
+    @staticmethod
+    def _build_optimizers(recipe, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """One optimiser per name of ``recipe.optimizers()``, each with ``train.optimizers.<name>`` over ``train``."""
+        groups = dict(recipe.optimizers())
+        unknown = sorted(set(cfg.optimizers) - set(groups))
+        if unknown:
+            raise ValueError(f"train.optimizers names {', '.join(unknown)}, which method {recipe.name!r} does not "
+                             f"have; its optimisers are {', '.join(groups)}")
+        built = {}
+        for name, param_groups in groups.items():
+            own = OptimizerSettings.parse(name, cfg.optimizers.get(name))
+            pick = lambda value, default: default if value is None else value  # noqa: E731
+            built[name] = build_optimizer(param_groups, pick(own.optimizer, cfg.optimizer), pick(own.lr, cfg.lr),
+                                          pick(own.weight_decay, cfg.weight_decay),
+                                          momentum=pick(own.momentum, cfg.momentum), betas=own.betas)
+        return built
+
     # ------------------------------------------------------------------ state
 
     @property
@@ -139,10 +183,14 @@ class Trainer:
         return self.run_dir / CHECKPOINT_NAME
 
     def state_dict(self) -> dict:
+        if self.optimizers is not None:
+            optimizer = {"optimizers": {name: o.state_dict() for name, o in self.optimizers.items()}}
+        else:
+            optimizer = {"optimizer": self.optimizer.state_dict()}
         return {
             "method": self.recipe.name,
             "model": self.recipe.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            **optimizer,
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             "epoch": self.epoch,
@@ -168,7 +216,15 @@ class Trainer:
             raise ValueError(f"{path} was written by method {state.get('method')!r}, "
                              f"not {self.recipe.name!r}; use a matching config")
         self.recipe.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizers is not None:
+            saved = state.get("optimizers", {})
+            if set(saved) != set(self.optimizers):
+                raise ValueError(f"{path} holds optimisers {sorted(saved)}, but method {self.recipe.name!r} has "
+                                 f"{sorted(self.optimizers)}")
+            for name, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(saved[name])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
@@ -257,13 +313,14 @@ class Trainer:
             if self._stop_signal is not None:
                 break
             position = self._schedule_epoch(steps)
-            set_lr(self.optimizer, self._lr_factor(position))
+            for optimizer in self.optimizers.values() if self.optimizers is not None else (self.optimizer,):
+                set_lr(optimizer, self._lr_factor(position))
             if set_progress is not None:
                 set_progress(min(position / max(self.cfg.epochs, 1e-9), 1.0))
             batch = self.to_device(batch, self.device)
             if self.cfg.channels_last:
                 batch = _channels_last(batch)
-            terms = self._step(batch)
+            terms = self._step(batch) if self.optimizers is None else self._updates(batch)
             self.step_in_epoch += 1
             self.global_step += 1
             seen += _batch_size(batch)
@@ -272,6 +329,8 @@ class Trainer:
             bar.update()
             record = {"epoch": self.epoch, "step": self.step_in_epoch, "global_step": self.global_step,
                       "lr": self.optimizer.param_groups[0]["lr"], "img_per_s": rate, **terms}
+            if self.optimizers is not None:
+                record.update({f"lr_{name}": o.param_groups[0]["lr"] for name, o in self.optimizers.items()})
             logged = self.global_step % self.cfg.log_every == 0 or self.step_in_epoch == steps
             if logged:
                 self.log(record)
@@ -300,6 +359,19 @@ class Trainer:
         dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
         with torch.autocast(self.device.type, dtype=dtype, enabled=amp):
             terms = self.recipe.training_step(self.train_model, batch)
+        values = self._checked(terms)
+        total = terms["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.recipe.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return values
+
+    def _checked(self, terms: dict) -> dict[str, float]:
+        """The terms as floats; an error when 'loss' is missing or any term is not finite."""
         if "loss" not in terms:
             raise ValueError(f"{self.recipe.name}.training_step must return a dict with 'loss'; "
                              f"got keys {sorted(terms)}")
@@ -311,21 +383,51 @@ class Trainer:
                 f"loss term {bad[0]!r} is {values[bad[0]]} at epoch {self.epoch + 1}, step "
                 f"{self.step_in_epoch + 1}; training stopped, the last good checkpoint is kept at "
                 f"{self.checkpoint_path}")
-        total = terms["loss"]
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        if self.cfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.recipe.model.parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
         return values
+
+    def _updates(self, batch) -> dict[str, float]:
+        """One iteration of a several-optimiser recipe: each yielded update is computed, back-propagated and
+        stepped in turn. Logged: every update's terms, its loss as ``loss_<names>``, and their sum as ``loss``."""
+        amp = self.cfg.amp != "off" and self.device.type == "cuda"
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        updates = iter(self.recipe.training_step(self.train_model, batch))
+        values: dict[str, float] = {}
+        total = 0.0
+        while True:
+            with torch.autocast(self.device.type, dtype=dtype, enabled=amp):  # the forward passes only
+                update = next(updates, None)
+            if update is None:
+                break
+            names, terms = update
+            names = (names,) if isinstance(names, str) else tuple(names)
+            unknown = [n for n in names if n not in self.optimizers]
+            if unknown or not names:
+                raise ValueError(f"{self.recipe.name}.training_step yielded an update for {list(names)}; its "
+                                 f"optimisers are {', '.join(self.optimizers)}")
+            checked = self._checked(terms)
+            optimizers = [self.optimizers[n] for n in names]
+            for optimizer in optimizers:  # only these: another update's gradients are its own business
+                optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(terms["loss"]).backward()
+            if self.cfg.grad_clip > 0:
+                for optimizer in optimizers:
+                    self.scaler.unscale_(optimizer)
+                params = [p for o in optimizers for g in o.param_groups for p in g["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+            for optimizer in optimizers:
+                self.scaler.step(optimizer)
+            loss = checked.pop("loss")
+            total += loss
+            values[f"loss_{'_'.join(names)}"] = loss
+            values.update(checked)
+        self.scaler.update()  # once per iteration, after every optimiser's step (torch's multi-optimiser recipe)
+        return {"loss": total, **values}
 
     def _lr_factor(self, epoch: float) -> float:
         c = self.cfg
         return lr_factor(epoch, schedule=c.schedule, epochs=c.epochs, warmup_epochs=c.warmup_epochs,
                          warmup_start=c.warmup_start, milestones=c.milestones, gamma=c.gamma,
-                         factors=c.lr_factors)
+                         factors=c.lr_factors, step=self.global_step, step_iters=c.step_iters)
 
     def log(self, record: dict) -> None:
         """Append to metrics.jsonl; also to TensorBoard when it is installed."""
