@@ -194,6 +194,10 @@ class DataSettings:
                             doc="CAJ's second visible view: the first view channel-exchanged, or drawn from the "
                                 "raw image")
     idkl_epoch: str = setting("pass", choices=("pass", "ignite04"), doc="IDKL's epoch under its pinned ignite version")
+    keypoints: str | None = setting(None, doc="keypoint file (docs/keypoints.md), relative to the data root; "
+                                              "batches then carry 17 heat-maps per image (SPOT)")
+    heatmap_stride: int = setting(4, low=1, doc="image pixels per heat-map cell")
+    heatmap_sigma: float = setting(1.0, low=0.01, doc="heat-map Gaussian width, in cells")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,7 @@ import torch
 
 import vireid
 from vireid.config import dump, get, load_config
+from vireid.data.keypoints import HeatmapSpec, KeypointTable, keypoint_file
 from vireid.data.loaders import train_batches
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -142,11 +143,38 @@ def _source_batches(data: dict, root, seed: int, info):
         num_per_modality=data["k"], seed=seed, workers=data["workers"], augment=data["augment"],
         padding=data["pad"], erasing=data["random_erasing"], use_cache=data["cache"], rank=info.rank,
         world_size=info.world_size, val_ids=data["val_ids"], sampler=data["sampler"], resize=data["resize"],
-        caj_view=data["caj_view"], idkl_epoch=data["idkl_epoch"], **extra)
+        caj_view=data["caj_view"], idkl_epoch=data["idkl_epoch"], **_keypoint_options(data, root), **extra)
+
+
+def _keypoint_options(data: dict, root) -> dict:
+    """``train_batches`` options for the extra keypoint input: none unless ``data.keypoints`` names a file."""
+    path = keypoint_file(root, data["keypoints"])
+    return {} if path is None else {"keypoints": path, "heatmap": heatmap_spec(data)}
+
+
+def heatmap_spec(data: dict) -> HeatmapSpec:
+    return HeatmapSpec(data["heatmap_stride"], data["heatmap_sigma"])
+
+
+def check_inputs(cfg: dict, data: dict, root) -> None:
+    """Before any data is read: the method and its extra inputs agree (a method may also check its own)."""
+    recipe_cls = check_method(cfg)
+    hook = getattr(recipe_cls, "check_inputs", None)
+    if hook is not None:
+        hook(cfg, root)
+    if data["keypoints"] and not getattr(recipe_cls, "uses_heatmaps", False):
+        raise ValueError(f"data.keypoints is set ({data['keypoints']!r}) but method {cfg['method']!r} does not use "
+                         "keypoint heat-maps; remove data.keypoints (only spot reads them)")
+
+
+def _extra_inputs(data: dict, root) -> dict:
+    """``image_extractor`` options that add the keypoint heat-maps to test images (when the run uses them)."""
+    path = keypoint_file(root, data["keypoints"])
+    return {} if path is None else {"keypoints": KeypointTable.load(path), "root": root, "heatmap": heatmap_spec(data)}
 
 
 def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_classes: int, resume,
-         progress: bool, on_step=None) -> Path:
+         progress: bool, on_step=None, data_root=None) -> Path:
     """Write the run's config and environment, then train (or resume) it to the end."""
     out = Path(out)
     if info.is_main:
@@ -164,13 +192,14 @@ def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_c
         log.info("resuming %s at epoch %d, step %d", out, trainer.epoch + 1, trainer.step_in_epoch)
     validate = None
     if getattr(batches, "validation", None) and info.is_main:
-        validate = _validator(recipe, batches.validation, data, int(cfg["eval"]["val_every"]))
+        extras = _extra_inputs(data, data_root) if data_root is not None else {}
+        validate = _validator(recipe, batches.validation, data, int(cfg["eval"]["val_every"]), extras)
     trainer.fit(on_step=on_step, on_epoch_end=validate)
     barrier(info)
     return out / CHECKPOINT_NAME
 
 
-def _validator(recipe, samples, data, every: int):
+def _validator(recipe, samples, data, every: int, extras: dict | None = None):
     """Epoch-end evaluation on held-out *training* identities (infrared queries, visible gallery; on a
     visible-only set, see :func:`validation_split`).
 
@@ -185,7 +214,7 @@ def _validator(recipe, samples, data, every: int):
             return
         recipe.model.eval()
         extract = image_extractor(recipe.embed, (data["height"], data["width"]), trainer.device,
-                                  workers=data["workers"], resample=data["resize"])
+                                  workers=data["workers"], resample=data["resize"], **(extras or {}))
         result = evaluate_distances(cosine_distance(extract(query), extract(gallery)), query, gallery, rule)
         trainer.log({"epoch": trainer.epoch, "val_rank1": float(result["cmc"][0]), "val_mAP": result["mAP"],
                      "val_mINP": result["mINP"]})
@@ -231,13 +260,15 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
     ``on_step(trainer, record)`` runs after every step (its own time is not counted as training time;
     ``scripts/learning_curves.py`` uses it to measure rank-1 against training time)."""
     cfg, data, tc, info, seed = _prepare(config, overrides, device)
+    check_inputs(cfg, data, data_root)
     if data["caj_view"] == "raw" and not (cfg.get("recipe") or {}).get("channel_exchange"):
         raise ValueError("data.caj_view: raw adds CAJ's second visible view, which only the tri-modal batch uses; "
                          "set recipe.channel_exchange: true (methods agw/caj/baseline) or data.caj_view: exchange")
     with _exclusive(out, info):
         batches = _source_batches(data, data_root, seed, info)
         recipe = build_recipe(cfg, batches.num_classes)
-        return _fit(recipe, batches, tc, cfg, data, out, info, seed, batches.num_classes, resume, progress, on_step)
+        return _fit(recipe, batches, tc, cfg, data, out, info, seed, batches.num_classes, resume, progress, on_step,
+                    data_root=data_root)
 
 
 def _exclusive(out, info):
@@ -266,6 +297,7 @@ def adapt(config: str | Path, source: str | Path, target: str | Path, out: str |
     from vireid.data.target_batches import PairedBatches, TargetBatches
 
     cfg, data, tc, info, seed = _prepare(config, overrides, device)
+    check_inputs(cfg, data, source)
     if info.world_size > 1:
         raise ValueError("vireid adapt runs on one process (the pseudo-label refresh is not distributed)")
     recipe_cls = check_method(cfg)
@@ -328,8 +360,11 @@ def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol:
             raise ValueError(f"eval.rerank in the run's config must be true or false, got {rerank!r}")
     protocol_obj = get_protocol(protocol)
     data = data_settings(cfg)
+    check_inputs(cfg, data, data_root)
     device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     recipe.model.to(device)
     extract = image_extractor(recipe.embed, (data["height"], data["width"]), device, batch_size=batch_size,
-                              workers=data["workers"], resample=data["resize"])
-    return evaluate_protocol(protocol_obj, data_root, extract, rerank=rerank, trials=trials)
+                              workers=data["workers"], resample=data["resize"], **_extra_inputs(data, data_root))
+    result = evaluate_protocol(protocol_obj, data_root, extract, rerank=rerank, trials=trials)
+    result.tags = tuple(getattr(recipe, "report_tags", ()))  # e.g. spot_nopose says it used no keypoints
+    return result

@@ -14,6 +14,7 @@ from vireid.data.cache import ImageCache
 from vireid.data.channel_aug import train_transform
 from vireid.data.check import require_valid
 from vireid.data.image_dataset import ImageDataset, collate_views
+from vireid.data.keypoints import HeatmapSpec, KeypointInputs
 from vireid.data.records import INFRARED, VISIBLE, Sample
 from vireid.data.samplers import build_sampler
 from vireid.data.transforms import (
@@ -130,7 +131,8 @@ def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144
                   padding: int = 10, erasing: float = 0.5, cache_dir: str | Path | None = None,
                   use_cache: bool = True, augment_on_device: bool = False, rank: int = 0, world_size: int = 1,
                   val_ids: int = 0, sampler: str = "balanced", resize: str = "lanczos", caj_view: str = "exchange",
-                  idkl_epoch: str = "pass", **dataset_options) -> TrainBatches:
+                  idkl_epoch: str = "pass", keypoints: str | Path | None = None, heatmap: HeatmapSpec | None = None,
+                  **dataset_options) -> TrainBatches:
     """Training batches from a dataset root; refuses a root that fails :func:`vireid.data.check.require_valid`.
 
     With ``augment_on_device`` the images come as uint8 and the caller
@@ -142,6 +144,9 @@ def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144
     ``idkl_epoch`` what an IDKL-sampler epoch is (pass, ignite04);
     ``resize`` the resize filter (lanczos, bilinear); ``caj_view="raw"`` adds
     CAJ's second visible view to every batch (:func:`second_views`).
+    With ``keypoints`` (a keypoint file, :mod:`vireid.data.keypoints`) every
+    batch ends with ``{"heatmaps": (B, 17, h, w)}`` rendered per ``heatmap``;
+    without it batches are unchanged.
     """
     dataset = require_valid(root, name, **dataset_options)
     train, validation = split_validation(dataset.train, val_ids, seed)
@@ -153,7 +158,13 @@ def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144
         cache = ImageCache.build([s.path for s in train], size, key, cache_dir, resample=resize)
     transform = None if augment_on_device else train_transforms(augment, padding, erasing)
     views = None if augment_on_device else second_views(caj_view, padding)
-    images = ImageDataset(train, size, transform, cache, resample=resize, second_view=views)
+    points = None
+    if keypoints is not None:
+        if augment_on_device:
+            raise ValueError("keypoint heat-maps are made in the data workers; augment_on_device cannot be used "
+                             "with data.keypoints")
+        points = KeypointInputs.from_file(keypoints, train, root, size, heatmap or HeatmapSpec())
+    images = ImageDataset(train, size, transform, cache, resample=resize, second_view=views, keypoints=points)
     batch_sampler = build_sampler(sampler, train, num_ids, num_per_modality, seed=seed, rank=rank,
                                   world_size=world_size, with_seeds=not augment_on_device, idkl_epoch=idkl_epoch)
     batches = TrainBatches(images, batch_sampler, workers)

@@ -76,8 +76,30 @@ class Compose:
             x = step(x, generator)
         return x
 
+    def with_points(self, x: torch.Tensor, points: torch.Tensor, generator: torch.Generator | None = None):
+        """The same pipeline on the image and on its (17, 3) keypoints (pixels): ``(image, points)``.
+
+        Geometric steps move the points with the image from the same random
+        draws, so the image comes out exactly as from ``self(x, generator)``;
+        the other steps (colour, erasing) leave the points alone.
+        """
+        return apply_with_points(self.steps, x, points, generator)
+
     def __repr__(self) -> str:
         return "Compose(" + ", ".join(map(repr, self.steps)) + ")"
+
+
+def apply_with_points(steps: Sequence[Callable], x: torch.Tensor, points: torch.Tensor,
+                      generator: torch.Generator | None = None):
+    """Run ``steps`` on an image and its keypoints; a geometric step must know how to move the points."""
+    for step in steps:
+        if hasattr(step, "with_points"):
+            x, points = step.with_points(x, points, generator)
+        elif getattr(step, "geometric", False):
+            raise ValueError(f"{step!r} moves pixels but cannot move keypoints; it cannot be used with keypoints")
+        else:
+            x = step(x, generator)
+    return x, points
 
 
 class PadCrop:
@@ -89,15 +111,37 @@ class PadCrop:
     def __init__(self, padding: int = 10, fill: int = 0):
         self.padding, self.fill = padding, fill
 
+    geometric = True
+
     @batch_or_single
     def __call__(self, x, generator=None):
-        b, _, h, w = x.shape
+        return self._crop(x, *self._draw(x.shape[0], generator))
+
+    def _draw(self, b: int, generator) -> tuple[list[int], list[int]]:
         p = self.padding
-        tops = randint_inclusive(b, 2 * p, generator).tolist()
-        lefts = randint_inclusive(b, 2 * p, generator).tolist()
+        return randint_inclusive(b, 2 * p, generator).tolist(), randint_inclusive(b, 2 * p, generator).tolist()
+
+    def _crop(self, x, tops, lefts):
+        _, _, h, w = x.shape
+        p = self.padding
         padded = torch.nn.functional.pad(x, (p, p, p, p), value=self.fill)
         return torch.stack([padded[i, :, top:top + h, left:left + w]
                             for i, (top, left) in enumerate(zip(tops, lefts))])
+
+    def with_points(self, x, points, generator=None):
+        """The crop of ``__call__`` (same draws) and the (17, 3) / (B, 17, 3) keypoints moved with it."""
+        from vireid.data.keypoints import shift_points
+
+        single = x.dim() == 3
+        batch = x.unsqueeze(0) if single else x
+        tops, lefts = self._draw(batch.shape[0], generator)
+        out = self._crop(batch, tops, lefts)
+        p = self.padding
+        dx = torch.tensor([p - left for left in lefts], dtype=points.dtype)
+        dy = torch.tensor([p - top for top in tops], dtype=points.dtype)
+        if single:
+            return out.squeeze(0), shift_points(points, dx[0], dy[0])
+        return out, shift_points(points, dx, dy)
 
     def __repr__(self):
         return f"PadCrop(padding={self.padding}, fill={self.fill})"
@@ -107,12 +151,29 @@ class HorizontalFlip:
     def __init__(self, p: float = 0.5):
         self.p = p
 
+    geometric = True
+
     @batch_or_single
     def __call__(self, x, generator=None):
-        flip = (uniform(x.shape[0], generator) < self.p).to(x.device)
+        return self._flip(x, (uniform(x.shape[0], generator) < self.p).to(x.device))
+
+    @staticmethod
+    def _flip(x, flip):
         out = x.clone()
         out[flip] = x[flip].flip(-1)
         return out
+
+    def with_points(self, x, points, generator=None):
+        """The flip of ``__call__`` (same draw) and the keypoints mirrored with it, left and right swapped."""
+        from vireid.data.keypoints import flip_points
+
+        single = x.dim() == 3
+        batch = x.unsqueeze(0) if single else x
+        flip = uniform(batch.shape[0], generator) < self.p
+        out = self._flip(batch, flip.to(x.device))
+        pts = points.unsqueeze(0) if single else points
+        pts = torch.where(flip.view(-1, 1, 1), flip_points(pts, batch.shape[-1]), pts)
+        return (out.squeeze(0), pts.squeeze(0)) if single else (out, pts)
 
     def __repr__(self):
         return f"HorizontalFlip(p={self.p})"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from vireid.data.image_dataset import ImageDataset
+from vireid.data.image_dataset import ImageDataset, batch_extras
+from vireid.data.keypoints import HeatmapSpec, KeypointInputs, KeypointTable
 from vireid.data.records import Sample
 from vireid.data.transforms import eval_transform
 
@@ -16,26 +18,36 @@ Embed = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def image_extractor(embed: Embed, size: tuple[int, int], device: torch.device | str = "cpu",
-                    batch_size: int = 64, workers: int = 2, channels_last: bool = False, resample: str = "lanczos"):
+                    batch_size: int = 64, workers: int = 2, channels_last: bool = False, resample: str = "lanczos",
+                    keypoints: KeypointTable | None = None, root: str | Path | None = None,
+                    heatmap: HeatmapSpec | None = None):
     """An ``extract(samples) -> (N, D) CPU tensor`` for :func:`vireid.evaluation.evaluate_protocol`.
 
     ``resample``: the resize filter of the run's training data (``data.resize``), so test images are
-    resized as the training images were.
+    resized as the training images were. With ``keypoints`` (the dataset's keypoint table; sample paths
+    are looked up relative to ``root``) ``embed`` is called as ``embed(images, modality, heatmaps=...)``
+    with each image's heat-maps rendered per ``heatmap``.
     """
     device = torch.device(device)
+    if keypoints is not None and root is None:
+        raise ValueError("image_extractor: keypoints need the dataset root their paths are relative to")
 
     @torch.no_grad()
     def extract(samples: Sequence[Sample]) -> torch.Tensor:
-        dataset = ImageDataset(samples, size, eval_transform(), resample=resample)
+        points = None
+        if keypoints is not None:
+            points = KeypointInputs(keypoints.for_samples(samples, root, size), heatmap or HeatmapSpec())
+        dataset = ImageDataset(samples, size, eval_transform(), resample=resample, keypoints=points)
         # Own generator: extraction must not consume the global RNG (a resumed run would diverge).
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers if len(samples) > batch_size else 0,
                             generator=torch.Generator())
         rows = []
-        for images, _, _, modality in loader:
-            images = images.to(device, non_blocking=True)
+        for batch in loader:
+            images, modality = batch[0].to(device, non_blocking=True), batch[3].to(device)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            rows.append(embed(images, modality.to(device)).float().cpu())
+            extras = {k: v.to(device, non_blocking=True) for k, v in batch_extras(batch).items()}
+            rows.append(embed(images, modality, **extras).float().cpu())
         return torch.cat(rows)
 
     return extract

@@ -37,6 +37,7 @@ class ProtocolResult:
     protocol: str
     rerank: bool
     trials: list[dict] = field(default_factory=list)
+    tags: tuple[str, ...] = ()  # what the reader must know, on every line (e.g. "spot_nopose: no keypoints")
 
     def add(self, evaluate_result: dict) -> None:
         self.trials.append(trial_summary(evaluate_result))
@@ -51,15 +52,18 @@ class ProtocolResult:
         return {k: float(np.std([t[k] for t in self.trials])) for k in METRICS}
 
     def to_dict(self) -> dict:
-        return {"protocol": self.protocol, "rerank": self.rerank, "mean": self.mean,
-                "std": self.std, "trials": list(self.trials)}
+        out = {"protocol": self.protocol, "rerank": self.rerank, "mean": self.mean,
+               "std": self.std, "trials": list(self.trials)}
+        if self.tags:
+            out["tags"] = list(self.tags)
+        return out
 
     def write_json(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @property
     def label(self) -> str:
-        return self.protocol + (" [re-ranked]" if self.rerank else "")
+        return self.protocol + (" [re-ranked]" if self.rerank else "") + "".join(f" [{t}]" for t in self.tags)
 
     def format_table(self) -> str:
         """A plain-text table: the protocol name on every line, in percent."""

@@ -40,6 +40,10 @@ Layout-specific choices (documented because readers depend on them):
   named by the 0-based label of their split, files
   ``PPPP_SSS_CC_<date><slot>_<frame>_0.jpg``, cameras 1-15 (13-15 indoor),
   the four list files; ``list_val.txt`` holds about every tenth training image.
+
+Every layout also gets ``keypoints.json`` at the root: the 17 COCO body
+keypoints of each image, taken from the renderer's own body geometry, in the
+format of :mod:`vireid.data.keypoints` (what SPOT trains and tests with).
 """
 
 from __future__ import annotations
@@ -58,7 +62,9 @@ import numpy as np
 from PIL import Image
 
 from vireid.data import layouts
-from vireid.synth.render import make_camera, make_identity, render
+from vireid.data.keypoints import DEFAULT_FILE as KEYPOINT_FILE
+from vireid.data.keypoints import write_keypoints
+from vireid.synth.render import make_camera, make_identity, render, render_with_keypoints
 
 LAYOUTS = ("sysu", "regdb", "llcm", "market1501", "dukemtmc", "msmt17")
 SINGLE_MODALITY_LAYOUTS = ("market1501", "dukemtmc", "msmt17")
@@ -320,17 +326,22 @@ def render_job(job: ImageJob, seed: int, size: tuple[int, int]) -> np.ndarray:
     return render(_identity(seed, job.pid), _camera(seed, job.camera, size), job.key, job.view)
 
 
-def _write_chunk(args) -> int:
+def _write_chunk(args) -> dict:
+    """Write a chunk of images; returns their keypoints, relative path -> ((width, height), (17, 3))."""
     root, jobs, seed, size = args
+    keypoints = {}
     for job in jobs:
         path = os.path.join(root, job.relpath)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        image = Image.fromarray(render_job(job, seed, size))
+        pixels, keypoints[job.relpath] = render_with_keypoints(_identity(seed, job.pid),
+                                                               _camera(seed, job.camera, size), job.key, job.view)
+        keypoints[job.relpath] = ((size[1], size[0]), keypoints[job.relpath])
+        image = Image.fromarray(pixels)
         if path.endswith(".jpg"):
             image.save(path, quality=92)
         else:
             image.save(path)
-    return len(jobs)
+    return keypoints
 
 
 def _write_rand_perm(root: Path, counts: dict[tuple[int, int], int], num_ids: int, seed: int) -> bool:
@@ -392,7 +403,8 @@ def generate(out: str | os.PathLike, layout: str, ids: int, seed: int = 0,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the dataset should not be
     try:
-        _write_images(tmp, plan.jobs, seed, tuple(size), workers, progress)
+        keypoints = _write_images(tmp, plan.jobs, seed, tuple(size), workers, progress)
+        write_keypoints(tmp / KEYPOINT_FILE, keypoints)  # the body joints the renderer drew (SPOT reads them)
         for rel, text in plan.texts.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_text(text, encoding="utf-8")
@@ -409,21 +421,24 @@ def generate(out: str | os.PathLike, layout: str, ids: int, seed: int = 0,
 
 
 def _write_images(root: Path, jobs: list[ImageJob], seed: int, size: tuple[int, int],
-                  workers: int | None, progress: bool) -> None:
+                  workers: int | None, progress: bool) -> dict:
     workers = max(1, min(workers or os.cpu_count() or 1, 32))
     chunk = 64
     chunks = [(str(root), jobs[i:i + chunk], seed, size) for i in range(0, len(jobs), chunk)]
     bar = _progress_bar(len(jobs)) if progress else None
+    keypoints = {}
     if workers == 1 or len(chunks) == 1:
-        counts = map(_write_chunk, chunks)
-        for n in counts:
-            _advance(bar, n)
+        for part in map(_write_chunk, chunks):
+            keypoints.update(part)
+            _advance(bar, len(part))
     else:
         with get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
-            for n in pool.imap_unordered(_write_chunk, chunks):
-                _advance(bar, n)
+            for part in pool.imap_unordered(_write_chunk, chunks):
+                keypoints.update(part)
+                _advance(bar, len(part))
     if bar is not None:
         bar.close()
+    return keypoints
 
 
 def _progress_bar(total: int):

@@ -263,6 +263,16 @@ def render(identity: Identity, camera: Camera, key: tuple[int, ...], view: str |
     ``view`` forces front/back/side (RegDB records each person from one side);
     by default the camera's viewpoint distribution decides.
     """
+    return render_with_keypoints(identity, camera, key, view)[0]
+
+
+def render_with_keypoints(identity: Identity, camera: Camera, key: tuple[int, ...],
+                          view: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`render`'s image and the 17 COCO keypoints of the person drawn in it, (17, 3) [x, y, confidence].
+
+    The keypoints come from the same body geometry the painter used (see
+    :func:`_joints`), in the image's pixel coordinates (pixel j spans [j, j+1)).
+    """
     rng = _rng(*key, 303)
     h, w = camera.background.shape[:2]
     drawn = VIEWS[rng.choice(3, p=camera.views)]  # drawn even when forced: the rest of the stream stays put
@@ -273,14 +283,16 @@ def render(identity: Identity, camera: Camera, key: tuple[int, ...], view: str |
     top = feet - body_h
     cx = w / 2 + rng.normal(0, 0.05 * w)
     canvas = _Canvas(camera, int(rng.integers(-w // 4, w // 4 + 1)))
-    _draw_person(canvas, identity, view, top, feet, cx, rng)
+    keypoints = _draw_person(canvas, identity, view, top, feet, cx, rng)
     if rng.random() < 0.25:
         _draw_occluder(canvas, rng, h, w)
-    return _finish(canvas.image, camera, rng)
+    return _finish(canvas.image, camera, rng), keypoints
 
 
-def _draw_person(c: _Canvas, p: Identity, view: str, top, feet, cx, rng) -> None:
-    """Back to front: backpack, hair, legs, torso, arms, bags, head; sizes relative to the body height."""
+def _draw_person(c: _Canvas, p: Identity, view: str, top, feet, cx, rng) -> np.ndarray:
+    """Back to front: backpack, hair, legs, torso, arms, bags, head; sizes relative to the body height.
+
+    Returns the person's 17 COCO keypoints (:func:`_joints`)."""
     body_h = feet - top
     unit = body_h  # pattern periods scale with the person
     side = view == "side"
@@ -369,6 +381,59 @@ def _draw_person(c: _Canvas, p: Identity, view: str, top, feet, cx, rng) -> None
     if p.hat is not None:
         c.paint(c.ellipse(head_cy - head_r * 0.55, cx, head_r * 0.55, head_r * 1.08), p.hat.colour,
                 _carried_heat(p.hat, p) * 0.8)
+    return _joints(view, cx, width, head_r, head_cy, shoulder, hip, feet, stride, swing, arm_r, leg_r)
+
+
+def _joints(view: str, cx, width, head_r, head_cy, shoulder, hip, feet, stride, swing, arm_r, leg_r) -> np.ndarray:
+    """The 17 COCO keypoints (x, y, confidence) of a person drawn by :func:`_draw_person`.
+
+    Joints sit where the painter put the body parts: shoulders at the top of
+    the arm capsules, wrists at their ends, elbows half-way; hips at the top
+    of the leg capsules, ankles at their ends, knees half-way; eyes, ears and
+    nose on the head ellipse. Seen from the front a person's left side is on
+    the image's right; from the back on its left. From the side (the face
+    looks to +x, so the camera sees the right side) the far side's joints
+    get confidence 0.3; joints of a face seen from behind get confidence 0.
+    Canvas pixel j sits at x = j + 0.5 in keypoint coordinates.
+    """
+    side = view == "side"
+    left = -1.0 if view == "back" else 1.0  # image direction of the person's left side (front/back)
+    out = np.zeros((17, 3), dtype=np.float32)
+
+    def put(index, x, y, conf):
+        out[index] = (x + 0.5, y + 0.5, conf)
+
+    face = 0.0 if view == "back" else 1.0
+    eye_y = head_cy - 0.15 * head_r
+    if side:
+        put(0, cx + 0.8 * head_r, head_cy + 0.1 * head_r, 1.0)
+        put(1, cx + 0.5 * head_r, eye_y, 0.3)
+        put(2, cx + 0.5 * head_r, eye_y, 1.0)
+        put(3, cx - 0.1 * head_r, head_cy, 0.3)
+        put(4, cx - 0.1 * head_r, head_cy, 1.0)
+    else:
+        put(0, cx, head_cy + 0.15 * head_r, face)
+        for index, sign in ((1, left), (2, -left)):
+            put(index, cx + sign * 0.35 * head_r, eye_y, face)
+        for index, sign in ((3, left), (4, -left)):
+            put(index, cx + sign * 0.8 * head_r, head_cy, 1.0)
+    hand_y = hip + 0.03 * (feet - (head_cy - head_r))
+    # (image-side sign, confidence) of the person's left and right limbs
+    sides = {0: (-1.0, 0.3), 1: (1.0, 1.0)} if side else {0: (left, 1.0), 1: (-left, 1.0)}
+    for lr, (sign, conf) in sides.items():  # lr 0 = left joints (odd COCO index), 1 = right
+        ax = cx if side else cx + sign * width * 1.05
+        hx = ax + (sign * swing if side else sign * width * 0.15 - swing * sign * 0.3)
+        sy = shoulder + arm_r
+        put(5 + lr, ax, sy, conf)
+        put(7 + lr, (ax + hx) / 2, (sy + hand_y) / 2, conf)
+        put(9 + lr, hx, hand_y, conf)
+        lx = cx if side else cx + sign * width * 0.45
+        fx = lx + sign * stride
+        ankle_y = feet - leg_r
+        put(11 + lr, lx, hip, conf)
+        put(13 + lr, (lx + fx) / 2, (hip + ankle_y) / 2, conf)
+        put(15 + lr, fx, ankle_y, conf)
+    return out
 
 
 def _long_hair(c: _Canvas, p: Identity, head_cy, cx, end_y, head_r) -> None:
