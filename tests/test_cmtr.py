@@ -254,3 +254,30 @@ def test_preset_trains_and_evaluates(tmp_path):
     assert all(math.isfinite(records[-1][k]) for k in logged)
     result = evaluate_run(out, root, "sysu/all/single/seeded", device="cpu", trials=[0, 1])
     assert len(result.trials) == 2 and 0.0 <= result.mean["mAP"] <= 1.0
+
+
+def test_a_cmtr_run_exports_with_the_modality_embedding_per_image(tmp_path):
+    from deploy_runs import write_images
+    from vireid.app.runs import run_defaults
+    from vireid.deploy.export import export_run
+    from vireid.engine.checkpoint import CHECKPOINT_NAME, save_checkpoint
+
+    cfg = load_config(resolve_config_path("cmtr_sysu"), [*TINY_MODEL, "data.workers=0"], defaults=run_defaults())
+    torch.manual_seed(0)
+    recipe = build_recipe(cfg, num_classes=4)
+    with torch.no_grad():
+        recipe.model.bn_neck.running_mean.uniform_(-0.1, 0.1)
+        recipe.model.modality_embed.mul_(50)  # make visible and infrared inputs clearly different
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(run / CHECKPOINT_NAME, {"config": cfg, "num_classes": 4, "method": "cmtr",
+                                            "model": recipe.model.state_dict(), "epoch": 1})
+    images = [str(p) for p in write_images(tmp_path / "imgs", 3, seed=3)]
+    report = export_run(run, "torchscript", tmp_path / "m.pt", images)
+    assert report.max_abs_diff <= 1e-4
+    loaded = torch.jit.load(str(tmp_path / "m.pt"))
+    x = torch.randn(2, 3, 32, 16)
+    both = loaded(torch.cat([x, x]), torch.tensor([0, 0, 1, 1]))
+    recipe.model.eval()
+    torch.testing.assert_close(both, recipe.model(torch.cat([x, x]), torch.tensor([0, 0, 1, 1])), atol=1e-4, rtol=0)
+    assert not torch.allclose(both[:2], both[2:], atol=1e-3)  # the same images as infrared embed differently
