@@ -234,7 +234,7 @@ def make_pool(kind: str, gem_p: float = 3.0, learnable: bool = False, gem_form: 
         return GeM(gem_p, learnable=learnable, form=gem_form)
     if kind == "avg":
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-    raise ValueError(f"pool must be 'gem', 'avg' or (ViT backbones) 'cls', got {kind!r}")
+    raise ValueError(f"pool must be 'gem' or 'avg' (or, with a ViT backbone, 'cls'), got {kind!r}")
 
 
 def init_classifier(layer: nn.Linear, std: float | None) -> nn.Linear:
