@@ -281,3 +281,12 @@ def test_a_cmtr_run_exports_with_the_modality_embedding_per_image(tmp_path):
     recipe.model.eval()
     torch.testing.assert_close(both, recipe.model(torch.cat([x, x]), torch.tensor([0, 0, 1, 1])), atol=1e-4, rtol=0)
     assert not torch.allclose(both[:2], both[2:], atol=1e-3)  # the same images as infrared embed differently
+
+
+def test_grad_cam_weighs_the_patch_embeddings():
+    # the class token does not depend on the final patch tokens (the last norm is per token), so the map
+    # Grad-CAM can explain is the patch embedding the class token attends to
+    from vireid.deploy.pictures import grad_cam
+
+    cams, name = grad_cam(tiny_net(), X[:2], MOD[:2])
+    assert name == "vit.patch_embed" and cams.shape == (2, 32, 16) and float(cams.max()) > 0.99

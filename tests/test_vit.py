@@ -215,3 +215,13 @@ def test_agw_recipe_trains_and_evaluates_on_a_tiny_vit(tmp_path):
     assert all(math.isfinite(records[-1][k]) for k in ("id", "wrt"))
     result = evaluate_run(out, root, "sysu/all/single/seeded", device="cpu", trials=[0])
     assert 0.0 <= result.mean["mAP"] <= 1.0
+
+
+def test_grad_cam_on_a_vit_reidnet_weighs_the_routed_patch_embeddings():
+    from vireid.deploy.pictures import grad_cam
+
+    torch.manual_seed(0)
+    net = ReIDNet(num_classes=3, backbone="vit_d32_l2_h2", patch_size=8, patch_stride=6, non_local=(0, 0, 0, 0),
+                  pool="cls")
+    cams, name = grad_cam(net, torch.randn(3, 3, 32, 16), torch.tensor([0, 1, 0]))  # both stems in one batch
+    assert name == "backbone.patch_map" and cams.shape == (3, 32, 16) and float(cams.max()) > 0.99

@@ -160,6 +160,9 @@ class Backbone(nn.Module):
                 channels = self.layers.stage_channels[i]
                 self.non_local[stage] = nn.ModuleList(NonLocal(channels, non_local_width) for _ in range(n))
         self.out_channels = self.layers.out_channels
+        # a ViT's routed patch embeddings pass a module, so hooks (Grad-CAM) see the whole batch's map: the class
+        # token does not depend on the final patch tokens (the last norm is per token), only on these
+        self.patch_map = nn.Identity()
 
     def stem(self, images: torch.Tensor, modality: torch.Tensor | None) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
@@ -208,6 +211,7 @@ class Backbone(nn.Module):
         """(class token (B, D) of a ViT, None for a CNN; the last map (B, C, h, w): layer4 or the patch tokens)."""
         x = self.stem(images, modality)
         if self.is_vit:
+            x = self.patch_map(x)
             return split_tokens(self.layers(x), tuple(x.shape[2:]))
         for stage in STAGES:
             layer = stage_blocks(self.layers.stage(stage))
@@ -301,7 +305,10 @@ class ReIDNet(nn.Module):
         return [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
 
     def forward(self, images: torch.Tensor, modality: torch.Tensor | None = None):
-        cls, x = self.backbone.features(images, modality)
+        if self.backbone.is_vit:
+            cls, x = self.backbone.features(images, modality)
+        else:  # through the module call, so hooks (Grad-CAM) see the map as the backbone's output
+            cls, x = None, self.backbone(images, modality)
         pooled = cls if self.pool is None else self.pool(x)
         bn = self.bn_neck(pooled)
         if not self.training:
