@@ -102,5 +102,10 @@ def test_shipped_plans_resolve_and_every_row_builds(name, tmp_path):
         path = tmp_path / f"row{i}.yaml"
         path.write_text(yaml.safe_dump(row_config(row, plan["budget"], seed=plan["seeds"][-1])))
         cfg = load_config(path, defaults=run_defaults())
-        assert cfg["train"]["seed"] == plan["seeds"][-1] and cfg["train"]["time_budget_s"] > 0
+        assert cfg["train"]["seed"] == plan["seeds"][-1]
+        budget = plan["budget"]["train"]
+        if budget.get("time_budget_s"):  # equal seconds ...
+            assert cfg["train"]["time_budget_s"] == budget["time_budget_s"]
+        else:  # ... or equal passes over the data, for every row
+            assert cfg["train"]["time_budget_s"] == 0 and cfg["train"]["epochs"] == budget["epochs"]
         build_recipe(cfg, num_classes=5)

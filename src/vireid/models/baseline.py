@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.records import INFRARED, VISIBLE
-from .backbones import build_trunk, load_pretrained
+from .backbones import build_trunk, is_vit, load_pretrained
 from .backbones.resnet import pretrained_path
+from .backbones.vit import split_tokens
 from .layers import BNNeck, GeM, classifier
 from .registry import MODELS
 
@@ -117,26 +118,41 @@ class Backbone(nn.Module):
         two_stream: one stem per modality (AGW) instead of a shared one.
         non_local: per stage, how many of its last blocks are followed by a non-local block.
         non_local_width: inner width of the non-local blocks ("agw" = 1 channel, "half" = C/2, or an int).
-        backbone: "resnet" (``depth``) or an OSNet width ("osnet_x1_0", ..., "osnet_x0_25"); see
+        backbone: "resnet" (``depth``), an OSNet width ("osnet_x1_0", ..., "osnet_x0_25"), the plain CNN
+            ("plain_w32") or a ViT ("vit_base", "vit_small", "vit_tiny", "vit_d32_l2_h2"); see
             :func:`vireid.models.backbones.build_trunk`.
+        patch_size, patch_stride: a ViT's patch convolution (TransReID's 16 / 12: overlapping patches);
+            unused by CNNs.
 
     ``forward(images, modality)`` -> the layer4 map; ``modality`` (B,) holds
     VISIBLE (0) / INFRARED (1) per sample and is required when two_stream.
+
+    A ViT backbone: the stem is the patch embedding (one per modality when
+    two_stream), the rest is the transformer; ``features`` returns its class
+    token and the patch tokens as a (B, D, h, w) map, and ``forward`` the map,
+    so pooling layers and map-based heads work on the patch tokens. Non-local
+    blocks are refused (a ViT has no stages, and its attention is non-local).
     """
 
     def __init__(self, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
                  two_stream: bool = True, non_local=(0, 0, 0, 0), non_local_width: str | int = "agw",
-                 backbone: str = "resnet"):
+                 backbone: str = "resnet", patch_size: int = 16, patch_stride: int = 12):
         super().__init__()
         self.two_stream = bool(two_stream)
+        self.is_vit = is_vit(backbone)
+        extra = {"patch_size": patch_size, "patch_stride": patch_stride} if self.is_vit else {}
         stems = 2 if self.two_stream else 1
-        self.stems = nn.ModuleList(build_trunk(backbone, depth, parts=("stem",)) for _ in range(stems))
-        self.layers = build_trunk(backbone, depth, parts=STAGES, last_stride=last_stride)
+        self.stems = nn.ModuleList(build_trunk(backbone, depth, parts=("stem",), **extra) for _ in range(stems))
+        self.layers = build_trunk(backbone, depth, parts=STAGES, last_stride=last_stride, **extra)
         weights = pretrained_path(pretrained)
         if weights:
             for part in (*self.stems, self.layers):
                 load_pretrained(part, weights)
-        blocks = tuple(len(stage_blocks(self.layers.stage(s))) for s in STAGES)
+        if self.is_vit and any(tuple(non_local or ())):
+            raise ValueError(f"non_local={list(non_local)} asks for non-local blocks between the stages of the ViT "
+                             f"backbone {backbone!r}, which has none (and whose self-attention is non-local "
+                             f"already): set model.non_local=[0, 0, 0, 0]")
+        blocks = (0, 0, 0, 0) if self.is_vit else tuple(len(stage_blocks(self.layers.stage(s))) for s in STAGES)
         self.non_local_counts = _check_non_local(non_local, blocks)
         self.non_local = nn.ModuleDict()
         for i, (stage, n) in enumerate(zip(STAGES, self.non_local_counts)):
@@ -144,6 +160,9 @@ class Backbone(nn.Module):
                 channels = self.layers.stage_channels[i]
                 self.non_local[stage] = nn.ModuleList(NonLocal(channels, non_local_width) for _ in range(n))
         self.out_channels = self.layers.out_channels
+        # a ViT's routed patch embeddings pass a module, so hooks (Grad-CAM) see the whole batch's map: the class
+        # token does not depend on the final patch tokens (the last norm is per token), only on these
+        self.patch_map = nn.Identity()
 
     def stem(self, images: torch.Tensor, modality: torch.Tensor | None) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
@@ -186,7 +205,14 @@ class Backbone(nn.Module):
         return torch.where(infrared, self.stems[1](images), self.stems[0](images))
 
     def forward(self, images: torch.Tensor, modality: torch.Tensor | None = None) -> torch.Tensor:
+        return self.features(images, modality)[1]
+
+    def features(self, images: torch.Tensor, modality: torch.Tensor | None = None):
+        """(class token (B, D) of a ViT, None for a CNN; the last map (B, C, h, w): layer4 or the patch tokens)."""
         x = self.stem(images, modality)
+        if self.is_vit:
+            x = self.patch_map(x)
+            return split_tokens(self.layers(x), tuple(x.shape[2:]))
         for stage in STAGES:
             layer = stage_blocks(self.layers.stage(stage))
             blocks = self.non_local[stage] if stage in self.non_local else ()
@@ -195,7 +221,7 @@ class Backbone(nn.Module):
                 x = block(x)
                 if i >= first:
                     x = blocks[i - first](x)
-        return x
+        return None, x
 
 
 def _exporting() -> bool:
@@ -212,7 +238,7 @@ def make_pool(kind: str, gem_p: float = 3.0, learnable: bool = False, gem_form: 
         return GeM(gem_p, learnable=learnable, form=gem_form)
     if kind == "avg":
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-    raise ValueError(f"pool must be 'gem' or 'avg', got {kind!r}")
+    raise ValueError(f"pool must be 'gem' or 'avg' (or, with a ViT backbone, 'cls'), got {kind!r}")
 
 
 def init_classifier(layer: nn.Linear, std: float | None) -> nn.Linear:
@@ -232,12 +258,14 @@ class ReIDNet(nn.Module):
     Args:
         num_classes: training identities.
         depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone: see :class:`Backbone`.
-        pool: "gem" or "avg"; gem_p, gem_learnable: the GeM exponent (3, fixed in AGW);
+        pool: "gem" or "avg" over the last map, or "cls": a ViT's class token (with a ViT, "gem"/"avg" pool its
+            patch tokens as an h x w map); gem_p, gem_learnable: the GeM exponent (3, fixed in AGW);
             gem_form: "root_eps" is AGW's eps placement, "clamp" IDKL's (see :class:`~vireid.models.layers.GeM`).
         classifier_std: N(0, std) classifier init (AGW: 0.001; None = PyTorch default).
         test_feature: "bn" (AGW's "FC" feature) or "pooled".
         test_normalize: L2-normalise the test feature (AGW does).
         bn_neck_std: BN-neck weight initialised N(1, std) (AGW's code: 0.01); 0 = all ones.
+        patch_size, patch_stride: a ViT backbone's patch convolution (unused by CNNs).
 
     Train mode: ``forward(images, modality)`` -> {"map": layer4 map, "pooled": (B, D)
     for metric losses, "bn": BN-neck feature, "logits": (B, num_classes)}. Eval mode:
@@ -253,13 +281,16 @@ class ReIDNet(nn.Module):
                  two_stream: bool = True, non_local=AGW_NON_LOCAL, non_local_width: str | int = "agw",
                  pool: str = "gem", gem_p: float = 3.0, gem_learnable: bool = False, gem_form: str = "clamp",
                  classifier_std: float | None = 0.001, test_feature: str = "bn", test_normalize: bool = True,
-                 bn_neck_std: float = 0.0, backbone: str = "resnet"):
+                 bn_neck_std: float = 0.0, backbone: str = "resnet", patch_size: int = 16, patch_stride: int = 12):
         super().__init__()
         if test_feature not in TEST_FEATURES:
             raise ValueError(f"test_feature must be one of {TEST_FEATURES}, got {test_feature!r}")
-        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone)
+        if pool == "cls" and not is_vit(backbone):
+            raise ValueError(f"pool 'cls' is a ViT's class token; the {backbone!r} backbone has none (use gem or avg)")
+        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone,
+                                 patch_size, patch_stride)
         self.feature_dim = dim = self.backbone.out_channels
-        self.pool = make_pool(pool, gem_p, gem_learnable, gem_form)
+        self.pool = None if pool == "cls" else make_pool(pool, gem_p, gem_learnable, gem_form)
         self.bn_neck = BNNeck(dim)
         if not isinstance(bn_neck_std, (int, float)) or bn_neck_std < 0:
             raise ValueError(f"bn_neck_std must be a number >= 0, got {bn_neck_std!r}")
@@ -274,8 +305,11 @@ class ReIDNet(nn.Module):
         return [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
 
     def forward(self, images: torch.Tensor, modality: torch.Tensor | None = None):
-        x = self.backbone(images, modality)
-        pooled = self.pool(x)
+        if self.backbone.is_vit:
+            cls, x = self.backbone.features(images, modality)
+        else:  # through the module call, so hooks (Grad-CAM) see the map as the backbone's output
+            cls, x = None, self.backbone(images, modality)
+        pooled = cls if self.pool is None else self.pool(x)
         bn = self.bn_neck(pooled)
         if not self.training:
             feat = bn if self.test_feature == "bn" else pooled

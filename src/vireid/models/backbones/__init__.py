@@ -6,23 +6,29 @@ call, so every method can run on every backbone: ``backbone="resnet"`` with
 ``"osnet_x0_25"``, or the plain CNN ``"plain_w<width>"`` (e.g. ``plain_w32``). All families build the
 same five split points ("stem",
 "layer1".."layer4") and expose ``stage(part)``, ``stage_channels``,
-``out_channels`` and ``unbuilt_prefixes()``.
+``out_channels`` and ``unbuilt_prefixes()``. A ViT (``"vit_base"``, ``"vit_small"``, ``"vit_tiny"``,
+``"vit_d<dim>_l<depth>_h<heads>"``) splits only into its patch embedding ("stem") and the transformer
+(layer1-4 together), which returns tokens, not a map: see :mod:`vireid.models.backbones.vit`.
 """
 
 from .osnet import OSNet, osnet
 from .plain import PlainTrunk, plain_width
 from .resnet import ResNet, build_resnet, load_pretrained, resnet18, resnet34, resnet50
+from .vit import VisionTransformer, build_vit, is_vit
 
 OSNET_PREFIX = "osnet_"
-BACKBONES = ("resnet", *(OSNET_PREFIX + w for w in ("x1_0", "x0_75", "x0_5", "x0_25")), "plain_w<width>")
+BACKBONES = ("resnet", *(OSNET_PREFIX + w for w in ("x1_0", "x0_75", "x0_5", "x0_25")), "plain_w<width>",
+             "vit_base", "vit_small", "vit_tiny", "vit_d<dim>_l<depth>_h<heads>")
 
 
 def build_trunk(backbone: str = "resnet", depth: int = 50, **kwargs):
-    """A ResNet (``depth``), OSNet or plain-CNN (width from the name) trunk or slice; ``kwargs`` go to its
+    """A ResNet (``depth``), OSNet, plain-CNN (width from the name) or ViT trunk or slice; ``kwargs`` go to its
     constructor."""
+    if is_vit(backbone):
+        return build_vit(backbone, **kwargs)
     if backbone == "resnet":
         return build_resnet(depth, **kwargs)
-    if backbone in BACKBONES:
+    if str(backbone).startswith(OSNET_PREFIX) and backbone in BACKBONES:
         return osnet(backbone[len(OSNET_PREFIX):], **kwargs)
     width = plain_width(str(backbone))
     if width is not None:
@@ -30,6 +36,5 @@ def build_trunk(backbone: str = "resnet", depth: int = 50, **kwargs):
     raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
 
 
-__all__ = ["BACKBONES", "OSNet", "PlainTrunk", "ResNet", "build_resnet", "build_trunk", "load_pretrained", "osnet",
-           "resnet18",
-           "resnet34", "resnet50"]
+__all__ = ["BACKBONES", "OSNet", "PlainTrunk", "ResNet", "VisionTransformer", "build_resnet", "build_trunk",
+           "build_vit", "is_vit", "load_pretrained", "osnet", "resnet18", "resnet34", "resnet50"]

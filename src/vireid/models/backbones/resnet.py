@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .vit import is_vit
+
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 log = logging.getLogger(__name__)
@@ -212,7 +214,7 @@ def pretrained_path(value) -> str | None:
 
 
 def require_pretrained(model_cfg: dict) -> str | None:
-    """Refuse a ResNet-50 run whose ``model.pretrained`` is left empty; return the weights path (None: 'none').
+    """Refuse a ResNet-50 or ViT run with ``model.pretrained`` left empty; return the weights path (None: 'none').
 
     Every reference recipe starts ResNet-50 from ImageNet weights; training it
     from a random start by omission would silently give a different (much
@@ -221,6 +223,8 @@ def require_pretrained(model_cfg: dict) -> str | None:
     empty and start from random weights.
     """
     model_cfg = model_cfg or {}
+    if is_vit(model_cfg.get("backbone")):
+        return require_vit_weights(model_cfg)
     if "depth" not in model_cfg and "pretrained" not in model_cfg:
         return None  # a network without a ResNet backbone setting (e.g. a small CNN of its own)
     if model_cfg.get("backbone", "resnet") != "resnet":  # OSNet / plain CNN: no reference start to insist on
@@ -245,6 +249,29 @@ def require_pretrained(model_cfg: dict) -> str | None:
             log.warning("%s (sha256 %s) is not torchvision's %s (sha256 %s...), the file every reference "
                         "starts from; fine for a .safetensors copy of it, otherwise the run differs from the "
                         "references", path, digest, REFERENCE_WEIGHTS, REFERENCE_SHA256_PREFIX)
+    return path
+
+
+def require_vit_weights(model_cfg: dict) -> str | None:
+    """Refuse a ViT run whose ``model.pretrained`` is left empty; return the weights path (None: 'none').
+
+    A ViT has none of a CNN's built-in locality and needs ImageNet-scale data
+    to learn it: trained from scratch on a re-ID set (tens of thousands of
+    crops) it reaches a small fraction of a pretrained one's accuracy (the
+    reason TransReID, CMTR and PMT all start from ImageNet weights), so an
+    empty setting is an error, not a silent random start.
+    """
+    value = model_cfg.get("pretrained")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(
+            f"model.pretrained is not set for the ViT backbone {model_cfg.get('backbone')!r}: a ViT trained from "
+            f"scratch on re-ID data is a known failure (it never learns what ImageNet pretraining gives it); pass "
+            f"model.pretrained=/path/to/a timm ImageNet ViT .pth/.safetensors of the same width (e.g. "
+            f"vit_base_patch16_224), or model.pretrained=none to train from random weights on purpose (tests, "
+            f"smoke runs)")
+    path = pretrained_path(value)
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"pretrained weights not found: {path} (model.pretrained)")
     return path
 
 
@@ -276,6 +303,12 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = T
     one-screen summary (with the file's sha256) to the ``vireid`` log when ``verbose``.
     """
     source = read_state_dict(path)
+    adapt = getattr(model, "adapt_pretrained", None)  # e.g. a ViT resizes the checkpoint's position grid
+    if adapt is not None:
+        try:
+            source = adapt(source)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
     if ignore is None:
         ignore = model.unbuilt_prefixes() if hasattr(model, "unbuilt_prefixes") else ()
     ignored = [k for k in source if k.startswith(tuple(ignore))] if ignore else []
