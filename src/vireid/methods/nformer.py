@@ -115,7 +115,8 @@ def neighbour_sequence(features: torch.Tensor, length: int, generator: torch.Gen
 class FeatureSequences:
     """Stage-2 batches: ``epoch(e, start)`` yields (features (S, L, D), labels (S, L)) from the cached features.
 
-    A batch is a pure function of (seed, epoch, step), so a resumed epoch continues exactly.
+    A batch is a pure function of (seed, rank, epoch, step), so a resumed epoch continues exactly (and
+    torchrun processes draw different sequences).
     """
 
     fixed_epoch_length = True
@@ -132,7 +133,8 @@ class FeatureSequences:
     def epoch(self, epoch: int, start: int = 0):
         features, labels = self.recipe.cached_features()
         for step in range(start, self.steps):
-            generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + step) % 2**63)
+            key = ((self.seed * 1_000_003 + self.recipe.rank) * 1_000_003 + epoch) * 1_000_003 + step
+            generator = torch.Generator().manual_seed(key % 2**63)
             rows = torch.stack([neighbour_sequence(features, self.length, generator) for _ in range(self.per_step)])
             yield features[rows], labels[rows]
 
@@ -159,7 +161,7 @@ class NFormerRecipe:
         self.flip = bool((cfg.get("eval") or {}).get("flip", False))
         self.workers = int((cfg.get("data") or {}).get("workers", 0))
         self.seed = int(train.get("seed") or 0)
-        self.epoch = 0
+        self.epoch, self.rank = 0, 0
         self._features: tuple[torch.Tensor, torch.Tensor] | None = None
         self._sequences: FeatureSequences | None = None
 
@@ -173,7 +175,7 @@ class NFormerRecipe:
     # ------------------------------------------------------------ the switch to stage 2
 
     def on_epoch_start(self, epoch: int, trainer) -> None:
-        self.epoch = epoch
+        self.epoch, self.rank = epoch, trainer.dist.rank
         if not self.in_stage2(epoch):
             return
         for p in self.model.stage1_parameters():
