@@ -206,5 +206,7 @@ class EvalSettings:
 
     protocol: str | None = setting(None)
     rerank: bool = setting(False)
+    transductive: bool = setting(False, doc="the method's transductive step on each trial's query+gallery "
+                                             "features together (e.g. NFormer); labelled [transductive]")
     flip: bool = setting(False)
     val_every: int = setting(1, low=1)

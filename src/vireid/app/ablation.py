@@ -144,7 +144,7 @@ def _train_and_evaluate(task: dict, train, evaluate) -> list[dict]:
         begin = time.perf_counter()
         result = evaluate(out, task["data_root"], task["protocol"], device=device, trials=task["trials"],
                           rerank=rerank)
-        rows.append({"name": task["name"] + (" [re-ranked]" if rerank else ""), "config": task["base"],
+        rows.append({"name": task["name"] + result.suffix, "config": task["base"],
                      "seed": task.get("seed"), "mean": result.mean, "std": result.std,
                      "trials": len(result.trials), "train_s": train_s, "steps": steps,
                      "eval_s": time.perf_counter() - begin})

@@ -34,6 +34,7 @@ from vireid.evaluation.features import image_extractor
 from vireid.evaluation.metrics import evaluate as evaluate_metrics
 from vireid.evaluation.protocols import get_protocol
 from vireid.evaluation.report import ProtocolResult
+from vireid.evaluation.transductive import transductive_step
 from vireid.methods import build_recipe, check_method
 from vireid.models.backbones.resnet import NO_PRETRAINED, file_sha256, pretrained_path, require_pretrained
 from vireid.schema import DataSettings, EvalSettings, parse_section, section_defaults, to_dict
@@ -342,10 +343,14 @@ def load_run(run_or_checkpoint: str | Path):
 
 
 def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol: str | None = None, *,
-                 rerank: bool | None = None, device: str = "auto", trials=None, batch_size: int = 64) -> ProtocolResult:
+                 rerank: bool | None = None, device: str = "auto", trials=None, batch_size: int = 64,
+                 transductive: bool | None = None) -> ProtocolResult:
     """Evaluate a trained run under a named protocol (default: the config's ``eval.protocol``).
 
     ``rerank`` None follows the config's ``eval.rerank``; re-ranked results are labelled ``[re-ranked]``.
+    ``transductive`` None follows ``eval.transductive``: the method's transductive step on each trial's
+    query + gallery features together (:mod:`vireid.evaluation.transductive`), labelled ``[transductive]``;
+    a method without one is refused before any image is read.
     """
     if protocol is not None:
         get_protocol(protocol)  # an unknown name fails before any loading
@@ -358,13 +363,25 @@ def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol:
         rerank = (cfg.get("eval") or {}).get("rerank", False)
         if not isinstance(rerank, bool):
             raise ValueError(f"eval.rerank in the run's config must be true or false, got {rerank!r}")
+    transductive = _flag(cfg, "transductive", transductive)
     protocol_obj = get_protocol(protocol)
     data = data_settings(cfg)
     check_inputs(cfg, data, data_root)
     device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    step = transductive_step(recipe, device) if transductive else None  # a method without one fails here
     recipe.model.to(device)
     extract = image_extractor(recipe.embed, (data["height"], data["width"]), device, batch_size=batch_size,
                               workers=data["workers"], resample=data["resize"], **_extra_inputs(data, data_root))
-    result = evaluate_protocol(protocol_obj, data_root, extract, rerank=rerank, trials=trials)
+    result = evaluate_protocol(protocol_obj, data_root, extract, rerank=rerank, trials=trials, transductive=step)
     result.tags = tuple(getattr(recipe, "report_tags", ()))  # e.g. spot_nopose says it used no keypoints
     return result
+
+
+def _flag(cfg: dict, key: str, given: bool | None) -> bool:
+    """``given``, or the run config's ``eval.<key>`` (false when absent), checked to be a bool."""
+    if given is not None:
+        return bool(given)
+    value = (cfg.get("eval") or {}).get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"eval.{key} in the run's config must be true or false, got {value!r}")
+    return value

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from vireid.evaluation.protocols import REGDB_TRIALS
-from vireid.evaluation.report import METRICS
+from vireid.evaluation.report import METRICS, result_tags
 from vireid.utils.io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,8 @@ def run_trial(config, data_root, out: Path, trial: int, overrides=(), *, device:
 def summarize(finished: list[dict]) -> dict:
     """Per direction: mean and population std over the trials, and each trial's values (fractions in [0, 1])."""
     out = {"trials": [f["trial"] for f in finished], "directions": {}}
+    first = finished[0]["results"][DIRECTIONS[0]] if finished else {}
+    out["tags"] = result_tags(bool(first.get("rerank")), bool(first.get("transductive")))  # [transductive] ...
     for d in DIRECTIONS:
         per_trial = {f["trial"]: f["results"][d]["mean"] for f in finished}  # one test split per trial
         values = {k: [per_trial[t][k] for t in out["trials"]] for k in METRICS}
@@ -123,10 +125,10 @@ def format_markdown(summary: dict, title: str) -> str:
              "| protocol | " + " | ".join(METRICS) + " |", "|" + " --- |" * (len(METRICS) + 1)]
     for d in DIRECTIONS:
         block = summary["directions"][d]
-        lines.append(f"| regdb/{d} (mean ± std) | " + " | ".join(
+        lines.append(f"| regdb/{d}{summary.get('tags', '')} (mean ± std) | " + " | ".join(
             f"{100 * block['mean'][k]:.2f} ± {100 * block['std'][k]:.2f}" for k in METRICS) + " |")
         for t in trials:
-            lines.append(f"| regdb/trial{t}/{d} | " + " | ".join(
+            lines.append(f"| regdb/trial{t}/{d}{summary.get('tags', '')} | " + " | ".join(
                 f"{100 * block['trials'][str(t)][k]:.2f}" for k in METRICS) + " |")
     return "\n".join(lines) + "\n"
 

@@ -24,6 +24,10 @@ def register(subparsers) -> None:
     ev.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
                     help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3), labelled [re-ranked]; "
                     "default: the run config's eval.rerank")
+    ev.add_argument("--transductive", action=argparse.BooleanOptionalAction, default=None,
+                    help="the method's transductive step (e.g. NFormer's neighbour transformer) on each trial's "
+                    "query + gallery features together, labelled [transductive]; methods without one are refused; "
+                    "default: the run config's eval.transductive")
     ev.add_argument("--json", help="also write the result as JSON to this file")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--ranklist", type=int, metavar="N",
@@ -44,7 +48,8 @@ def run_train(args) -> int:
 def run_eval(args) -> int:
     from vireid.app.runs import evaluate_run
 
-    result = evaluate_run(args.run, args.data_root, args.protocol, rerank=args.rerank, device=args.device)
+    result = evaluate_run(args.run, args.data_root, args.protocol, rerank=args.rerank, device=args.device,
+                          transductive=args.transductive)
     print(result.format_table())
     if args.json:
         result.write_json(args.json)
@@ -53,6 +58,7 @@ def run_eval(args) -> int:
         from vireid.deploy.pictures import run_rank_list
 
         path = run_rank_list(args.run, args.data_root, args.ranklist_out, args.ranklist, result.protocol,
-                             rerank=args.rerank, device="cpu" if args.device == "auto" else args.device)
+                             rerank=bool(result.rerank), transductive=result.transductive,
+                             device="cpu" if args.device == "auto" else args.device)
         print(f"wrote {path}")
     return 0

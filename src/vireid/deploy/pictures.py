@@ -56,12 +56,20 @@ def spread_rows(count: int, wanted: int) -> list[int]:
 
 
 def run_rank_list(run, data_root, out, queries: int = 8, protocol: str | None = None, top_k: int = 10,
-                  rerank: bool = False, device: str = "cpu") -> Path:
-    """Write the rank-list picture of trial 0 of ``protocol`` (default: the run's) and return its path."""
+                  rerank: bool = False, device: str = "cpu", transductive: bool = False) -> Path:
+    """Write the rank-list picture of trial 0 of ``protocol`` (default: the run's) and return its path.
+
+    ``transductive``: rank by the features after the method's transductive step on the trial's query + gallery
+    features together (as ``vireid eval --transductive`` scores them).
+    """
     from vireid.evaluation.evaluator import cosine_distance, euclidean_distance
     from vireid.evaluation.reranking import rerank as rerank_distances
+    from vireid.evaluation.transductive import transductive_step
 
     extractor, _, split, q, g = _split_features(run, data_root, protocol, device)
+    if transductive:
+        both = transductive_step(extractor.recipe, extractor.device)(torch.cat([q, g]))
+        q, g = both[: len(q)], both[len(q):]
     if rerank:
         dist = rerank_distances(euclidean_distance(q, g), euclidean_distance(q, q), euclidean_distance(g, g))
     else:

@@ -63,14 +63,18 @@ class OptimizerSettings:
 def build_optimizer(param_groups: Iterable[dict], name: str, lr: float, weight_decay: float,
                     momentum: float = 0.9, nesterov: bool = True,
                     betas: Sequence[float] | None = None) -> torch.optim.Optimizer:
-    """``param_groups`` are dicts with ``params`` and an optional ``lr_mult`` (default 1).
+    """``param_groups`` are dicts with ``params`` and an optional ``lr_mult`` (default 1), or ``fixed_lr``: a rate
+    of its own that the schedule leaves alone (NFormer's second stage trains at 1e-5 whatever the first
+    stage's schedule has reached); a group may also set its own ``weight_decay``.
 
     ``betas`` (Adam/AdamW only) None keeps torch's default (0.9, 0.999)."""
     groups = []
     for group in param_groups:
         group = dict(group)
-        group["lr"] = lr * group.pop("lr_mult", 1.0)
+        fixed = group.pop("fixed_lr", None)
+        group["lr"] = float(fixed) if fixed is not None else lr * group.pop("lr_mult", 1.0)
         group["initial_lr"] = group["lr"]
+        group["scheduled"] = fixed is None
         groups.append(group)
     adam = {} if betas is None else {"betas": tuple(betas)}
     if name == "adam":
@@ -142,4 +146,4 @@ def epoch_rates(base_lr: float, epochs: int, **settings) -> list[float]:
 
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] * factor
+        group["lr"] = group["initial_lr"] * (factor if group.get("scheduled", True) else 1.0)

@@ -59,6 +59,8 @@ class Recipe(Protocol):
     # ``set_progress(fraction)`` before every step, with the fraction of the schedule done (0..1);
     # ``optimizers() -> {name: param_groups}`` instead of ``param_groups()``: several optimisers, and
     # ``training_step`` then yields ``(name or (names...), terms)`` updates (see the module docstring).
+    # ``epoch_batches(epoch, batches)`` -> the recipe's own Batches for that epoch, or None for the data's
+    # (NFormer's second stage steps over sequences of cached features instead of image batches).
 
 
 class Batches(Protocol):
@@ -260,8 +262,15 @@ class Trainer:
 
     def epoch_length(self, epoch: int) -> int:
         """Optimiser steps in ``epoch`` (what the LR schedule's fraction of an epoch is measured in)."""
-        length = getattr(self.batches, "epoch_length", None)
-        return int(length(epoch)) if length is not None else len(self.batches)
+        batches = self.batches_for(epoch)
+        length = getattr(batches, "epoch_length", None)
+        return int(length(epoch)) if length is not None else len(batches)
+
+    def batches_for(self, epoch: int) -> Batches:
+        """The data's batches, or the recipe's own for ``epoch`` (optional hook ``epoch_batches``)."""
+        own = getattr(self.recipe, "epoch_batches", None)
+        batches = own(epoch, self.batches) if own is not None else None
+        return self.batches if batches is None else batches
 
     def log_schedule(self) -> dict:
         """Log (and return) the epoch length in steps and the total steps of the run, before the first step.
@@ -271,7 +280,7 @@ class Trainer:
         they set when each LR milestone falls.
         """
         steps = self.epoch_length(self.epoch)
-        fixed = getattr(self.batches, "fixed_epoch_length", True)
+        fixed = getattr(self.batches, "fixed_epoch_length", True) and not hasattr(self.recipe, "epoch_batches")
         total = steps * self.cfg.epochs
         info = {"steps_per_epoch": steps, "epochs": self.cfg.epochs, "total_steps": total, "exact": fixed}
         log.info("%s: %d steps per epoch (%s), %d epochs, %s%d steps in total (batch of %s images)",
@@ -309,7 +318,7 @@ class Trainer:
         # Optional recipe hook: the fraction of training done (0..1), e.g. for a loss-weight ramp (IDKL).
         set_progress = getattr(self.recipe, "set_progress", None)
         seen, start, trained_before = 0, time.perf_counter(), self.trained_s
-        for batch in self.batches.epoch(self.epoch, start=self.step_in_epoch):
+        for batch in self.batches_for(self.epoch).epoch(self.epoch, start=self.step_in_epoch):
             if self._stop_signal is not None:
                 break
             position = self._schedule_epoch(steps)

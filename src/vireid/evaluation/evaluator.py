@@ -12,6 +12,7 @@ from vireid.evaluation.metrics import evaluate
 from vireid.evaluation.protocols import Protocol, get_protocol
 from vireid.evaluation.report import ProtocolResult
 from vireid.evaluation.reranking import rerank as rerank_distances
+from vireid.evaluation.transductive import Transductive, check_output
 
 # extract(samples) -> (len(samples), dim) float tensor, one row per sample, in order.
 Extractor = Callable[[Sequence[Sample]], torch.Tensor]
@@ -63,6 +64,7 @@ def evaluate_protocol(
     lambda_value: float = 0.3,
     max_rank: int = 20,
     trials: Sequence[int] | None = None,
+    transductive: Transductive | None = None,
 ) -> ProtocolResult:
     """Evaluate ``extract`` under every trial of ``protocol`` on the dataset at ``root``.
 
@@ -70,10 +72,14 @@ def evaluate_protocol(
     with ``rerank`` the k-reciprocal re-ranking of Euclidean distances between
     L2-normalised features. Short identity-level CMC rows (small galleries)
     are padded rather than refused: see ``evaluate(pad_short_cmc=...)``.
+
+    ``transductive(features) -> features``, when given, post-processes each
+    trial's query + gallery features together before any distance (see
+    :mod:`vireid.evaluation.transductive`); the result is labelled ``[transductive]``.
     """
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     features = FeatureCache(extract)
-    result = ProtocolResult(protocol.name, rerank)
+    result = ProtocolResult(protocol.name, rerank, transductive=transductive is not None)
     for trial in trials if trials is not None else protocol.trials:
         split = protocol.build(root, trial)
         if not split.query or not split.gallery:
@@ -82,6 +88,8 @@ def evaluate_protocol(
                 f"{len(split.gallery)} gallery images; both must be non-empty"
             )
         both = features(split.query + split.gallery)  # one extraction call per trial
+        if transductive is not None:  # the whole trial at once: queries first, then the gallery
+            both = check_output(transductive(both), len(both))
         q, g = both[: len(split.query)], both[len(split.query) :]
         if rerank:
             dist = rerank_distances(euclidean_distance(q, g), euclidean_distance(q, q),

@@ -2,7 +2,9 @@
 
 The JSON layout is read by outside tools, so it is fixed:
 ``{"protocol", "rerank", "mean": {rank1, rank5, rank10, rank20, mAP, mINP},
-"std": {same}, "trials": [{same}, ...]}`` with fractions in [0, 1].
+"std": {same}, "trials": [{same}, ...]}`` with fractions in [0, 1]; a result computed
+with a transductive step (:mod:`vireid.evaluation.transductive`) also has
+``"transductive": true`` (the key is absent otherwise, so the layout above is unchanged).
 """
 
 from __future__ import annotations
@@ -32,12 +34,21 @@ def trial_summary(result: dict) -> dict:
     return out
 
 
+def result_tags(rerank: bool, transductive: bool = False) -> str:
+    """What every label of a result carries after its protocol name: `` [transductive]`` and/or `` [re-ranked]``.
+
+    The transductive step comes first because it is applied first (to the features, before distances).
+    """
+    return (" [transductive]" if transductive else "") + (" [re-ranked]" if rerank else "")
+
+
 @dataclass
 class ProtocolResult:
     protocol: str
     rerank: bool
     trials: list[dict] = field(default_factory=list)
     tags: tuple[str, ...] = ()  # what the reader must know, on every line (e.g. "spot_nopose: no keypoints")
+    transductive: bool = False
 
     def add(self, evaluate_result: dict) -> None:
         self.trials.append(trial_summary(evaluate_result))
@@ -56,14 +67,21 @@ class ProtocolResult:
                "std": self.std, "trials": list(self.trials)}
         if self.tags:
             out["tags"] = list(self.tags)
+        if self.transductive:
+            out["transductive"] = True
         return out
 
     def write_json(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @property
+    def suffix(self) -> str:
+        """Everything a label carries after the protocol name: `` [transductive] [re-ranked] [<tag>]...``."""
+        return result_tags(self.rerank, self.transductive) + "".join(f" [{t}]" for t in self.tags)
+
+    @property
     def label(self) -> str:
-        return self.protocol + (" [re-ranked]" if self.rerank else "") + "".join(f" [{t}]" for t in self.tags)
+        return self.protocol + self.suffix
 
     def format_table(self) -> str:
         """A plain-text table: the protocol name on every line, in percent."""
