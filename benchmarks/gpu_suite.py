@@ -94,7 +94,8 @@ PROFILES = {
         # ResNet-18 at 32x16 for every row; AGW's non-local placement shrinks to ResNet-18's 2 layer3 blocks.
         "ablation_smoke": {"budget": {"data": {"height": 32, "width": 16, "p": 3, "k": 4, "workers": 0,
                                                "cache": False, "sampler": "balanced"},
-                                      "train": {"epochs": 1, "milestones": [], "amp": "off", "channels_last": False}},
+                                      "train": {"epochs": 1, "milestones": [], "lr_factors": [], "amp": "off",
+                                                "channels_last": False}},
                            "non_local": [0, 2, 2, 0], "trials": [0]},
         "budgets": {"data": 60, "eval": 60, "flops": 60, "model": 60, "pipeline": 60, "inference": 60,
                     "compile": 60, "torchrun": 120},
@@ -686,6 +687,8 @@ def smoke_plan(suite: Suite, plan_path: Path) -> Path:
             row["set"] = merge({"model": {"non_local": smoke["non_local"]}}, row.get("set") or {})
         if "depth" in model:  # ResNet rows at ResNet-18 (the plain CNN has no depth)
             row["set"] = merge(row.get("set") or {}, {"model": {"depth": 18}})
+        if "stripes" in model:  # a 32x16 input leaves a 2-row map: as many stripes as rows
+            row["set"] = merge(row.get("set") or {}, {"model": {"stripes": 2}})
         # one short epoch whatever the plan's rows or budget ask for (epochs, a time budget)
         row["set"] = merge(row.get("set") or {}, {"train": {**smoke["budget"]["train"], "time_budget_s": 0}})
     plan["trials"] = smoke["trials"]
