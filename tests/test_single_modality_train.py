@@ -112,3 +112,16 @@ def test_agw_market1501_trains_and_evaluates_end_to_end(market, tmp_path, capsys
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["protocol"] == "market1501" and len(result["trials"]) == 1
     assert 0.0 <= result["mean"]["mAP"] <= 1.0
+
+
+@pytest.mark.parametrize("layout", ["dukemtmc", "msmt17"])
+def test_agw_trains_and_evaluates_on_the_other_single_modality_layouts(layout, tmp_path, capsys):
+    root = tmp_path / layout
+    generate(root, layout, 8, seed=5, size=(32, 16), images=3, workers=1)
+    out = tmp_path / "run"
+    assert main(["train", "agw_market1501", *TINY, f"data.dataset={layout}", f"eval.protocol={layout}",
+                 "--data-root", str(root), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data-root", str(root), "--json", str(tmp_path / "eval.json")]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["protocol"] == layout and len(result["trials"]) == 1 and 0.0 <= result["mean"]["mAP"] <= 1.0
