@@ -152,14 +152,16 @@ def test_demo_writes_report_json_and_picture(tmp_path, capsys):
     assert [r["protocol"] for r in report["results"]] == ["sysu/all/single/seeded", "sysu/indoor/single/seeded"]
     assert report["test_identities"] >= 1 and 0 < report["chance_rank1"] <= 1
     assert report["generator"] == {"seed": 3, "ids": 8, "size": [128, 64]}
-    idkl, plain = report["methods"]
-    assert (idkl["method"], plain["method"]) == ("IDKL", "plain CNN") and idkl["steps"] >= 1 and plain["steps"] >= 1
+    method, plain = report["methods"]
+    assert (method["method"], plain["method"]) == ("MBFVRD", "plain CNN") and report["method"] == "mbfvrd"
+    assert method["steps"] >= 1 and plain["steps"] >= 1
     baseline_cfg = load_checkpoint(out / "baseline" / "checkpoint.pt")["config"]
-    assert baseline_cfg["train"]["time_budget_s"] == pytest.approx(idkl["trained_s"])  # same training seconds
+    assert baseline_cfg["train"]["time_budget_s"] == pytest.approx(method["trained_s"])  # same training seconds
     assert baseline_cfg["data"]["height"] == 32 and baseline_cfg["model"]["width"] == 4  # shared + own overrides
     assert (out / "ranklist.png").stat().st_size > 0
     markdown = (out / "report.md").read_text()
-    assert "| IDKL | `demo_idkl` | `sysu/all/single/seeded` |" in markdown and "| plain CNN | `demo_baseline` |" in markdown
+    assert "| MBFVRD | `demo_mbfvrd` | `sysu/all/single/seeded` |" in markdown
+    assert "| plain CNN | `demo_baseline` |" in markdown and "information bottleneck" in markdown
     assert "| chance |" in markdown and "seed 3 and 8 identities" in markdown and "ranklist.png" in markdown
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
 
@@ -170,9 +172,12 @@ def test_demo_trains_side_by_side_with_the_same_budget(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "available_cpus", lambda: [0, 1] if len(os.sched_getaffinity(0)) > 1 else [0, 0])
     out = tmp_path / "demo"
     tiny = [o for o in TINY if not o.startswith("train.time_budget_s")] + ["train.time_budget_s=1"]
-    demo.run_demo(out, None, tiny, ids=8, seed=3, progress=False, baseline_overrides=["model.width=4"])
+    demo.run_demo(out, None, tiny, ids=8, seed=3, progress=False, baseline_overrides=["model.width=4"],
+                  method="idkl")
     report = json.loads((out / "report.json").read_text())
     assert report["side_by_side"] is True and report["threads"] == 1
+    assert report["config"] == "demo_idkl" and report["methods"][0]["method"] == "IDKL + hetero-center"
+    assert "plus the hetero-center triplet" in (out / "report.md").read_text()
     for run in ("run", "baseline"):
         state = load_checkpoint(out / run / "checkpoint.pt")
         assert state["config"]["train"]["time_budget_s"] == 1 and state["trained_s"] >= 1 and state["global_step"] >= 1
@@ -183,6 +188,17 @@ def test_demo_side_by_side_needs_a_time_budget(tmp_path):
 
     with pytest.raises(ValueError, match="train.time_budget_s > 0"):
         run_demo(tmp_path / "demo", None, TINY, ids=8, seed=3, progress=False, parallel=True)
+
+
+def test_demo_refuses_an_unknown_method(tmp_path, capsys):
+    from vireid.app.demo import run_demo
+
+    with pytest.raises(ValueError, match="unknown demo method 'agw'; expected one of mbfvrd, idkl"):
+        run_demo(tmp_path / "demo", None, TINY, ids=8, seed=3, progress=False, method="agw")
+    assert not (tmp_path / "demo").exists()  # refused before anything is generated
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        main(["demo", "--method", "agw", "--out", str(tmp_path / "demo")])
+    assert "invalid choice: 'agw'" in capsys.readouterr().err
 
 
 def test_demo_override_split():
