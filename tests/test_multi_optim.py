@@ -1,15 +1,13 @@
 """Several named optimisers in the one loop: alternating updates, exact resume, iteration LR schedule."""
 
 import json
-import os
-import signal
 
 import pytest
 import torch
 
-from vireid.engine.checkpoint import load_checkpoint
+from resume_check import kill_and_resume
 from vireid.engine.optim import OptimizerSettings, iteration_factor, lr_factor
-from vireid.engine.trainer import TrainConfig, Trainer, TrainingInterrupted
+from vireid.engine.trainer import TrainConfig, Trainer
 
 
 class ToyBatches:
@@ -85,27 +83,12 @@ def _assert_equal_nested(a, b):
 
 
 def test_killed_run_resumes_to_identical_weights_and_optimiser_states(tmp_path):
-    torch.manual_seed(5)
-    plain = Trainer(ToyGAN(seed=0), ToyBatches(), CFG, tmp_path / "a", progress=False)
-    plain.fit()
+    def make(seed, out):
+        return Trainer(ToyGAN(seed=seed), ToyBatches(), CFG, out, progress=False)
 
-    torch.manual_seed(5)
-    first = Trainer(ToyGAN(seed=0), ToyBatches(), CFG, tmp_path / "b", progress=False)
-
-    def kill_at_step_7(trainer, record):
-        if record["global_step"] == 7:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    with pytest.raises(TrainingInterrupted, match=r"epoch 2, step 2"):
-        first.fit(on_step=kill_at_step_7)
-    state = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    plain, state, second = kill_and_resume(make, tmp_path, kill_step=7, seed=5, stopped_at=r"epoch 2, step 2")
     assert state["global_step"] == 7 and set(state["optimizers"]) == {"dis", "gen"} and "optimizer" not in state
     assert "scaler" in state
-
-    torch.manual_seed(999)  # another process state: everything must come from the checkpoint
-    second = Trainer(ToyGAN(seed=3), ToyBatches(), CFG, tmp_path / "b", progress=False)
-    assert second.resume()
-    second.fit()
     assert second.global_step == plain.global_step == 15
     _assert_equal_nested(plain.recipe.model.state_dict(), second.recipe.model.state_dict())
     _assert_equal_nested(_states(plain), _states(second))

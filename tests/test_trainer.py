@@ -1,14 +1,13 @@
 """The training loop with a toy recipe: resume equality after a real signal, NaN stop, logs."""
 
 import json
-import os
-import signal
 
 import pytest
 import torch
 
+from resume_check import kill_and_resume
 from vireid.engine.checkpoint import load_checkpoint
-from vireid.engine.trainer import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
+from vireid.engine.trainer import TrainConfig, Trainer, TrainingDiverged
 
 
 class ToyBatches:
@@ -54,25 +53,12 @@ CFG = TrainConfig(epochs=3, optimizer="sgd", lr=0.1, schedule="multistep", miles
 
 
 def test_interrupted_run_resumes_to_identical_weights(tmp_path):
-    torch.manual_seed(123)
-    plain = Trainer(ToyRecipe(seed=0), ToyBatches(), CFG, tmp_path / "a", progress=False)
-    plain.fit()
+    def make(seed, out):
+        return Trainer(ToyRecipe(seed=seed), ToyBatches(), CFG, out, progress=False)
 
-    torch.manual_seed(123)
-    first = Trainer(ToyRecipe(seed=0), ToyBatches(), CFG, tmp_path / "b", progress=False)
-
-    def kill_at_step_8(trainer, record):
-        if record["global_step"] == 8:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM at epoch 2, step 2"):
-        first.fit(on_step=kill_at_step_8)
-    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["global_step"] == 8
-
-    torch.manual_seed(999)  # a different process state: everything must come from the checkpoint
-    second = Trainer(ToyRecipe(seed=7), ToyBatches(), CFG, tmp_path / "b", progress=False)
-    assert second.resume()
-    second.fit()
+    plain, state, second = kill_and_resume(make, tmp_path, kill_step=8, seed=123,
+                                           stopped_at=r"stopped by SIGTERM at epoch 2, step 2")
+    assert state["global_step"] == 8
     for a, b in zip(plain.recipe.model.state_dict().values(), second.recipe.model.state_dict().values()):
         assert torch.equal(a, b)
     assert second.global_step == plain.global_step == 18
