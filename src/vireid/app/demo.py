@@ -80,7 +80,7 @@ def run_demo(out: str | Path = "vireid-demo", data_root: str | Path | None = Non
 
     ``method`` is a key of :data:`DEMO_METHODS` (mbfvrd or idkl).
     ``parallel`` (default: when there are two or more cores and the runs have
-    a time budget) trains IDKL and the baseline side by side, one core each.
+    a time budget) trains the method and the baseline side by side, one core each.
     """
     if method not in DEMO_METHODS:
         raise ValueError(f"unknown demo method {method!r}; expected one of {', '.join(DEMO_METHODS)}")
@@ -126,11 +126,9 @@ def run_demo(out: str | Path = "vireid-demo", data_root: str | Path | None = Non
                        progress=progress)
             timings["baseline_train_s"] = time.perf_counter() - t
             jobs.append(("plain CNN", BASELINE_CONFIG, out / "baseline", []))
-    methods = [(job_name, job_config, run_dir) for job_name, job_config, run_dir, _ in jobs]
-
     t = time.perf_counter()
     rows = []
-    for job_name, job_config, run_dir in methods:
+    for job_name, job_config, run_dir, _ in jobs:
         state = load_checkpoint(run_dir / "checkpoint.pt")
         results = [runs.evaluate_run(run_dir, data_root, p, device="cpu") for p in PROTOCOLS]
         rows.append({"method": job_name, "config": job_config, "run": str(run_dir), "trained_s": state.get("trained_s"),
