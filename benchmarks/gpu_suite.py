@@ -212,7 +212,7 @@ class Suite:
 
     def __init__(self, args, profile: dict):
         self.args, self.profile = args, profile
-        self.out = Path(args.out)
+        self.out = Path(args.out).resolve()  # children run with cwd=out: a relative path would not resolve there
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(profile["device"])
         self.start = time.perf_counter()
