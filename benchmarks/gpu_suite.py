@@ -96,7 +96,7 @@ PROFILES = {
                                                "cache": False, "sampler": "balanced"},
                                       "train": {"epochs": 1, "milestones": [], "lr_factors": [], "amp": "off",
                                                 "channels_last": False}},
-                           "non_local": [0, 2, 2, 0], "trials": [0]},
+                           "non_local": [0, 2, 2, 0], "trials": [0], "lr_scale": 0.1},
         "budgets": {"data": 60, "eval": 60, "flops": 60, "model": 60, "pipeline": 60, "inference": 60,
                     "compile": 60, "torchrun": 120},
     },
@@ -682,7 +682,8 @@ def smoke_plan(suite: Suite, plan_path: Path) -> Path:
     smoke = suite.profile["ablation_smoke"]
     plan["budget"] = merge(plan.get("budget") or {}, smoke["budget"])
     for row in plan["rows"]:
-        model = load_config(resolve_config_path(str(row["config"]))).get("model") or {}
+        config = load_config(resolve_config_path(str(row["config"])))
+        model = config.get("model") or {}
         if "non_local" in model:
             row["set"] = merge({"model": {"non_local": smoke["non_local"]}}, row.get("set") or {})
         if "depth" in model:  # ResNet rows at ResNet-18 (the plain CNN has no depth)
@@ -691,12 +692,34 @@ def smoke_plan(suite: Suite, plan_path: Path) -> Path:
             row["set"] = merge(row.get("set") or {}, {"model": {"stripes": 2}})
         # one short epoch whatever the plan's rows or budget ask for (epochs, a time budget)
         row["set"] = merge(row.get("set") or {}, {"train": {**smoke["budget"]["train"], "time_budget_s": 0}})
+        row["set"] = merge(row["set"], {"train": scaled_lrs(merge(merge(config, plan["budget"]), row["set"]),
+                                                            smoke["lr_scale"])})
     plan["trials"] = smoke["trials"]
     plan["seeds"] = [0]  # one training seed per row: the smoke run checks the path, not the spread
     plan.pop("device", None)
     path = suite.out / "ablation_smoke_plan.yaml"
     path.write_text(yaml.safe_dump(plan, sort_keys=False))
     return path
+
+
+def scaled_lrs(config: dict, scale: float) -> dict:
+    """``train`` overrides that multiply every learning rate of ``config`` (``train.lr`` and each named
+    optimiser's) by ``scale``.
+
+    Why: a smoke row trains a handful of steps, too few for the BN running statistics to follow weights
+    that moved at the full LR; in eval mode the un-normalised activations then grow through the non-local
+    blocks until GeM's power overflows (1e11 after 3 MBFVRD steps at its LR 0.1, NaN on some CPUs). At a
+    tenth of the LR the weights stay where the running statistics still describe them (activations < 100).
+    """
+    from vireid.app.runs import run_defaults
+
+    train = {**run_defaults()["train"], **(config.get("train") or {})}
+    out = {"lr": float(f"{float(train['lr']) * scale:.6g}")}
+    named = {name: {**opt, "lr": float(f"{float(opt['lr']) * scale:.6g}")}
+             for name, opt in (train.get("optimizers") or {}).items() if "lr" in (opt or {})}
+    if named:
+        out["optimizers"] = named
+    return out
 
 
 def stage_ablation(suite: Suite, budget: float):

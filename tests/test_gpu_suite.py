@@ -3,6 +3,9 @@
 import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,9 +26,12 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def test_cpu_smoke_reports_every_stage_with_numbers(gpu_suite, tmp_path, capsys):
-    out = tmp_path / "suite"
-    code = gpu_suite.main(["--cpu-smoke", "--out", str(out)])
+def test_cpu_smoke_reports_every_stage_with_numbers(gpu_suite, tmp_path):
+    # As its header says to run it: the shell wrapper, from another directory, with a relative --out (the
+    # torchrun and ablation children run with the report folder as their working directory).
+    proc = subprocess.run(["bash", str(SUITE_PATH.with_suffix(".sh")), "--cpu-smoke", "--out", "suite"],
+                          cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
+    code, out = proc.returncode, tmp_path / "suite"
     report = json.loads((out / "gpu_suite.json").read_text())
     stages = {s["name"]: s for s in report["stages"]}
     failed = {n: s.get("error") for n, s in stages.items() if s["status"] == "failed"}
@@ -72,7 +78,16 @@ def test_cpu_smoke_reports_every_stage_with_numbers(gpu_suite, tmp_path, capsys)
                     "## torchrun", "## Ablation", "## Stages"):
         assert heading in md
     assert "| idkl | pipeline | no | fp32 | 8 | 32x16 |" in md
-    assert "## Stages" in capsys.readouterr().out  # the markdown is printed too
+    assert "## Stages" in proc.stdout  # the markdown is printed too
+
+
+def test_smoke_plan_scales_each_rows_own_learning_rates(gpu_suite):
+    # A handful of steps at a row's full LR leaves BN running statistics behind the weights; in eval mode
+    # MBFVRD's activations then overflowed GeM (NaN test features). Each row keeps its own LR ratio, x 0.1.
+    assert gpu_suite.scaled_lrs({"train": {"lr": 0.1}}, 0.1) == {"lr": 0.01}
+    assert gpu_suite.scaled_lrs({}, 0.1) == {"lr": 3.5e-05}  # the train.lr default
+    two = {"train": {"lr": 2e-4, "optimizers": {"dis": {"lr": 1e-3, "betas": [0.5, 0.999]}, "gen": {}}}}
+    assert gpu_suite.scaled_lrs(two, 0.5) == {"lr": 1e-4, "optimizers": {"dis": {"lr": 5e-4, "betas": [0.5, 0.999]}}}
 
 
 def _bare_suite(gpu_suite, tmp_path, **args):

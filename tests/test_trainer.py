@@ -66,10 +66,18 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path):
 
 def test_nan_loss_stops_with_term_and_keeps_last_good_checkpoint(tmp_path):
     trainer = Trainer(ToyRecipe(seed=0, nan_at=9), ToyBatches(), CFG, tmp_path, progress=False)
-    with pytest.raises(TrainingDiverged, match=r"loss term 'id' is nan at epoch 2, step 3"):
+    with pytest.raises(TrainingDiverged, match=r"loss term 'id' is nan at epoch 2, step 3") as err:
         trainer.fit()
+    assert f"the last good checkpoint is kept at {tmp_path / 'checkpoint.pt'}" in str(err.value)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["epoch"] == 1 and state["step_in_epoch"] == 0
+
+
+def test_nan_in_the_first_epoch_names_no_checkpoint_that_does_not_exist(tmp_path):
+    trainer = Trainer(ToyRecipe(seed=0, nan_at=2), ToyBatches(), CFG, tmp_path, progress=False)
+    with pytest.raises(TrainingDiverged, match=r"step 2; training stopped, no checkpoint was written yet") as err:
+        trainer.fit()
+    assert "checkpoint.pt" not in str(err.value) and not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_metrics_jsonl_and_checkpoint_contents(tmp_path):

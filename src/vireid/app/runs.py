@@ -215,7 +215,8 @@ def _validator(recipe, samples, data, every: int, extras: dict | None = None):
             return
         recipe.model.eval()
         extract = image_extractor(recipe.embed, (data["height"], data["width"]), trainer.device,
-                                  workers=data["workers"], resample=data["resize"], **(extras or {}))
+                                  workers=data["workers"], resample=data["resize"], model=recipe.model,
+                                  **(extras or {}))
         result = evaluate_distances(cosine_distance(extract(query), extract(gallery)), query, gallery, rule)
         trainer.log({"epoch": trainer.epoch, "val_rank1": float(result["cmc"][0]), "val_mAP": result["mAP"],
                      "val_mINP": result["mINP"]})
@@ -371,7 +372,8 @@ def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol:
     step = transductive_step(recipe, device) if transductive else None  # a method without one fails here
     recipe.model.to(device)
     extract = image_extractor(recipe.embed, (data["height"], data["width"]), device, batch_size=batch_size,
-                              workers=data["workers"], resample=data["resize"], **_extra_inputs(data, data_root))
+                              workers=data["workers"], resample=data["resize"], model=recipe.model,
+                              **_extra_inputs(data, data_root))
     result = evaluate_protocol(protocol_obj, data_root, extract, rerank=rerank, trials=trials, transductive=step)
     result.tags = tuple(getattr(recipe, "report_tags", ()))  # e.g. spot_nopose says it used no keypoints
     return result

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vireid.evaluation.finite import check_finite
 from vireid.utils.io import atomic_path
 from vireid.utils.optional import require
 
@@ -128,9 +129,8 @@ def export_run(run_or_checkpoint: str | Path, fmt: str, out: str | Path, images:
     x = extractor.preprocess(raw)
     with torch.inference_mode():
         expected = graph(x, modality)
-    if not bool(torch.isfinite(expected).all()):
-        raise ValueError(f"the PyTorch model of {checkpoint} gives non-finite features on the parity images; "
-                         "there is nothing to compare an export with")
+    # Non-finite reference features leave nothing to compare an export with: name the layer instead.
+    check_finite(expected, graph, lambda: graph(x, modality), f"the parity images of {checkpoint}")
     example = (x[:2].clone(), modality[:2].clone())
     out = Path(out)
     with atomic_path(out) as tmp:

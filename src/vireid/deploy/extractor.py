@@ -36,6 +36,7 @@ from PIL import Image
 
 from vireid.data.records import MODALITY_NAMES, parse_modality
 from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vireid.evaluation.finite import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -239,8 +240,11 @@ class Extractor:
         return (x - self._mean) / self._std
 
     def _forward(self, batch: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            return self.recipe.embed(batch, modality.to(self.device)).float().cpu()
+        def run() -> torch.Tensor:
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                return self.recipe.embed(batch, modality.to(self.device)).float().cpu()
+
+        return check_finite(run(), self.recipe.model, run, f"a batch of {len(batch)} image(s)")
 
     def _float_batch(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.unsqueeze(0) if x.dim() == 3 else x

@@ -388,10 +388,11 @@ class Trainer:
         # Name a specific term when one is the culprit, not just the total.
         bad = sorted((name for name, v in values.items() if not math.isfinite(v)), key=lambda n: n == "loss")
         if bad:
+            kept = (f"the last good checkpoint is kept at {self.checkpoint_path}" if self.checkpoint_path.is_file()
+                    else "no checkpoint was written yet (it diverged before the first epoch ended)")
             raise TrainingDiverged(
                 f"loss term {bad[0]!r} is {values[bad[0]]} at epoch {self.epoch + 1}, step "
-                f"{self.step_in_epoch + 1}; training stopped, the last good checkpoint is kept at "
-                f"{self.checkpoint_path}")
+                f"{self.step_in_epoch + 1}; training stopped, {kept}")
         return values
 
     def _updates(self, batch) -> dict[str, float]:

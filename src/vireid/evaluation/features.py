@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from vireid.data.image_dataset import ImageDataset, batch_extras
 from vireid.data.keypoints import HeatmapSpec, KeypointInputs, KeypointTable
 from vireid.data.records import Sample
 from vireid.data.transforms import eval_transform
+from vireid.evaluation.finite import check_finite
 
 # embed(images (B, 3, H, W) float, modality (B,) long) -> (B, D) features
 Embed = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -20,13 +22,15 @@ Embed = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def image_extractor(embed: Embed, size: tuple[int, int], device: torch.device | str = "cpu",
                     batch_size: int = 64, workers: int = 2, channels_last: bool = False, resample: str = "lanczos",
                     keypoints: KeypointTable | None = None, root: str | Path | None = None,
-                    heatmap: HeatmapSpec | None = None):
+                    heatmap: HeatmapSpec | None = None, model: torch.nn.Module | None = None):
     """An ``extract(samples) -> (N, D) CPU tensor`` for :func:`vireid.evaluation.evaluate_protocol`.
 
     ``resample``: the resize filter of the run's training data (``data.resize``), so test images are
     resized as the training images were. With ``keypoints`` (the dataset's keypoint table; sample paths
     are looked up relative to ``root``) ``embed`` is called as ``embed(images, modality, heatmaps=...)``
-    with each image's heat-maps rendered per ``heatmap``.
+    with each image's heat-maps rendered per ``heatmap``. Every batch's features are checked to be finite;
+    with ``model`` (the network ``embed`` runs) the error names the layer where the first non-finite activation
+    appears (:mod:`vireid.evaluation.finite`).
     """
     device = torch.device(device)
     if keypoints is not None and root is None:
@@ -42,12 +46,14 @@ def image_extractor(embed: Embed, size: tuple[int, int], device: torch.device | 
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers if len(samples) > batch_size else 0,
                             generator=torch.Generator())
         rows = []
-        for batch in loader:
+        for index, batch in enumerate(loader):
             images, modality = batch[0].to(device, non_blocking=True), batch[3].to(device)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             extras = {k: v.to(device, non_blocking=True) for k, v in batch_extras(batch).items()}
-            rows.append(embed(images, modality, **extras).float().cpu())
+            run = partial(embed, images, modality, **extras)
+            where = f"batch {index} (images from {samples[index * batch_size].path})"
+            rows.append(check_finite(run().float().cpu(), model, run, where))
         return torch.cat(rows)
 
     return extract

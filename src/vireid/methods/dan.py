@@ -225,7 +225,7 @@ class DANRecipe:
         was_training = self.model.training
         self.model.eval()
         try:
-            return image_extractor(self.embed, self.size, device, workers=self.workers)(samples)
+            return image_extractor(self.embed, self.size, device, workers=self.workers, model=self.model)(samples)
         finally:
             self.model.train(was_training)
 
