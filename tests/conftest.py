@@ -1,3 +1,4 @@
+import importlib
 import os
 from pathlib import Path
 
@@ -10,6 +11,17 @@ REPO = Path(__file__).resolve().parents[1]
 def golden_root() -> Path:
     """``$VIREID_GOLDEN`` or ``../shared/golden`` next to the checkout."""
     return Path(os.environ.get("VIREID_GOLDEN", REPO.parent / "shared" / "golden"))
+
+
+def optional(module: str):
+    """``import module`` for a test of an optional extra (faiss, onnx, matplotlib, scipy...).
+
+    Skipped where the extra is not installed, except under CI (``CI`` set, as ``.ci/run`` runs): CI installs
+    every extra, so a missing one there is a failure, never a silently skipped test.
+    """
+    if os.environ.get("CI"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
 
 
 @pytest.fixture(scope="session")

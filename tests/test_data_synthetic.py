@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import optional
 from data_trees import TINY
 from vireid.data import layouts
 from vireid.synth.generator import generate
@@ -52,7 +53,7 @@ def test_sysu_layout_is_the_real_one(tiny_trees):
 
 
 def test_sysu_rand_perm_cam_holds_permutations_of_each_folder(tiny_trees):
-    scipy_io = pytest.importorskip("scipy.io")
+    scipy_io = optional("scipy.io")
     root = tiny_trees["sysu"]
     cells = scipy_io.loadmat(root / "exp" / "rand_perm_cam.mat")["rand_perm_cam"]
     assert cells.shape == (6, 1)

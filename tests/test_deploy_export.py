@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, optional
 from deploy_runs import make_run, write_images
 from vireid.cli.main import main
 from vireid.deploy.export import export_run
@@ -32,8 +32,8 @@ def test_torchscript_export_matches_pytorch(method, images, tmp_path):
 
 @pytest.mark.parametrize("method", ["idkl", "agw", "mbfvrd"])
 def test_onnx_export_matches_pytorch(method, images, tmp_path):
-    pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
+    optional("onnx")
+    ort = optional("onnxruntime")
     run = make_run(tmp_path / "run", method)
     report = export_run(run, "onnx", tmp_path / "m.onnx", images)
     assert report.max_abs_diff <= 1e-4

@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from conftest import optional
 from deploy_runs import make_run, write_images
 from test_folder_protocol import folder_tree
 from vireid.app.runs import load_run
@@ -78,8 +79,8 @@ def test_eval_ranklist_on_your_own_folders(folder_run, tmp_path, capsys):
 
 
 def test_tsne_picture(folder_run, tmp_path):
-    pytest.importorskip("sklearn")
-    pytest.importorskip("matplotlib")
+    optional("sklearn")
+    optional("matplotlib")
     run, root = folder_run
     out = tmp_path / "tsne.png"
     assert main(["visualize", "tsne", str(run), "--data-root", str(root), "--protocol", "folder/i2v",

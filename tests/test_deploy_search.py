@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import optional
 from deploy_runs import make_run, write_images
 from vireid.cli.main import main
 from vireid.deploy.index import GalleryIndex, IndexMismatch
@@ -39,7 +40,7 @@ def test_recall_at_k():
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_faiss_indexes_agree_with_exact_search(kind):
-    pytest.importorskip("faiss")
+    optional("faiss")
     from vireid.deploy.search import ann_add, ann_from_record, ann_search, ann_to_record, build_ann
 
     g, q = clustered(3000, 32), clustered(50, 32, seed=1)
@@ -154,7 +155,7 @@ def test_index_and_search_end_to_end(setup, tmp_path, capsys):
 
 
 def test_faiss_index_through_the_commands(setup, tmp_path, capsys):
-    pytest.importorskip("faiss")
+    optional("faiss")
     base, run, gallery, queries = setup
     index = tmp_path / "f.index"
     assert main(["index", str(run), "--images", str(base / "gallery" / "a"), "--modality", "visible",

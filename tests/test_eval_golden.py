@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import golden_root
+from conftest import golden_root, optional
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.evaluation import evaluate, rerank
 from vireid.evaluation import protocols as P
@@ -126,7 +126,7 @@ def write_rand_perm_cam(path: Path, picks: dict, counts: dict):
 
 
 def _official_split_case(z, tmp_path):
-    pytest.importorskip("scipy")
+    optional("scipy")
     mode, shots = str(z["mode"]), int(z["shots"])
     counts, picks = {}, {}
     for cam, pid, idx in zip(z["query_cams"], z["query_pids"], z["query_img_index_1based"]):
