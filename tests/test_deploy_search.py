@@ -38,7 +38,7 @@ def test_recall_at_k():
     assert recall_at_k(torch.tensor([[3, 2, 9], [7, 8, 9]]), exact) == pytest.approx(2 / 6)
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq"])
 def test_faiss_indexes_agree_with_exact_search(kind):
     optional("faiss")
     from vireid.deploy.search import ann_add, ann_from_record, ann_search, ann_to_record, build_ann
@@ -49,6 +49,28 @@ def test_faiss_indexes_agree_with_exact_search(kind):
     _, idx = ann_search(ann_from_record(record), q, 10)
     recall = recall_at_k(idx, exact_topk(q, g, 10)[1])
     assert recall == 1.0 if kind == "flat" else recall >= 0.9, recall
+
+
+def test_auto_index_choice_by_size_and_memory():
+    from vireid.deploy.search import EXACT_UP_TO, choose_ann
+
+    kind, why = choose_ann(EXACT_UP_TO, 512, available_bytes=2**40)
+    assert kind is None and "exact search" in why
+    kind, why = choose_ann(1_000_000, 512, available_bytes=24 * 2**30)  # ~4.1 GiB: HNSW fits
+    assert kind == "hnsw" and "24.0 GiB available" in why
+    kind, why = choose_ann(1_000_000, 2048, available_bytes=24 * 2**30)  # ~15.5 GiB > 12: the lean kind
+    assert kind == "ivfpq" and "HNSW would need about 15.5 GiB" in why
+
+
+def test_recall_is_measured_on_a_sample_of_the_queries():
+    optional("faiss")
+    from vireid.deploy.search import ann_to_record, build_ann, search_index
+
+    index, _ = _index(n=200, d=16)
+    ann, params = build_ann(index.features, "hnsw")
+    index.ann = ann_to_record(ann, "hnsw", params)
+    result = search_index(index, clustered(7, 16, seed=3), 5, recall_sample=3)
+    assert result["method"] == "faiss-hnsw" and result["recall_queries"] == 3 and result["recall_vs_exact"] > 0.5
 
 
 def _index(n=30, d=8, sha="a" * 64):
@@ -165,8 +187,12 @@ def test_faiss_index_through_the_commands(setup, tmp_path, capsys):
     assert "7 images (6 visible, 1 infrared), 512-d agw features, hnsw faiss index" in capsys.readouterr().out
     assert main(["search", str(index), "--query", str(queries[0]), "--query-modality", "ir", "--top-k", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "faiss-hnsw, recall@3 vs exact 1.0000" in printed
+    assert "faiss-hnsw, recall@3 vs exact 1.0000 (on 1 of 1 queries)" in printed
     assert printed.splitlines()[2].split()[2] == str(queries[0].resolve())  # the indexed copy comes first
+    auto = tmp_path / "auto.index"
+    assert main(["index", str(run), "--images", str(base / "gallery" / "a"), "--modality", "visible",
+                 "--out", str(auto), "--faiss", "auto"]) == 0
+    assert "--faiss auto: no faiss index (exact search): 6 images (<= 50000)" in capsys.readouterr().out
 
 
 def test_search_errors(setup, tmp_path, capsys):

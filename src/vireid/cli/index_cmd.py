@@ -20,8 +20,9 @@ def register(subparsers) -> None:
     p.add_argument("--modality", help="visible or infrared (for every image a list line does not label)")
     p.add_argument("--out", required=True, help="index file to write (or extend with --add)")
     p.add_argument("--add", action="store_true", help="extend an existing index (same model); known paths are skipped")
-    p.add_argument("--faiss", choices=("flat", "ivf", "hnsw"),
-                   help="also store a faiss index for fast search (needs pip install 'vireid[faiss]')")
+    p.add_argument("--faiss", choices=("auto", "flat", "ivf", "hnsw", "ivfpq"),
+                   help="also store a faiss index for fast search (needs pip install 'vireid[faiss]'); auto picks "
+                        "exact, HNSW or the memory-lean IVF-PQ by gallery size and memory and says why")
     p.add_argument("--strict", action="store_true", help="stop at the first image that cannot be decoded")
     add_model_options(p)
     p.set_defaults(func=run_index)
@@ -52,7 +53,7 @@ def run_index(args) -> int:
     from vireid.deploy.extractor import Extractor
     from vireid.deploy.images import fill_modalities, list_images
     from vireid.deploy.index import GalleryIndex
-    from vireid.deploy.search import ann_to_record, build_ann
+    from vireid.deploy.search import ann_to_record, build_ann, choose_ann
 
     out = Path(args.out)
     existing = None
@@ -76,13 +77,17 @@ def run_index(args) -> int:
             report_failed(feats.failed)
             raise ValueError(f"none of the images from {args.images} could be decoded; no index written")
         index = GalleryIndex.create(feats.features, feats.paths, feats.modalities, run)
-        if args.faiss:
-            ann, params = build_ann(index.features, args.faiss)
-            index.ann = ann_to_record(ann, args.faiss, params)
+        kind = args.faiss
+        if kind == "auto":
+            kind, why = choose_ann(len(index), index.dim)
+            print(f"--faiss auto: {kind or 'no faiss index (exact search)'}: {why}")
+        if kind:
+            ann, params = build_ann(index.features, kind)
+            index.ann = ann_to_record(ann, kind, params)
         added = len(index)
     else:
         index = existing
-        if args.faiss and (not index.ann or index.ann["kind"] != args.faiss):
+        if args.faiss and args.faiss != "auto" and (not index.ann or index.ann["kind"] != args.faiss):
             raise ValueError(f"{out} has {'a ' + index.ann['kind'] if index.ann else 'no'} faiss index; --add "
                              f"keeps it (leave out --faiss, or rebuild the index with --faiss {args.faiss})")
         added = index.add(feats.features, feats.paths, feats.modalities, run)
@@ -137,8 +142,8 @@ def run_search(args) -> int:
     score_name = "distance" if result["reranked"] else "similarity"
     recall = result["recall_vs_exact"]
     print(f"searched {index.summary()} with {len(paths)} queries: {result['method']}{label}"
-          + (f", recall@{result['indices'].shape[1]} vs exact {recall:.4f}" if result["method"].startswith("faiss")
-             and recall is not None else ""))
+          + (f", recall@{result['indices'].shape[1]} vs exact {recall:.4f} (on {result['recall_queries']} of "
+             f"{len(paths)} queries)" if result["method"].startswith("faiss") and recall is not None else ""))
     queries = []
     for qi, (path, mod) in enumerate(zip(paths, modalities)):
         hits = [{"rank": r + 1, "path": index.paths[g], "modality": MODALITY_NAMES[int(index.modalities[g])],

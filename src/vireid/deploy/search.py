@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ import torch
 from vireid.utils.optional import require
 
 log = logging.getLogger(__name__)
-ANN_KINDS = ("flat", "ivf", "hnsw")
+ANN_KINDS = ("flat", "ivf", "hnsw", "ivfpq")
 RERANK_LIMIT = 20000
 
 
@@ -84,17 +85,22 @@ def _faiss():
     return require("faiss", "faiss", "approximate search")
 
 
-def default_ann_params(kind: str, n: int) -> dict:
+def default_ann_params(kind: str, n: int, dim: int = 512) -> dict:
     """Starting points, not tuned guarantees: check the recall ``vireid search`` prints.
 
     IVF: sqrt(N) cells (at least 39 training points each, faiss's minimum),
     32 visited; HNSW: M 32, efConstruction 80, efSearch 64 (recall@10 0.997 at
     100k x 512 in ``benchmarks/bench_search.py``, where IVF needed far more
-    probes for 0.95; see docs/deploy.md).
+    probes for 0.95; see docs/deploy.md). IVF-PQ (the memory-lean kind):
+    sqrt(N) cells, ``dim / 16`` bytes of product-quantised code per image,
+    and the best ``k_factor x k`` candidates re-scored with the fp16 features.
     """
-    if kind == "ivf":
+    if kind in ("ivf", "ivfpq"):
         nlist = max(1, min(int(round(math.sqrt(max(n, 1)))), max(n // 39, 1)))
-        return {"nlist": nlist, "nprobe": max(1, min(nlist, 32))}
+        params = {"nlist": nlist, "nprobe": max(1, min(nlist, 32))}
+        if kind == "ivfpq":
+            params.update(pq_bytes=_pq_bytes(dim), k_factor=16)
+        return params
     if kind == "hnsw":
         return {"m": 32, "ef_construction": 80, "ef_search": 64}
     if kind == "flat":
@@ -102,35 +108,100 @@ def default_ann_params(kind: str, n: int) -> dict:
     raise ValueError(f"unknown faiss index kind {kind!r}; expected one of {', '.join(ANN_KINDS)}")
 
 
+def _pq_bytes(dim: int) -> int:
+    """Sub-quantisers of an IVF-PQ code: about dim / 16, a divisor of ``dim`` (faiss requires one)."""
+    target = max(1, dim // 16)
+    return max(m for m in range(1, target + 1) if dim % m == 0)
+
+
+def ann_training_rows(kind: str, params: dict) -> int:
+    """How many sample rows training ``kind`` wants (0: no training): 64 per IVF cell, and at least the
+    9984 points faiss asks for to train 256 PQ centroids."""
+    if kind == "ivf":
+        return 64 * int(params["nlist"])
+    if kind == "ivfpq":
+        return max(64 * int(params["nlist"]), 10000)
+    return 0
+
+
+EXACT_UP_TO = 50_000  # images; below this exact search is fast enough that approximation only loses recall
+
+
+def choose_ann(n: int, dim: int, available_bytes: int | None = None) -> tuple[str | None, str]:
+    """What ``vireid index --faiss auto`` builds for ``n`` ``dim``-d features: (kind or None, why).
+
+    None (exact search only) up to :data:`EXACT_UP_TO` images: a chunked exact search there is a few
+    milliseconds a query. Above it HNSW, the fastest at recall >= 0.95 (docs/deploy.md), when the index
+    (the float32 features, HNSW's own copy and its graph) takes at most half the memory available;
+    otherwise IVF-PQ, whose search structure is the fp16 features plus a few bytes of code a row.
+    """
+    if n <= EXACT_UP_TO:
+        return None, (f"{n} images (<= {EXACT_UP_TO}): exact search, about {2 * n * dim / 1e6:.0f} MFLOP a query, "
+                      "is fast enough; an approximate index would only lose recall")
+    if available_bytes is None:
+        available_bytes = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    hnsw = n * (2 * 4 * dim + 2 * 32 * 4 + 16)  # features + HNSW's copy + level-0 links (2M ints) + levels
+    lean = n * (4 * dim + 2 * dim + _pq_bytes(dim) + 16)
+    gib = 2 ** 30
+    if hnsw <= available_bytes / 2:
+        return "hnsw", (f"{n} images: HNSW needs about {hnsw / gib:.1f} GiB with the features, within half of the "
+                        f"{available_bytes / gib:.1f} GiB available")
+    return "ivfpq", (f"{n} images: HNSW would need about {hnsw / gib:.1f} GiB, more than half of the "
+                     f"{available_bytes / gib:.1f} GiB available; IVF-PQ with fp16 re-scoring needs about "
+                     f"{lean / gib:.1f} GiB")
+
+
+def make_ann(kind: str, dim: int, n: int, params: dict | None = None, train: np.ndarray | None = None,
+             seed: int = 0):
+    """An empty faiss inner-product index for about ``n`` L2-normalised ``dim``-d features, trained on
+    ``train`` where the kind needs training; returns (index, params used). Add rows with ``index.add``
+    (in chunks, for a gallery that does not fit in memory as float32)."""
+    faiss = _faiss()
+    params = {**default_ann_params(kind, n, dim), **(params or {})}
+    ip = faiss.METRIC_INNER_PRODUCT
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim), params
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, int(params["m"]), ip)
+        index.hnsw.efConstruction = int(params["ef_construction"])
+        apply_search_params(index, kind, params)
+        return index, params
+    if kind not in ("ivf", "ivfpq"):
+        raise ValueError(f"unknown faiss index kind {kind!r}; expected one of {', '.join(ANN_KINDS)}")
+    if train is None or len(train) == 0:
+        raise ValueError(f"a faiss {kind} index must be trained: give sample rows")
+    quantizer = faiss.IndexFlatIP(dim)
+    if kind == "ivf":
+        index = faiss.IndexIVFFlat(quantizer, dim, int(params["nlist"]), ip)
+    else:  # codes for the candidates, fp16 vectors (2 bytes a value) to re-score them exactly enough
+        base = faiss.IndexIVFPQ(quantizer, dim, int(params["nlist"]), int(params["pq_bytes"]), 8, ip)
+        index = faiss.IndexRefine(base, faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, ip))
+    faiss.extract_index_ivf(index).cp.seed = seed
+    index.train(np.ascontiguousarray(train, dtype=np.float32))
+    apply_search_params(index, kind, params)
+    return index, params
+
+
 def build_ann(features: torch.Tensor, kind: str, params: dict | None = None, seed: int = 0):
     """A faiss inner-product index over L2-normalised ``features``; returns (index, params used)."""
-    faiss = _faiss()
     x = np.ascontiguousarray(features.float().numpy())
     n, d = x.shape
-    params = {**default_ann_params(kind, n), **(params or {})}
-    if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-    elif kind == "ivf":
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFFlat(quantizer, d, int(params["nlist"]), faiss.METRIC_INNER_PRODUCT)
+    params = {**default_ann_params(kind, n, d), **(params or {})}
+    rows = ann_training_rows(kind, params)
+    train = None
+    if rows:
         rng = np.random.default_rng(seed)
-        train = x if n <= 64 * params["nlist"] else x[np.sort(rng.choice(n, 64 * params["nlist"], replace=False))]
-        index.cp.seed = seed
-        index.train(train)
-        index.nprobe = int(params["nprobe"])
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, int(params["m"]), faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = int(params["ef_construction"])
-        index.hnsw.efSearch = int(params["ef_search"])
-    else:
-        raise ValueError(f"unknown faiss index kind {kind!r}; expected one of {', '.join(ANN_KINDS)}")
+        train = x if n <= rows else x[np.sort(rng.choice(n, rows, replace=False))]
+    index, params = make_ann(kind, d, n, params, train, seed)
     index.add(x)
     return index, params
 
 
 def apply_search_params(index, kind: str, params: dict) -> None:
-    if kind == "ivf":
-        index.nprobe = int(params["nprobe"])
+    if kind in ("ivf", "ivfpq"):
+        _faiss().extract_index_ivf(index).nprobe = int(params["nprobe"])
+    if kind == "ivfpq":
+        index.k_factor = float(params["k_factor"])
     elif kind == "hnsw":
         index.hnsw.efSearch = int(params["ef_search"])
 
@@ -181,13 +252,15 @@ def rerank_topk(queries: torch.Tensor, gallery: torch.Tensor, k: int, k1: int = 
 
 
 def search_index(index, queries: torch.Tensor, k: int = 10, *, method: str = "auto", rerank: bool = False,
-                 recall: bool = True, chunk: int = 65536, device: str = "cpu") -> dict:
+                 recall: bool = True, chunk: int = 65536, device: str = "cpu", recall_sample: int = 200) -> dict:
     """Search an :class:`~vireid.deploy.index.GalleryIndex`.
 
     ``method``: "exact", "faiss" (the index's stored faiss structure) or
     "auto" (faiss when the index has one and faiss is installed). Returns
     {"scores", "indices", "method", "recall_vs_exact", "reranked"}; with
-    ``rerank`` the scores are re-ranked distances (smaller = closer).
+    ``rerank`` the scores are re-ranked distances (smaller = closer). An approximate search's recall is
+    measured against exact search on the first ``recall_sample`` queries (``recall_queries`` says how many):
+    exact search over a large gallery for every query would cost what the index saves.
     """
     index.check_width(queries)
     queries = torch.nn.functional.normalize(queries.float(), dim=1)
@@ -217,5 +290,8 @@ def search_index(index, queries: torch.Tensor, k: int = 10, *, method: str = "au
     result = {"scores": scores, "indices": idx, "method": f"faiss-{index.ann['kind']}", "recall_vs_exact": None,
               "reranked": False}
     if recall:
-        result["recall_vs_exact"] = recall_at_k(idx, exact_topk(queries, gallery, k, chunk=chunk)[1])
+        sample = min(len(queries), max(recall_sample, 1))
+        truth = exact_topk(queries[:sample], gallery, k, chunk=chunk)[1]
+        result["recall_vs_exact"] = recall_at_k(idx[:sample], truth)
+        result["recall_queries"] = sample
     return result
