@@ -1,22 +1,22 @@
-"""Gallery search at scale: exact torch top-k vs faiss IVF and HNSW, query latency, recall@10, build time, memory.
+"""Gallery search at scale: exact torch top-k vs faiss HNSW, IVF and IVF-PQ; latency, recall@10, build, memory.
 
-    taskset -c 1 python benchmarks/bench_search.py --items 1000000 --dim 512 [--queries 500] [--threads 1]
-    taskset -c 1 python benchmarks/bench_search.py --items 250000 --dim 2048 --json out.json
+    python benchmarks/search_gallery.py fit RUN --data-root DATA --out gallery_model.npz   # once
+    python benchmarks/bench_search.py --gallery realistic --model gallery_model.npz --items 1000000 --dim 512
+    python benchmarks/bench_search.py --gallery isotropic --items 1000000 --dim 512
+    python benchmarks/bench_search.py --gallery realistic --model gallery_model.npz --items 1000000 --dim 2048 \
+        --methods ivfpq --no-exact-row
 
-Features: seeded synthetic re-ID embeddings, ``items / 20`` identities with
-20 images each: a unit identity centre plus Gaussian noise (noise norm
-``--noise`` x the centre's), L2-normalised; queries are new draws around
-randomly chosen centres (not in the gallery). Real features are clustered by
-identity like this; uniformly random vectors (``--noise`` large) are the hard
-case for IVF/HNSW and are not what a re-ID gallery looks like.
+Galleries (benchmarks/search_gallery.py): ``realistic`` is sampled from a Gaussian model fitted to the
+features of a trained run (identity means' spread, within-identity spread, camera offsets, identity sizes);
+``isotropic`` is ``items / 20`` random unit centres plus isotropic noise of the same norm, the hard floor for
+approximate search. Queries are new images of gallery identities. Both are generated in chunks, so a
+1M x 2048 gallery is never held as float32 unless the exact-search row asks for it.
 
-For each method: build time (s) and the extra resident memory of the built
-structure (MiB, VmRSS delta); per-query latency with one query at a time
-(p50 / p99 in ms, the interactive case) and the amortised time per query in
-batches of 256 (throughput); recall@10 against exact search on the same
-queries. Exact search runs in chunks of ``--chunk`` gallery rows. Times are
-given as wall and process CPU time (one thread: the CPU time is the cost
-on an uncontended core; on a shared machine wall time includes waiting).
+For each method: build time (wall and process CPU, with ``--build-threads`` faiss threads, default every
+core this process may use) and the extra resident memory of the built structure (MiB, VmRSS delta); per-query
+latency with one query at a time on one thread (p50 / p99 in ms, the interactive case) and the amortised
+time per query in batches of 256; recall@10 against exact search on the same queries. Times are given as
+wall and process CPU time (on a shared machine wall time includes waiting).
 Goal on the CPU: < 10 ms per query at 1M items with recall@10 >= 0.95.
 """
 
@@ -25,13 +25,27 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from vireid.deploy.search import ann_search, apply_search_params, build_ann, exact_topk, recall_at_k
+from vireid.deploy.search import (
+    ann_search,
+    ann_training_rows,
+    apply_search_params,
+    default_ann_params,
+    exact_topk,
+    make_ann,
+    recall_at_k,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from search_gallery import GalleryModel, isotropic, realistic  # noqa: E402
 
 K = 10
 
@@ -44,21 +58,38 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def features(items: int, queries: int, dim: int, noise: float, per_id: int, seed: int):
-    """(gallery (items, dim), queries (queries, dim)) float32, L2-normalised, generated in chunks."""
-    g = torch.Generator().manual_seed(seed)
-    ids = max(items // per_id, 1)
-    centres = torch.nn.functional.normalize(torch.randn(ids, dim, generator=g), dim=1)
-    gallery = torch.empty(items, dim)
-    for start in range(0, items, 65536):
-        n = min(65536, items - start)
-        who = torch.arange(start, start + n) % ids
-        x = centres[who] + noise * torch.randn(n, dim, generator=g) / dim ** 0.5
-        gallery[start:start + n] = torch.nn.functional.normalize(x, dim=1)
-    who = torch.randint(0, ids, (queries,), generator=g)
-    q = torch.nn.functional.normalize(centres[who] + noise * torch.randn(queries, dim, generator=g) / dim ** 0.5,
-                                      dim=1)
-    return gallery, q
+def gallery_source(args):
+    """A function returning (gallery chunks, queries) afresh (same seed, same values) for each pass."""
+    if args.gallery == "realistic":
+        if not args.model:
+            raise SystemExit("--gallery realistic needs --model (python benchmarks/search_gallery.py fit ...)")
+        model = GalleryModel.load(args.model)
+        return lambda: realistic(model, args.items, args.queries, args.seed, args.dim)
+    return lambda: isotropic(args.items, args.queries, args.dim, args.seed, args.per_id, args.noise)
+
+
+def exact_pass(source, keep: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
+    """(queries, exact top-K indices, the gallery if ``keep``, generation seconds) in one streamed pass."""
+    chunks, queries = source()
+    q = torch.from_numpy(queries)
+    best_s = best_i = None
+    kept, offset, generate = [], 0, 0.0
+    t = time.perf_counter()
+    for chunk in chunks:
+        generate += time.perf_counter() - t
+        g = torch.from_numpy(chunk)
+        s, i = exact_topk(q, g, K)
+        i = i + offset
+        if best_s is not None:  # merge the running top-K with this chunk's (ties: the lower index first)
+            s, i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
+            order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :K]
+            s, i = s.gather(1, order), i.gather(1, order)
+        best_s, best_i = s, i
+        offset += len(g)
+        if keep:
+            kept.append(g)
+        t = time.perf_counter()
+    return q, best_i, (torch.cat(kept) if keep else None), generate
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -86,45 +117,73 @@ def latencies(search, queries: torch.Tensor, count: int) -> dict:
             "batched_cpu_ms_per_query": (time.process_time() - c) * 1000 / len(batch), "timed_queries": len(wall)}
 
 
+def build_streamed(source, kind: str, params: dict, dim: int, items: int, seed: int):
+    """Train on the first chunk's rows (as many as the kind wants), then add every chunk; (index, params)."""
+    chunks, _ = source()
+    first = next(chunks)
+    params = {**default_ann_params(kind, items, dim), **params}
+    rows = ann_training_rows(kind, params)
+    index, params = make_ann(kind, dim, items, params, first[:rows] if rows else None, seed)
+    index.add(first)
+    for chunk in chunks:
+        index.add(chunk)
+    return index, params
+
+
+SWEEPS = {"ivf": [("nprobe", "nprobe")], "hnsw": [("ef_search", "ef_search")],
+          "ivfpq": [("nprobe", "nprobe"), ("k_factor", "k_factor")]}
+
+
+def sweep(kind: str, args) -> list[dict]:
+    """Search-time settings to try (the cross product for IVF-PQ)."""
+    settings = [{}]
+    for key, arg in SWEEPS.get(kind, []):
+        settings = [{**s, key: v} for s in settings for v in getattr(args, arg)]
+    return settings
+
+
 def run(args) -> list[dict]:
-    torch.set_num_threads(args.threads)
-    gallery, queries = features(args.items, args.queries, args.dim, args.noise, args.per_id, args.seed)
-    print(f"{args.items} x {args.dim} gallery ({gallery.numel() * 4 / 2**20:.0f} MiB), {args.queries} queries, "
-          f"{args.threads} thread(s), torch {torch.__version__}")
-    rows = []
+    threads = args.build_threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(1)
+    source = gallery_source(args)
+    keep = args.exact_row
     t = time.perf_counter()
-    _, truth = exact_topk(queries, gallery, K, chunk=args.chunk)
-    exact_batch_s = time.perf_counter() - t
-    lat = latencies(lambda q: exact_topk(q, gallery, K, chunk=args.chunk), queries, args.exact_timed)
-    rows.append({"method": "torch exact", "params": {"chunk": args.chunk}, "build_s": 0.0, "build_cpu_s": 0.0,
-                 "memory_mib": gallery.numel() * 4 / 2**20, "recall@10": 1.0, **lat,
-                 "all_queries_s": exact_batch_s})
-    _print(rows[-1])
+    queries, truth, gallery, generate_s = exact_pass(source, keep)
+    print(f"{args.gallery} {args.items} x {args.dim} gallery ({args.items * args.dim * 4 / 2**20:.0f} MiB as float32), "
+          f"{args.queries} queries; exact pass {time.perf_counter() - t:.0f} s (generation {generate_s:.0f} s); "
+          f"builds on {threads} thread(s), searches on 1; torch {torch.__version__}", flush=True)
+    rows = []
+    if gallery is not None:
+        lat = latencies(lambda q: exact_topk(q, gallery, K, chunk=args.chunk), queries, args.exact_timed)
+        rows.append({"method": "torch exact", "params": {"chunk": args.chunk}, "build_s": 0.0, "build_cpu_s": 0.0,
+                     "memory_mib": gallery.numel() * 4 / 2**20, "recall@10": 1.0, **lat})
+        _print(rows[-1])
+        del gallery
     try:
         import faiss
     except ImportError:
         print("faiss not installed (pip install 'vireid[faiss]'): approximate methods skipped")
         return rows
-    faiss.omp_set_num_threads(args.threads)
     for kind in args.methods:
         gc.collect()
         before = rss_mib()
+        faiss.omp_set_num_threads(threads)
         t, c = time.perf_counter(), time.process_time()
-        params = {"ef_construction": args.ef_construction} if kind == "hnsw" else {}
-        index, params = build_ann(gallery, kind, params)
+        params = {"m": args.hnsw_m, "ef_construction": args.ef_construction} if kind == "hnsw" else {}
+        if kind == "ivfpq" and args.pq_bytes:
+            params["pq_bytes"] = args.pq_bytes
+        index, params = build_streamed(source, kind, params, args.dim, args.items, args.seed)
         build, build_cpu = time.perf_counter() - t, time.process_time() - c
         memory = rss_mib() - before
-        sweep = {"ivf": ("nprobe", args.nprobe), "hnsw": ("ef_search", args.ef_search)}.get(kind)
-        for value in (sweep[1] if sweep else [None]):
-            p = dict(params)
-            if sweep:
-                p[sweep[0]] = value
-                apply_search_params(index, kind, p)
+        faiss.omp_set_num_threads(1)
+        print(f"built {kind} {params} in {build:.0f} s wall ({build_cpu:.0f} s CPU), +{memory:.0f} MiB", flush=True)
+        for setting in sweep(kind, args):
+            p = {**params, **setting}
+            apply_search_params(index, kind, p)
             _, idx = ann_search(index, queries, K)
             lat = latencies(lambda q, ix=index: ann_search(ix, q, K), queries, args.queries)
             rows.append({"method": f"faiss {kind}", "params": p, "build_s": build, "build_cpu_s": build_cpu,
-                         "memory_mib": memory,
-                         "recall@10": recall_at_k(idx, truth), **lat})
+                         "build_threads": threads, "memory_mib": memory, "recall@10": recall_at_k(idx, truth), **lat})
             _print(rows[-1])
         del index
     return rows
@@ -140,25 +199,33 @@ def _print(row: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gallery", choices=("realistic", "isotropic"), default="isotropic")
+    ap.add_argument("--model", help="gallery model for --gallery realistic (benchmarks/search_gallery.py fit)")
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--exact-timed", type=int, default=30, help="one-query exact searches timed (they are slow)")
-    ap.add_argument("--per-id", type=int, default=20, help="gallery images per identity")
-    ap.add_argument("--noise", type=float, default=1.0, help="noise norm relative to the identity centre")
+    ap.add_argument("--no-exact-row", dest="exact_row", action="store_false",
+                    help="skip timing exact search (it holds the whole gallery as float32)")
+    ap.add_argument("--per-id", type=int, default=20, help="isotropic: gallery images per identity")
+    ap.add_argument("--noise", type=float, default=1.0, help="isotropic: noise norm relative to the centre's")
     ap.add_argument("--chunk", type=int, default=65536)
-    ap.add_argument("--methods", nargs="*", default=["ivf", "hnsw"], choices=["flat", "ivf", "hnsw"])
-    ap.add_argument("--nprobe", type=int, nargs="*", default=[8, 16, 32])
-    ap.add_argument("--ef-search", type=int, nargs="*", default=[16, 32, 64])
+    ap.add_argument("--methods", nargs="*", default=["hnsw"], choices=["flat", "ivf", "hnsw", "ivfpq"])
+    ap.add_argument("--nprobe", type=int, nargs="*", default=[16, 32, 64])
+    ap.add_argument("--k-factor", type=int, nargs="*", default=[8, 32])
+    ap.add_argument("--pq-bytes", type=int, default=0, help="IVF-PQ code bytes per image (default dim / 16)")
+    ap.add_argument("--ef-search", type=int, nargs="*", default=[16, 32, 64, 128])
     ap.add_argument("--ef-construction", type=int, default=40)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--hnsw-m", type=int, default=32)
+    ap.add_argument("--build-threads", type=int, default=0, help="faiss threads for builds (default: every core)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the rows as JSON")
     args = ap.parse_args()
     rows = run(args)
     if args.json:
-        doc = {"items": args.items, "dim": args.dim, "queries": args.queries, "threads": args.threads,
-               "noise": args.noise, "per_id": args.per_id, "platform": platform.platform(), "rows": rows}
+        doc = {"gallery": args.gallery, "model": args.model, "items": args.items, "dim": args.dim,
+               "queries": args.queries, "seed": args.seed, "noise": args.noise, "per_id": args.per_id,
+               "platform": platform.platform(), "cpus": os.cpu_count(), "command": " ".join(sys.argv), "rows": rows}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
 
