@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from conftest import golden_root
-from trajectory_formula import clear_cache, fnv1a32, formula_value, reference_state, splitmix64, uniforms
+from trajectory_formula import clear_cache, fnv1a32, formula_sumsq, formula_value, reference_state, splitmix64, uniforms
 from vireid.app.runs import resolve_config
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.engine.replay import replay
@@ -84,16 +84,21 @@ def case_batches(d, kind: str) -> list:
             for s in range(steps)]
 
 
+def load_case(path: Path) -> dict:
+    """The file's arrays, read once (an NpzFile decompresses on every access)."""
+    with np.load(path, allow_pickle=False) as d:
+        return {k: d[k] for k in d.files}
+
+
 def build_case(d, kind: str, overrides=()):
-    """(recipe of the released-code preset, reference-named initial state, vireid-named initial state)."""
+    """(config and recipe of the released-code preset, the initial tensors vireid builds or the fingerprints
+    name, by reference name, the same tensors by vireid name)."""
     cfg = resolve_config(f"{kind}_sysu", overrides)
     recipe = build_recipe(cfg, int(d["num_classes"]))
-    initial = reference_state(d)
-    state = {}
-    for name, value in initial.items():
-        target = to_vireid(kind, name)
-        if target is not None:
-            state[target] = value.clone()
+    mapped = {str(n): to_vireid(kind, str(n)) for n in d["init_name"]}
+    wanted = {n for n, t in mapped.items() if t is not None} | {str(n) for n in d["fp_names"]}
+    initial = reference_state(d, wanted)
+    state = {mapped[n]: v for n, v in initial.items() if mapped[n] is not None}
     return cfg, recipe, initial, state
 
 
@@ -107,29 +112,28 @@ class Fingerprints:
     def __init__(self, d, kind: str, initial: dict, model: nn.Module):
         self.d, self.kind, self.initial = d, kind, initial
         self.vireid = {str(n): to_vireid(kind, str(n)) for n in d["init_name"]}
-        self.params = [str(n) for n, p in zip(d["init_name"], d["init_is_param"]) if p]
         self.state = model.state_dict(keep_vars=True)
-        self.start = {n: self.initial[n].double() for n in self.params if self.vireid[n] is not None}
-        fixed = [n for n in self.params if self.vireid[n] is None]
-        self.fixed_sumsq = sum(float((self.initial[n].double() ** 2).sum()) for n in fixed)
+        params = [str(n) for n, p in zip(d["init_name"], d["init_is_param"]) if p]
+        self.moving = [n for n in params if self.vireid[n] is not None]
+        self.fixed_sumsq = sum(formula_sumsq(d, i) for i, (n, p) in enumerate(zip(d["init_name"], d["init_is_param"]))
+                               if p and self.vireid[str(n)] is None)
 
     def current(self, name: str) -> torch.Tensor:
         target = self.vireid[name]
         return (self.initial[name] if target is None else self.state[target]).detach()
 
+    def _sums(self, name: str) -> tuple[float, float, float]:
+        """(sum, sum of squares, sum of squared displacement) of one tensor, in float64."""
+        now = self.current(name).reshape(-1).double()
+        disp = now - self.initial[name].reshape(-1).double()
+        return float(now.sum()), float(torch.dot(now, now)), float(torch.dot(disp, disp))
+
     def weights(self) -> dict:
-        out = {"sum": [], "sumsq": [], "disp_sumsq": []}
-        for name in self.d["fp_names"]:
-            name = str(name)
-            now, start = self.current(name).double(), self.initial[name].double()
-            out["sum"].append(float(now.sum()))
-            out["sumsq"].append(float((now ** 2).sum()))
-            out["disp_sumsq"].append(float(((now - start) ** 2).sum()))
-        moving = self.start.keys()
-        out["global_sumsq"] = self.fixed_sumsq + sum(float((self.current(n).double() ** 2).sum()) for n in moving)
-        out["global_disp_sumsq"] = sum(float(((self.current(n).double() - self.start[n]) ** 2).sum())
-                                       for n in moving)
-        return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+        fp = np.asarray([self._sums(str(n)) for n in self.d["fp_names"]], np.float64).reshape(-1, 3)
+        moving = np.asarray([self._sums(n)[1:] for n in self.moving], np.float64)
+        return {"sum": fp[:, 0], "sumsq": fp[:, 1], "disp_sumsq": fp[:, 2],
+                "global_sumsq": self.fixed_sumsq + float(moving[:, 0].sum()),
+                "global_disp_sumsq": float(moving[:, 1].sum())}
 
     def grads(self) -> dict:
         sums, sumsqs = [], []
@@ -262,9 +266,10 @@ class DropoutRecorder:
 
 # ----------------------------------------------------------------------------- one case
 
-def run_case(path: Path, overrides=()) -> dict:
-    """Replay one file; AssertionError listing every failure. Returns the largest value of each metric per step."""
-    d = np.load(path, allow_pickle=False)
+def run_case(path: Path, overrides=(), steps: int | None = None) -> dict:
+    """Replay one file (its first ``steps`` steps); AssertionError listing every failure, trajectory metrics
+    first. Returns the largest value of each metric per step."""
+    d = load_case(path)
     kind = kind_of(d)
     cfg, recipe, initial, state = build_case(d, kind, overrides)
     recipe.model.load_state_dict(state)
@@ -278,12 +283,12 @@ def run_case(path: Path, overrides=()) -> dict:
         bad.append(f"initial global sum of squares {init['global_sumsq']} != {float(d['expected_init_global_sumsq'])}")
     assert not bad, f"{path.name}: " + "; ".join(bad[:10])
 
-    grads, summary = {}, {}
+    grads, summary, settings = {}, {}, []
     recorder = DropoutRecorder(recipe.model) if kind == "idkl" else None
 
     def after_backward(s, trainer):
         grads[s] = fingerprints.grads()
-        bad.extend(check_settings(d, kind, s, trainer))
+        settings.extend(check_settings(d, kind, s, trainer))
 
     def after_step(s, trainer, record):
         fp = fingerprints.weights()
@@ -295,13 +300,14 @@ def run_case(path: Path, overrides=()) -> dict:
                       for k, v in m.items()}
 
     epoch = int(d["epoch"]) if kind == "agw" else 0  # IDKL: the first epoch (the LR is 3.5e-4 until epoch 55)
-    seeds = d["step_torch_seeds"] if kind == "idkl" else None
+    seeds = d["step_torch_seeds"][:steps] if kind == "idkl" else None
     try:
-        replay(recipe, case_batches(d, kind), cfg["train"], epoch=epoch, seeds=seeds,
+        replay(recipe, case_batches(d, kind)[:steps], cfg["train"], epoch=epoch, seeds=seeds,
                after_backward=after_backward, after_step=after_step)
     finally:
         if recorder is not None:
             recorder.remove()
+    bad += settings
     assert not bad, f"{path.name}: {len(bad)} failures: " + "; ".join(bad[:12])
     return summary
 
@@ -358,22 +364,56 @@ def test_formula_reproduces_the_readme_examples():
             assert u[i] == u_i and float(flat[i]) == value, (key, i)
 
 
-def _first(prefix: str) -> Path:
-    found = [p for p in _files() if str(np.load(p)["fn"]) == f"{prefix}_trajectory"
-             and int(np.load(p)["batch_size"]) != int(np.load(p)["batch_switch"])]
-    if not found:
-        pytest.skip(f"no {prefix} trajectory case with a batch other than the switch size")
-    return min(found, key=lambda p: int(np.load(p)["n_steps"]) * int(np.load(p)["batch_size"]))
+def _smallest(kind: str, other_than_switch: bool = False) -> tuple[Path, dict]:
+    """The quickest case of ``kind`` (fewest images); IDKL optionally at a batch other than 120."""
+    cases = [(p, load_case(p)) for p in _files()]
+    cases = [(p, d) for p, d in cases if str(d["fn"]) == f"{kind}_trajectory"
+             and not (other_than_switch and int(d["batch_size"]) == int(d["batch_switch"]))]
+    if not cases:
+        pytest.fail(f"no {kind} trajectory case{' at a batch other than 120' if other_than_switch else ''} "
+                    f"under {_root()}")
+    return min(cases, key=lambda c: int(c[1]["batch_size"]))
+
+
+def _first_step(d, kind: str, overrides=(), **kwargs) -> dict:
+    _, recipe, _, state = build_case(d, kind, overrides)
+    cfg = resolve_config(f"{kind}_sysu", overrides)
+    epoch = int(d["epoch"]) if kind == "agw" else 0
+    return replay(recipe, case_batches(d, kind)[:1], cfg["train"], epoch=epoch, state_dict=state, **kwargs)[0]
 
 
 def test_idkl_batch_switch_separates_code_and_fixed_weights():
     """``loss.batch_switch: 0`` (the written batch-120 weights at every size, vireid's explicit variant) is
     not the released code at another batch size: the step-0 loss leaves the file's tolerance."""
-    path = _first("idkl")
-    d = np.load(path)
+    d = _smallest("idkl", other_than_switch=True)[1]
     assert int(d["batch_switch"]) == resolve_config("idkl_sysu")["loss"]["batch_switch"]
-    _, recipe, _, state = build_case(d, "idkl", ["loss.batch_switch=0"])
-    batch = case_batches(d, "idkl")[:1]
-    record = replay(recipe, batch, resolve_config("idkl_sysu")["train"], state_dict=state,
-                    seeds=d["step_torch_seeds"][:1])[0]
-    assert abs(record["loss"] - float(d["expected"][0])) / float(d["expected"][0]) > 100 * d["tolerance_loss_rel"][0]
+    seeds = d["step_torch_seeds"][:1]
+    code = _first_step(d, "idkl", seeds=seeds)["loss"]
+    fixed = _first_step(d, "idkl", ["loss.batch_switch=0"], seeds=seeds)["loss"]
+    want, tol = float(d["expected"][0]), float(d["tolerance_loss_rel"][0])
+    assert abs(code - want) / want <= tol
+    assert abs(fixed - want) / want > 100 * tol
+
+
+def test_injected_dropout_masks_replace_the_seeded_draw():
+    """Without the reference's seed, injecting the stored masks reproduces its step-0 losses; neither alone
+    (another seed, no masks) does."""
+    d = _smallest("idkl")[1]
+    masks = [list(torch.from_numpy(d["dropout_keep"][0]))]
+    injected = _first_step(d, "idkl", seeds=[12345], dropout_masks=masks)
+    want = float(d["expected"][0])
+    assert abs(injected["loss"] - want) / want <= float(d["tolerance_loss_rel"][0])
+    for k in ("unad", "pse"):
+        assert injected[k] == pytest.approx(float(d[f"expected_loss_{k}"][0]), rel=1e-5)
+    other = _first_step(d, "idkl", seeds=[12345])
+    assert abs(other["unad"] - float(d["expected_loss_unad"][0])) > 1e-4
+
+
+@pytest.mark.parametrize("kind, setting", [("idkl", "train.optimizer=adamw"), ("agw", "train.weight_decay=0"),
+                                           ("agw", "recipe.backbone_lr_mult=1.0")])
+def test_a_wrong_setting_is_caught(kind, setting):
+    """The comparison can fail: one optimiser setting changed, the first step's fingerprints leave the tolerance."""
+    path = _smallest(kind)[0]
+    run_case(path, steps=1)
+    with pytest.raises(AssertionError, match=r"failures: step 0 (fp_|global_)"):
+        run_case(path, [setting], steps=1)

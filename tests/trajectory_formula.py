@@ -70,6 +70,15 @@ def shape_of(text: str) -> tuple[int, ...]:
     return tuple(int(s) for s in text.split("x")) if text else ()
 
 
+def formula_sumsq(d, i: int) -> float:
+    """Sum of squares (float64) of row ``i``'s initial tensor, without materialising a copy."""
+    n = int(np.prod(shape_of(str(d["init_shape"][i])), dtype=np.int64))
+    if str(d["init_rule"][i]) == "const":
+        return n * float(np.float32(d["init_const"][i])) ** 2  # the float32 value, squared in float64
+    values = _uniform_tensor(str(d["init_formula_key"][i]), n, float(d["init_scale"][i])).astype(np.float64)
+    return float(values @ values)
+
+
 def reference_state(d, names=None) -> dict[str, torch.Tensor]:
     """Reference name -> initial tensor for every row of the file's ``init_*`` table (or only ``names``)."""
     wanted = None if names is None else set(names)

@@ -10,7 +10,10 @@ decay, momentum/Nesterov or Adam settings, frozen parameters left out by
 ``train.schedule`` at the given epoch, exactly as a training epoch would.
 
 Per step, optionally: ``seeds[i]`` seeds torch's generator first (dropout
-masks then repeat a recorded run's), ``after_backward(i, trainer)`` sees the
+masks then repeat a recorded run's, with the same torch build and call
+order), ``dropout_masks[i]`` replaces the masks the model's ``nn.Dropout``
+layers draw by given keep-masks, in call order (a recorded run from another
+torch build or code; the hooks exist only during the replay), ``after_backward(i, trainer)`` sees the
 gradients before the optimiser uses them (``trainer.recipe.model``, and
 ``trainer.optimizer`` with the step's LRs), ``after_step(i, trainer, record)``
 sees the updated weights. Models are in train mode (BN running statistics
@@ -43,7 +46,7 @@ class _FixedBatches:
 
 def replay(recipe: Recipe, batches: Sequence[Any], cfg: TrainConfig | dict, *, epoch: float = 0,
            steps_per_epoch: int | None = None, state_dict: dict | None = None,
-           seeds: Sequence[int] | None = None,
+           seeds: Sequence[int] | None = None, dropout_masks: Sequence[Sequence[torch.Tensor]] | None = None,
            after_backward: Callable[[int, Trainer], None] | None = None,
            after_step: Callable[[int, Trainer, dict], None] | None = None,
            device: torch.device | str = "cpu") -> list[dict]:
@@ -58,13 +61,16 @@ def replay(recipe: Recipe, batches: Sequence[Any], cfg: TrainConfig | dict, *, e
             warm-ups advance); None holds the schedule at ``epoch``.
         state_dict: weights to load (strictly) before the first step.
         seeds: ``torch.manual_seed(seeds[i])`` before step i (one per batch).
+        dropout_masks: per step, one keep-mask (1 = kept) per ``nn.Dropout`` call of the model, in call order;
+            each call's output becomes ``input * mask / (1 - p)``.
 
     Returns one record per step: ``step``, ``lr`` (one per parameter group of the first optimiser) and
     every term the recipe logged.
     """
     tc = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
-    if seeds is not None and len(seeds) != len(batches):
-        raise ValueError(f"replay got {len(seeds)} seeds for {len(batches)} batches; give one per batch")
+    for name, given in (("seeds", seeds), ("dropout_masks", dropout_masks)):
+        if given is not None and len(given) != len(batches):
+            raise ValueError(f"replay got {len(given)} {name} for {len(batches)} batches; give one per batch")
     if steps_per_epoch is not None and steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     if state_dict is not None:
@@ -76,15 +82,59 @@ def replay(recipe: Recipe, batches: Sequence[Any], cfg: TrainConfig | dict, *, e
         recipe.model.train()
         set_progress = getattr(recipe, "set_progress", None)
         records = []
+        injector = _MaskInjector(recipe.model) if dropout_masks is not None else None
         for i, batch in enumerate(batches):
             trainer.apply_schedule(epoch + (i / steps_per_epoch if steps_per_epoch else 0.0), set_progress)
             if seeds is not None:
                 torch.manual_seed(int(seeds[i]))
             lrs = [group["lr"] for group in trainer.optimizer.param_groups]
-            terms = trainer.train_step(trainer.to_device(batch, trainer.device))
+            if injector is not None:
+                injector.load(dropout_masks[i], i)
+            try:
+                terms = trainer.train_step(trainer.to_device(batch, trainer.device))
+            except BaseException:
+                if injector is not None:
+                    injector.remove()
+                raise
+            if injector is not None:
+                injector.done(i)
             record = {"step": i, "lr": lrs, **terms}
             trainer.global_step += 1
             if after_step is not None:
                 after_step(i, trainer, record)
             records.append(record)
+        if injector is not None:
+            injector.remove()
     return records
+
+
+class _MaskInjector:
+    """Forward hooks on every ``nn.Dropout`` of a model that replace its random mask by a given one."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.handles = [m.register_forward_hook(self._hook) for m in model.modules()
+                        if isinstance(m, torch.nn.Dropout)]
+        self.masks: list[torch.Tensor] = []
+
+    def load(self, masks: Sequence[torch.Tensor], step: int) -> None:
+        self.masks, self.step, self.used = list(masks), step, 0
+
+    def _hook(self, module, inputs, output):
+        if self.used >= len(self.masks):
+            raise ValueError(f"replay step {self.step}: dropout call {self.used + 1} has no mask "
+                             f"({len(self.masks)} given)")
+        x, mask = inputs[0], self.masks[self.used]
+        self.used += 1
+        if mask.shape != x.shape:
+            raise ValueError(f"replay step {self.step}: dropout mask {self.used} has shape {tuple(mask.shape)}, "
+                             f"the layer's input {tuple(x.shape)}")
+        return x * mask.to(x.device, x.dtype) / (1.0 - module.p) if module.training else output
+
+    def done(self, step: int) -> None:
+        if self.used != len(self.masks):
+            raise ValueError(f"replay step {step}: {len(self.masks)} dropout masks given, the model drew "
+                             f"{self.used}")
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
