@@ -29,7 +29,16 @@ import torch
 from torch import nn
 
 from conftest import golden_root
-from trajectory_formula import clear_cache, fnv1a32, formula_sumsq, formula_value, reference_state, splitmix64, uniforms
+from trajectory_formula import (
+    clear_cache,
+    fnv1a32,
+    formula_sumsq,
+    formula_value,
+    reference_state,
+    shape_of,
+    splitmix64,
+    uniforms,
+)
 from vireid.app.runs import resolve_config
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.engine.replay import replay
@@ -117,6 +126,8 @@ class Fingerprints:
         self.moving = [n for n in params if self.vireid[n] is not None]
         self.fixed_sumsq = sum(formula_sumsq(d, i) for i, (n, p) in enumerate(zip(d["init_name"], d["init_is_param"]))
                                if p and self.vireid[str(n)] is None)
+        self.running = {kind: [(str(n), i) for i, (n, k) in enumerate(zip(d["init_name"], d["init_kind"])) if k == kind]
+                        for kind in ("running_mean", "running_var")}
 
     def current(self, name: str) -> torch.Tensor:
         target = self.vireid[name]
@@ -133,7 +144,19 @@ class Fingerprints:
         moving = np.asarray([self._sums(n)[1:] for n in self.moving], np.float64)
         return {"sum": fp[:, 0], "sumsq": fp[:, 1], "disp_sumsq": fp[:, 2],
                 "global_sumsq": self.fixed_sumsq + float(moving[:, 0].sum()),
-                "global_disp_sumsq": float(moving[:, 1].sum())}
+                "global_disp_sumsq": float(moving[:, 1].sum()),
+                **{f"bn_{kind}_sum": self._running_sum(kind) for kind in self.running}}
+
+    def _running_sum(self, kind: str) -> float:
+        """Sum of every BN/IN ``kind`` buffer (unbuilt reference parts keep their initial 0 / 1)."""
+        total = 0.0
+        for name, i in self.running[kind]:
+            target = self.vireid[name]
+            if target is None:
+                total += float(np.float32(self.d["init_const"][i])) * int(np.prod(shape_of(str(self.d["init_shape"][i]))))
+            else:
+                total += float(self.state[target].double().sum())
+        return total
 
     def grads(self) -> dict:
         sums, sumsqs = [], []
@@ -298,6 +321,9 @@ def run_case(path: Path, overrides=(), steps: int | None = None) -> dict:
             bad.extend(recorder.check(d, s))
         summary[s] = {k: float(np.nanmax(v)) if np.size(v) and not np.all(np.isnan(v)) else 0.0
                       for k, v in m.items()}
+        for stat in ("mean", "var"):  # diagnostic: the files store no tolerance for these two sums
+            key = f"bn_running_{stat}_sum"
+            summary[s][f"{key}_rel"] = float(_rel(fp[key], d[f"expected_{key}"][s]))
 
     epoch = int(d["epoch"]) if kind == "agw" else 0  # IDKL: the first epoch (the LR is 3.5e-4 until epoch 55)
     seeds = d["step_torch_seeds"][:steps] if kind == "idkl" else None
