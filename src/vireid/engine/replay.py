@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -75,66 +76,65 @@ def replay(recipe: Recipe, batches: Sequence[Any], cfg: TrainConfig | dict, *, e
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     if state_dict is not None:
         recipe.model.load_state_dict(state_dict)
-    with tempfile.TemporaryDirectory(prefix="vireid-replay-") as run_dir:  # a replay writes no checkpoint
+    injector = _MaskInjector(recipe.model, dropout_masks) if dropout_masks is not None else nullcontext()
+    with tempfile.TemporaryDirectory(prefix="vireid-replay-") as run_dir, injector:  # no checkpoint is written
         trainer = Trainer(recipe, _FixedBatches(batches), tc, run_dir, device=device, progress=False)
         if after_backward is not None:
             trainer.after_backward = lambda t: after_backward(t.global_step, t)
         recipe.model.train()
         set_progress = getattr(recipe, "set_progress", None)
         records = []
-        injector = _MaskInjector(recipe.model) if dropout_masks is not None else None
         for i, batch in enumerate(batches):
             trainer.apply_schedule(epoch + (i / steps_per_epoch if steps_per_epoch else 0.0), set_progress)
             if seeds is not None:
                 torch.manual_seed(int(seeds[i]))
             lrs = [group["lr"] for group in trainer.optimizer.param_groups]
-            if injector is not None:
-                injector.load(dropout_masks[i], i)
-            try:
-                terms = trainer.train_step(trainer.to_device(batch, trainer.device))
-            except BaseException:
-                if injector is not None:
-                    injector.remove()
-                raise
-            if injector is not None:
-                injector.done(i)
+            if dropout_masks is not None:
+                injector.start(i)
+            terms = trainer.train_step(trainer.to_device(batch, trainer.device))
+            if dropout_masks is not None:
+                injector.finish()
             record = {"step": i, "lr": lrs, **terms}
             trainer.global_step += 1
             if after_step is not None:
                 after_step(i, trainer, record)
             records.append(record)
-        if injector is not None:
-            injector.remove()
     return records
 
 
 class _MaskInjector:
-    """Forward hooks on every ``nn.Dropout`` of a model that replace its random mask by a given one."""
+    """Forward hooks on every ``nn.Dropout`` of a model that replace its random mask by the step's given one
+    (a context manager: the hooks are removed on leaving, also after an error)."""
 
-    def __init__(self, model: torch.nn.Module):
-        self.handles = [m.register_forward_hook(self._hook) for m in model.modules()
+    def __init__(self, model: torch.nn.Module, masks: Sequence[Sequence[torch.Tensor]]):
+        self.model, self.all_masks = model, masks
+        self.handles: list = []
+        self.step, self.used = 0, 0
+
+    def __enter__(self) -> _MaskInjector:
+        self.handles = [m.register_forward_hook(self._hook) for m in self.model.modules()
                         if isinstance(m, torch.nn.Dropout)]
-        self.masks: list[torch.Tensor] = []
+        return self
 
-    def load(self, masks: Sequence[torch.Tensor], step: int) -> None:
-        self.masks, self.step, self.used = list(masks), step, 0
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def start(self, step: int) -> None:
+        self.step, self.used = step, 0
 
     def _hook(self, module, inputs, output):
-        if self.used >= len(self.masks):
-            raise ValueError(f"replay step {self.step}: dropout call {self.used + 1} has no mask "
-                             f"({len(self.masks)} given)")
-        x, mask = inputs[0], self.masks[self.used]
+        masks = self.all_masks[self.step]
+        if self.used >= len(masks):
+            raise ValueError(f"replay step {self.step}: dropout call {self.used + 1} has no mask ({len(masks)} given)")
+        x, mask = inputs[0], masks[self.used]
         self.used += 1
         if mask.shape != x.shape:
             raise ValueError(f"replay step {self.step}: dropout mask {self.used} has shape {tuple(mask.shape)}, "
                              f"the layer's input {tuple(x.shape)}")
         return x * mask.to(x.device, x.dtype) / (1.0 - module.p) if module.training else output
 
-    def done(self, step: int) -> None:
-        if self.used != len(self.masks):
-            raise ValueError(f"replay step {step}: {len(self.masks)} dropout masks given, the model drew "
-                             f"{self.used}")
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
+    def finish(self) -> None:
+        given = len(self.all_masks[self.step])
+        if self.used != given:
+            raise ValueError(f"replay step {self.step}: {given} dropout masks given, the model drew {self.used}")
