@@ -196,6 +196,14 @@ def metrics(d, kind: str, s: int, record: dict, fp: dict, grad: dict) -> dict:
     return out
 
 
+def _worst_ratio(values, tol) -> float:
+    """Largest value / tolerance over the compared entries (tolerance > 0)."""
+    tol = np.atleast_1d(np.asarray(tol, np.float64))
+    values = np.broadcast_to(np.atleast_1d(values), tol.shape)
+    keep = ~np.isnan(tol) & (tol > 0) & ~np.isnan(values)
+    return float((values[keep] / tol[keep]).max()) if keep.any() else 0.0
+
+
 def check_step(d, kind: str, s: int, m: dict, fp: dict, grad: dict) -> list[str]:
     """Every metric within the file's tolerance (NaN: not compared); tensors the reference never moves
     must be bit-identical to their initial values. Returns the failures."""
@@ -287,6 +295,26 @@ class DropoutRecorder:
             h.remove()
 
 
+# forward intermediates (README: ``expected_step_*``): vireid output -> the file's field, for locating a mismatch
+STEP_FIELDS = {
+    "idkl": {"sh_pl_rowsum": lambda o: o["feat_sh"].double().sum(1), "sp_pl_rowsum": lambda o: o["feat_sp"].double().sum(1),
+             "logits_sh": lambda o: o["logits_sh"], "logits_sp": lambda o: o["logits_sp"],
+             "d_sp_logits": lambda o: o["d_sp_logits"][0], "d_sh_logits": lambda o: o["d_sh_logits"][0]},
+    "agw": {"x_pool_rowsum": lambda o: o["pooled"].double().sum(1), "logits": lambda o: o["logits"]},
+}
+
+
+def step_diagnostics(d, kind: str, s: int, out: dict) -> dict:
+    """Largest abs difference of each forward intermediate, relative to the largest stored value (diagnostic:
+    the files store no tolerance for these)."""
+    diag = {}
+    for field, get in STEP_FIELDS[kind].items():
+        ours = get(out).detach().double().numpy()
+        theirs = np.asarray(d[f"expected_step_{field}"][s], np.float64)
+        diag[f"step_{field}"] = float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-12))
+    return diag
+
+
 # ----------------------------------------------------------------------------- one case
 
 def run_case(path: Path, overrides=(), steps: int | None = None) -> dict:
@@ -306,8 +334,9 @@ def run_case(path: Path, overrides=(), steps: int | None = None) -> dict:
         bad.append(f"initial global sum of squares {init['global_sumsq']} != {float(d['expected_init_global_sumsq'])}")
     assert not bad, f"{path.name}: " + "; ".join(bad[:10])
 
-    grads, summary, settings = {}, {}, []
+    grads, summary, settings, outputs = {}, {}, [], []
     recorder = DropoutRecorder(recipe.model) if kind == "idkl" else None
+    capture = recipe.model.register_forward_hook(lambda module, inputs, out: outputs.append(out))
 
     def after_backward(s, trainer):
         grads[s] = fingerprints.grads()
@@ -324,6 +353,8 @@ def run_case(path: Path, overrides=(), steps: int | None = None) -> dict:
         for stat in ("mean", "var"):  # diagnostic: the files store no tolerance for these two sums
             key = f"bn_running_{stat}_sum"
             summary[s][f"{key}_rel"] = float(_rel(fp[key], d[f"expected_{key}"][s]))
+        summary[s].update(step_diagnostics(d, kind, s, outputs.pop()))
+        summary[s]["ratio_to_tolerance"] = max(_worst_ratio(v, d[f"tolerance_{k}"][s]) for k, v in m.items())
 
     epoch = int(d["epoch"]) if kind == "agw" else 0  # IDKL: the first epoch (the LR is 3.5e-4 until epoch 55)
     seeds = d["step_torch_seeds"][:steps] if kind == "idkl" else None
@@ -331,6 +362,7 @@ def run_case(path: Path, overrides=(), steps: int | None = None) -> dict:
         replay(recipe, case_batches(d, kind)[:steps], cfg["train"], epoch=epoch, seeds=seeds,
                after_backward=after_backward, after_step=after_step)
     finally:
+        capture.remove()
         if recorder is not None:
             recorder.remove()
     bad += settings
