@@ -86,7 +86,9 @@ def test_every_reference_tensor_has_its_place(kind):
 def test_convert_then_eval(kind, tmp_path, sysu_root, capsys):
     d = _table(kind)
     state = reference_state(d)
-    wrapped = {"net": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}  # AGW's layout, DataParallel names
+    # AGW's layout (numpy CMC and mAP beside the weights), DataParallel names
+    wrapped = {"net": {f"module.{k}": v for k, v in state.items()}, "cmc": np.linspace(0.3, 1, 20),
+               "mAP": np.float64(0.4), "epoch": 3}
     source = tmp_path / f"{kind}.pth"
     torch.save(wrapped if kind == "agw" else state, source)
     run = tmp_path / "run"

@@ -1,7 +1,8 @@
 """A released IDKL or AGW checkpoint as a vireid run, so the authors' models go through vireid's protocols.
 
-The file is read with ``torch.load(weights_only=True)``: tensors and plain
-types only, a file with pickled code is refused. Its state dict (found under
+The file is read with ``torch.load(weights_only=True)``: tensors, plain types
+and numpy arrays/scalars (AGW stores its CMC and mAP beside the weights) only;
+a file with any other pickled object is refused, so loading never runs code. Its state dict (found under
 ``state_dict``/``net``/``model`` when wrapped, ``module.`` prefixes from
 DataParallel dropped) is renamed by :mod:`vireid.models.reference_names` into
 the preset's model (``idkl_sysu`` / ``agw_sysu`` unless another config is
@@ -14,6 +15,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vireid.config import dump
@@ -27,13 +29,24 @@ PRESETS = {"idkl": "idkl_sysu", "agw": "agw_sysu"}
 WRAPPERS = ("state_dict", "net", "model")  # where the references' own saving code puts the weights
 
 
+def _numpy_globals() -> list:
+    """numpy's array and scalar reconstruction (data, not code) under the names numpy 1.x and 2.x pickle them."""
+    multiarray = (getattr(np, "_core", None) or np.core).multiarray
+    allowed = [np.ndarray, np.dtype]
+    allowed += [(type(np.dtype(c)), f"numpy.dtypes.{type(np.dtype(c)).__name__}") for c in "?bhilqBHILQefdgFDG"]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(multiarray._reconstruct, f"{module}._reconstruct"), (multiarray.scalar, f"{module}.scalar")]
+    return allowed
+
+
 def read_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a reference checkpoint, by the reference's names."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_globals()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ValueError(f"{path} holds pickled Python objects besides tensors, which vireid refuses to load "
                          f"(loading them could run code). Re-save only the weights, e.g. "
