@@ -354,7 +354,9 @@ def run_case(path: Path, overrides=(), steps: int | None = None) -> dict:
             key = f"bn_running_{stat}_sum"
             summary[s][f"{key}_rel"] = float(_rel(fp[key], d[f"expected_{key}"][s]))
         summary[s].update(step_diagnostics(d, kind, s, outputs.pop()))
-        summary[s]["ratio_to_tolerance"] = max(_worst_ratio(v, d[f"tolerance_{k}"][s]) for k, v in m.items())
+        ratios = {k: _worst_ratio(v, d[f"tolerance_{k}"][s]) for k, v in m.items()}
+        summary[s]["ratio_to_tolerance"] = max(ratios.values())
+        summary[s]["closest_metric"] = max(ratios, key=ratios.get)
 
     epoch = int(d["epoch"]) if kind == "agw" else 0  # IDKL: the first epoch (the LR is 3.5e-4 until epoch 55)
     seeds = d["step_torch_seeds"][:steps] if kind == "idkl" else None
