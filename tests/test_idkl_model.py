@@ -56,7 +56,7 @@ def test_configs_build_and_train_one_step(name):
 
 def test_config_loss_sections_match_the_named_presets():
     _, code = build_idkl(load("idkl_sysu.yaml"))
-    assert code == IDKLLossSettings()
+    assert code == IDKLLossSettings(batch_switch=120)  # the code's switch on the literal batch size
     _, paper = build_idkl(load("idkl_paper_sysu.yaml"))
     assert paper == IDKLLossSettings(**PAPER)
     _, regdb = build_idkl(load("idkl_regdb.yaml"))
@@ -219,3 +219,18 @@ def test_paper_entropy_term_reads_the_specific_bn_neck_output():
     out = code(x, m)
     x_sp = code.branch_sp(code.trunk(x))
     assert torch.allclose(out["ent_logits"], gem(x_sp) @ code.classifier_ent.weight.t(), atol=1e-4)
+
+
+def test_batch_switch_gives_the_code_small_batch_weights_elsewhere():
+    """The released code's literal ``batch == 120``: its weights at 120, the small-batch ones at any other
+    size; a term switched off (weight 0, a Table-4 row) stays off."""
+    code = IDKLLossSettings(batch_switch=120)
+    assert code.for_batch(120) is code
+    small = code.for_batch(8)
+    assert (small.tgsa, small.mdr_graph, small.mdr_graph_mixed, small.csa) == (0.1, 0.1, 0.0, 0.3)
+    assert small.mdr_logit == code.mdr_logit and small.batch_switch == 120
+    off = IDKLLossSettings(batch_switch=120, tgsa=0.0, csa=0.0).for_batch(60)
+    assert (off.tgsa, off.csa, off.mdr_graph) == (0.0, 0.0, 0.1)
+    assert IDKLLossSettings().for_batch(8) == IDKLLossSettings()  # 0: the written weights at every size
+    with pytest.raises(ValueError, match="batch_switch"):
+        IDKLLossSettings(batch_switch=-1)

@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "vireid.cli.export_cmd",
     "vireid.cli.visualize_cmd",
     "vireid.cli.train_splits_cmd",
+    "vireid.cli.convert_cmd",
 ]
 
 

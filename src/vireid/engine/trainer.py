@@ -155,6 +155,9 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.trained_s = 0.0  # seconds spent in training epochs (data loading included), kept across resumes
         self._stop_signal: int | None = None
+        # Optional ``after_backward(trainer)``: called once gradients exist, before the optimiser steps
+        # (the replay's gradient callback; None in normal training).
+        self.after_backward: Callable[[Trainer], None] | None = None
         if cfg.channels_last:
             recipe.model.to(memory_format=torch.channels_last)
         self.train_model = wrap_ddp(recipe.model, self.dist)
@@ -321,15 +324,9 @@ class Trainer:
         for batch in self.batches_for(self.epoch).epoch(self.epoch, start=self.step_in_epoch):
             if self._stop_signal is not None:
                 break
-            position = self._schedule_epoch(steps)
-            for optimizer in self.optimizers.values() if self.optimizers is not None else (self.optimizer,):
-                set_lr(optimizer, self._lr_factor(position))
-            if set_progress is not None:
-                set_progress(min(position / max(self.cfg.epochs, 1e-9), 1.0))
+            self.apply_schedule(self._schedule_epoch(steps), set_progress)
             batch = self.to_device(batch, self.device)
-            if self.cfg.channels_last:
-                batch = _channels_last(batch)
-            terms = self._step(batch) if self.optimizers is None else self._updates(batch)
+            terms = self.train_step(batch)
             self.step_in_epoch += 1
             self.global_step += 1
             seen += _batch_size(batch)
@@ -363,6 +360,21 @@ class Trainer:
                 f"stopped by {name} at epoch {self.epoch + 1}, step {self.step_in_epoch}; "
                 f"checkpoint saved to {self.checkpoint_path} (run the same command to resume)")
 
+    def apply_schedule(self, position: float, set_progress: Callable[[float], None] | None = None) -> None:
+        """Every optimiser's LR for schedule position ``position`` (epochs, fractional), and the recipe's
+        progress (``set_progress``, the fraction of ``cfg.epochs`` done) when it tracks one."""
+        for optimizer in self.optimizers.values() if self.optimizers is not None else (self.optimizer,):
+            set_lr(optimizer, self._lr_factor(position))
+        if set_progress is not None:
+            set_progress(min(position / max(self.cfg.epochs, 1e-9), 1.0))
+
+    def train_step(self, batch) -> dict[str, float]:
+        """One optimiser step (or one round of a several-optimiser recipe's updates) on a batch already on
+        the device; returns the logged terms."""
+        if self.cfg.channels_last:
+            batch = _channels_last(batch)
+        return self._step(batch) if self.optimizers is None else self._updates(batch)
+
     def _step(self, batch) -> dict[str, float]:
         amp = self.cfg.amp != "off" and self.device.type == "cuda"
         dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
@@ -375,6 +387,8 @@ class Trainer:
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.recipe.model.parameters(), self.cfg.grad_clip)
+        if self.after_backward is not None:
+            self.after_backward(self)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return values
@@ -424,6 +438,8 @@ class Trainer:
                     self.scaler.unscale_(optimizer)
                 params = [p for o in optimizers for g in o.param_groups for p in g["params"]]
                 torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+            if self.after_backward is not None:
+                self.after_backward(self)
             for optimizer in optimizers:
                 self.scaler.step(optimizer)
             loss = checked.pop("loss")

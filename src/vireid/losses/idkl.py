@@ -1,14 +1,16 @@
 """IDKL's total loss (paper Eq. 21), one function for both the code and the paper variant.
 
 The model returns the tensors (see ``vireid.models.idkl.IDKL.forward``); this
-module only combines terms, with explicit weights instead of the released
-code's ``batch == 120`` switch. Weight 0 skips a term (its metric is not
+module only combines terms, with explicit weights. The released code switches
+its graph and logit weights on the literal batch size 120; ``batch_switch``
+(0 = off) reproduces that: at any other batch size the code's small-batch
+weights replace the written ones. Weight 0 skips a term (its metric is not
 computed), which is how the ablation rows of Table 4 are expressed.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 
@@ -50,6 +52,8 @@ class IDKLLossSettings:
     mdr_logit: float = 1.0          # logit part of MDR (shared V vs shared I)
     bg_kl: float = 1.0              # multiplier of the per-sample logit terms (code flag bg_kl)
     sm_kl: float = 1.0              # multiplier of the code's regrouped copy (not in the paper)
+    # code: the weights above hold at batch == batch_switch only, REFERENCE_SMALL_BATCH's otherwise (0: off)
+    batch_switch: int = 0
 
     def __post_init__(self):
         choices = {"confuser_targets": ("pseudo", "modality"), "ip_penalty": ("reference", "softplus"),
@@ -57,6 +61,9 @@ class IDKLLossSettings:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"IDKL loss setting {name}={getattr(self, name)!r}; expected one of {allowed}")
+        if isinstance(self.batch_switch, bool) or not isinstance(self.batch_switch, int) or self.batch_switch < 0:
+            raise ValueError(f"IDKL loss setting batch_switch must be an integer >= 0 (0 = off), "
+                             f"got {self.batch_switch!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> IDKLLossSettings:
@@ -68,6 +75,14 @@ class IDKLLossSettings:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def for_batch(self, batch_size: int) -> IDKLLossSettings:
+        """The weights the released code uses at ``batch_size``: these, or (batch_switch on and another
+        size) the small-batch ones in place of each non-zero TGSA/MDR-graph/CSA weight (a term switched
+        off stays off)."""
+        if not self.batch_switch or batch_size == self.batch_switch:
+            return self
+        return replace(self, **{k: v for k, v in REFERENCE_SMALL_BATCH.items() if getattr(self, k)})
 
 
 # The released code's small-batch branch (B != 120, e.g. RegDB's 60): TGSA keeps only
@@ -155,7 +170,7 @@ def idkl_total_loss(out: dict, labels: torch.Tensor, modality: torch.Tensor,
     (tri, soft_dt, IN_p, F_p, unad, id_pl, pse, bg_kl, sm_kl, ce, acc) plus the
     paper variant's (tgsa, mdr_graph, csa, mdr_logit, reid_sp_raw).
     """
-    s = settings
+    s = settings.for_batch(labels.numel())
     m: dict[str, torch.Tensor] = {}
     total = out["feat_sh"].new_zeros(())
 
