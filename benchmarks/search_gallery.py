@@ -88,15 +88,19 @@ def fit(features: np.ndarray, pids: np.ndarray, cams: np.ndarray, source: dict |
     ids, pid_index, id_sizes = np.unique(pids, return_inverse=True, return_counts=True)
     if len(ids) < 3 or (id_sizes < 2).all():
         raise ValueError(f"fitting needs several identities with several images each; got {len(ids)} identities")
-    id_means = np.zeros((len(ids), features.shape[1]), np.float64)
-    np.add.at(id_means, pid_index, features)
-    id_means /= id_sizes[:, None]
-    residual = features - id_means[pid_index]
     cam_values, cam_index, cam_counts = np.unique(cams, return_inverse=True, return_counts=True)
+    # identity means and camera offsets explain each other (an identity seen mostly by one camera carries
+    # its offset): estimate them alternately, a few rounds are plenty
     offsets = np.zeros((len(cam_values), features.shape[1]), np.float64)
-    np.add.at(offsets, cam_index, residual)
-    offsets /= cam_counts[:, None]
-    residual = residual - offsets[cam_index]
+    for _ in range(5):
+        id_means = np.zeros((len(ids), features.shape[1]), np.float64)
+        np.add.at(id_means, pid_index, features - offsets[cam_index])
+        id_means /= id_sizes[:, None]
+        offsets = np.zeros_like(offsets)
+        np.add.at(offsets, cam_index, features - id_means[pid_index])
+        offsets /= cam_counts[:, None]
+        offsets -= offsets.mean(0)  # the shared part belongs to the mean feature
+    residual = features - id_means[pid_index] - offsets[cam_index]
     mean = id_means.mean(0)
     between_dirs, between_scale = _principal(id_means - mean)
     within_dirs, within_scale = _principal(residual[id_sizes[pid_index] > 1])
