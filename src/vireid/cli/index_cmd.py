@@ -49,17 +49,18 @@ def register(subparsers) -> None:
 
 
 def run_index(args) -> int:
+    """Extract outside the lock (slow, may run in parallel), then load-extend-save under it.
+
+    Why the lock: two ``--add`` runs into one index each load it, extend their
+    copy and save; without it the second save drops the first one's images.
+    """
     from vireid.deploy.extractor import Extractor
     from vireid.deploy.images import fill_modalities, list_images
     from vireid.deploy.index import GalleryIndex
-    from vireid.deploy.search import ann_to_record, build_ann
+    from vireid.utils.locks import exclusive
 
     out = Path(args.out)
-    existing = None
-    if args.add:
-        existing = GalleryIndex.load(out)
-    elif out.exists():
-        raise ValueError(f"{out} already exists; pass --add to extend it, or remove it to rebuild")
+    existing = GalleryIndex.load(out) if args.add else _refuse_existing(out)
     paths, modalities = list_images(args.images)
     paths = [str(Path(p).resolve()) for p in paths]
     modalities = fill_modalities(paths, modalities, args.modality)
@@ -71,25 +72,39 @@ def run_index(args) -> int:
         keep = [i for i, p in enumerate(paths) if p not in known]
         paths, modalities = [paths[i] for i in keep], [modalities[i] for i in keep]
     feats = extractor.embed_files(paths, modalities, strict=args.strict, progress=sys.stderr.isatty())
-    if existing is None:
-        if not feats.paths:
-            report_failed(feats.failed)
-            raise ValueError(f"none of the images from {args.images} could be decoded; no index written")
-        index = GalleryIndex.create(feats.features, feats.paths, feats.modalities, run)
-        if args.faiss:
-            ann, params = build_ann(index.features, args.faiss)
-            index.ann = ann_to_record(ann, args.faiss, params)
-        added = len(index)
-    else:
-        index = existing
-        if args.faiss and (not index.ann or index.ann["kind"] != args.faiss):
-            raise ValueError(f"{out} has {'a ' + index.ann['kind'] if index.ann else 'no'} faiss index; --add "
-                             f"keeps it (leave out --faiss, or rebuild the index with --faiss {args.faiss})")
-        added = index.add(feats.features, feats.paths, feats.modalities, run)
-    index.save(out)
+    if existing is None and not feats.paths:
+        report_failed(feats.failed)
+        raise ValueError(f"none of the images from {args.images} could be decoded; no index written")
+    with exclusive(out):
+        if existing is None:
+            _refuse_existing(out)  # another process may have written it while we extracted
+            index, added = _new_index(feats, run, args.faiss), len(feats.paths)
+        else:
+            index = GalleryIndex.load(out)  # the current file: another writer may have extended it meanwhile
+            if args.faiss and (not index.ann or index.ann["kind"] != args.faiss):
+                raise ValueError(f"{out} has {'a ' + index.ann['kind'] if index.ann else 'no'} faiss index; "
+                                 f"--add keeps it (leave out --faiss, or rebuild the index with --faiss {args.faiss})")
+            added = index.add(feats.features, feats.paths, feats.modalities, run)
+        index.save(out)
     print(f"{'extended' if existing is not None else 'wrote'} {out}: +{added} -> {index.summary()}")
     report_failed(feats.failed)
     return 0
+
+
+def _refuse_existing(out: Path) -> None:
+    if out.exists():
+        raise ValueError(f"{out} already exists; pass --add to extend it, or remove it to rebuild")
+
+
+def _new_index(feats, run: dict, faiss: str | None):
+    from vireid.deploy.index import GalleryIndex
+    from vireid.deploy.search import ann_to_record, build_ann
+
+    index = GalleryIndex.create(feats.features, feats.paths, feats.modalities, run)
+    if faiss:
+        ann, params = build_ann(index.features, faiss)
+        index.ann = ann_to_record(ann, faiss, params)
+    return index
 
 
 def _queries(args, index):
