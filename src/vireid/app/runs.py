@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 import vireid
+from vireid.app.contract import check_run_settings
 from vireid.config import dump, get, load_config
 from vireid.data.keypoints import HeatmapSpec, KeypointTable, keypoint_file
 from vireid.data.loaders import train_batches
@@ -38,7 +39,7 @@ from vireid.evaluation.transductive import transductive_step
 from vireid.methods import build_recipe, check_method
 from vireid.models.backbones.resnet import NO_PRETRAINED, file_sha256, pretrained_path, require_pretrained
 from vireid.schema import DataSettings, EvalSettings, parse_section, section_defaults, to_dict
-from vireid.utils.io import write_text_atomic
+from vireid.utils.io import remove_stale_temps, write_text_atomic
 
 BEST_VAL_NAME = "best_val.pt"
 log = logging.getLogger(__name__)
@@ -255,21 +256,32 @@ def evaluate_distances(dist, query, gallery, rule: str = "regdb") -> dict:
 
 
 def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=(), *, device: str = "auto",
-          resume: str | Path | None = None, progress: bool = True, on_step=None) -> Path:
+          resume: str | Path | None = None, progress: bool = True, on_step=None, allow_changes=(),
+          restart: bool = False) -> Path:
     """Train (or continue) the run in ``out``. Returns the checkpoint path.
 
     ``on_step(trainer, record)`` runs after every step (its own time is not counted as training time;
-    ``scripts/learning_curves.py`` uses it to measure rank-1 against training time)."""
+    ``scripts/learning_curves.py`` uses it to measure rank-1 against training time).
+    Continuing a run with other settings is refused unless the changed keys are in ``allow_changes`` or
+    ``restart`` moves the old run aside (:mod:`vireid.app.contract`)."""
     cfg, data, tc, info, seed = _prepare(config, overrides, device)
     check_inputs(cfg, data, data_root)
     if data["caj_view"] == "raw" and not (cfg.get("recipe") or {}).get("channel_exchange"):
         raise ValueError("data.caj_view: raw adds CAJ's second visible view, which only the tri-modal batch uses; "
                          "set recipe.channel_exchange: true (methods agw/caj/baseline) or data.caj_view: exchange")
     with _exclusive(out, info):
+        _check_settings(out, cfg, info, allow_changes, restart)
         batches = _source_batches(data, data_root, seed, info)
         recipe = build_recipe(cfg, batches.num_classes)
         return _fit(recipe, batches, tc, cfg, data, out, info, seed, batches.num_classes, resume, progress, on_step,
                     data_root=data_root)
+
+
+def _check_settings(out, cfg: dict, info, allow_changes, restart: bool) -> None:
+    """Under the run lock, before any data is read or file written: the run's settings are its contract."""
+    if info.is_main:
+        check_run_settings(out, cfg, allow_changes, restart)
+        remove_stale_temps(out)
 
 
 def _exclusive(out, info):
@@ -282,7 +294,8 @@ def _exclusive(out, info):
 
 
 def adapt(config: str | Path, source: str | Path, target: str | Path, out: str | Path, overrides=(), *,
-          device: str = "auto", resume: str | Path | None = None, progress: bool = True) -> Path:
+          device: str = "auto", resume: str | Path | None = None, progress: bool = True, allow_changes=(),
+          restart: bool = False) -> Path:
     """Unsupervised domain adaptation: labelled ``source`` root, unlabelled ``target`` root (same layout).
 
     One loop over (source batch, target batch) pairs; the target's identity
@@ -323,6 +336,7 @@ def adapt(config: str | Path, source: str | Path, target: str | Path, out: str |
     recipe.attach(source_batches.dataset.samples, target_batches, size, data["workers"])
     batches = PairedBatches(source_batches, target_batches)
     with _exclusive(out, info):
+        _check_settings(out, cfg, info, allow_changes, restart)
         return _fit(recipe, batches, tc, cfg, data, out, info, seed, source_batches.num_classes, resume, progress)
 
 

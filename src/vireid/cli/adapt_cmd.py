@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vireid.cli.train_cmd import add_contract_options
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -16,6 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="run directory (config, logs, checkpoint)")
     parser.add_argument("--resume", help="continue from this checkpoint instead of the run directory's own")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_contract_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -23,6 +26,6 @@ def run(args) -> int:
     from vireid.app.runs import adapt
 
     path = adapt(args.config, args.source, args.target, args.out, args.overrides, device=args.device,
-                 resume=args.resume)
+                 resume=args.resume, allow_changes=args.allow_change, restart=args.restart)
     print(f"finished; checkpoint: {path}")
     return 0

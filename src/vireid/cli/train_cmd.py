@@ -14,6 +14,7 @@ def register(subparsers) -> None:
     train.add_argument("--out", required=True, help="run directory (config, logs, checkpoint)")
     train.add_argument("--resume", help="continue from this checkpoint instead of the run directory's own")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_contract_options(train)
     train.set_defaults(func=run_train)
 
     ev = subparsers.add_parser("eval", help="evaluate a trained run under a named protocol")
@@ -40,9 +41,20 @@ def register(subparsers) -> None:
 def run_train(args) -> int:
     from vireid.app.runs import train
 
-    path = train(args.config, args.data_root, args.out, args.overrides, device=args.device, resume=args.resume)
+    path = train(args.config, args.data_root, args.out, args.overrides, device=args.device, resume=args.resume,
+                 allow_changes=args.allow_change, restart=args.restart)
     print(f"finished; checkpoint: {path}")
     return 0
+
+
+def add_contract_options(parser) -> None:
+    """--allow-change / --restart: what a re-run of a run directory with other settings may do."""
+    parser.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                        help="a config key a resume may change (repeat, or comma-separate), e.g. train.epochs to "
+                             "train longer; other changed keys are refused")
+    parser.add_argument("--restart", action="store_true",
+                        help="start a new run in --out even though it holds one (the old run's files are moved "
+                             "into --out/replaced-<time>/)")
 
 
 def run_eval(args) -> int:
