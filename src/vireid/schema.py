@@ -17,6 +17,7 @@ config show`` fills in and what overrides may set).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Union
@@ -91,6 +92,8 @@ def check_value(key: str, value: Any, annotation, meta: typing.Mapping | None = 
         shown = ", ".join(str(c) for c in choices)
         raise ValueError(f"{key} must be one of {shown}, got {value!r}")
     low, high = meta.get("low"), meta.get("high")
+    if isinstance(value, float) and not math.isfinite(value):  # NaN passes every < / > bound
+        raise ValueError(f"{key} must be a finite number ({_describe(annotation, meta)}), got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if (low is not None and value < low) or (high is not None and value > high):
             raise ValueError(f"{key} must be {_describe(annotation, meta)}, got {value!r}")
