@@ -201,6 +201,10 @@ class DataSettings:
                                               "batches then carry 17 heat-maps per image (SPOT)")
     heatmap_stride: int = setting(4, low=1, doc="image pixels per heat-map cell")
     heatmap_sigma: float = setting(1.0, low=0.01, doc="heat-map Gaussian width, in cells")
+    depth_rule: str = setting("minmax", choices=("minmax", "fixed"),
+                              doc="how 16/32-bit greyscale (thermal cameras) becomes 8-bit: per-image min-max, "
+                                  "or fixed by depth_bits (vireid.data.image_file)")
+    depth_bits: int = setting(16, low=1, high=32, doc="with depth_rule fixed: the sensor's bit depth")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -138,14 +138,15 @@ def _require_weights(cfg: dict) -> None:
         require_pretrained(cfg.get("model") or {})
 
 
-def _source_batches(data: dict, root, seed: int, info):
+def _source_batches(data: dict, root, seed: int, info, strict: bool = False):
     extra = {"trial": data["trial"]} if data["trial"] is not None else {}
     return train_batches(
         data["dataset"], root, size=(data["height"], data["width"]), num_ids=data["p"],
         num_per_modality=data["k"], seed=seed, workers=data["workers"], augment=data["augment"],
         padding=data["pad"], erasing=data["random_erasing"], use_cache=data["cache"], rank=info.rank,
         world_size=info.world_size, val_ids=data["val_ids"], sampler=data["sampler"], resize=data["resize"],
-        caj_view=data["caj_view"], idkl_epoch=data["idkl_epoch"], **_keypoint_options(data, root), **extra)
+        caj_view=data["caj_view"], idkl_epoch=data["idkl_epoch"], depth_rule=data["depth_rule"],
+        depth_bits=data["depth_bits"], strict=strict, **_keypoint_options(data, root), **extra)
 
 
 def _keypoint_options(data: dict, root) -> dict:
@@ -257,13 +258,14 @@ def evaluate_distances(dist, query, gallery, rule: str = "regdb") -> dict:
 
 def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=(), *, device: str = "auto",
           resume: str | Path | None = None, progress: bool = True, on_step=None, allow_changes=(),
-          restart: bool = False) -> Path:
+          restart: bool = False, strict: bool = False) -> Path:
     """Train (or continue) the run in ``out``. Returns the checkpoint path.
 
     ``on_step(trainer, record)`` runs after every step (its own time is not counted as training time;
     ``scripts/learning_curves.py`` uses it to measure rank-1 against training time).
     Continuing a run with other settings is refused unless the changed keys are in ``allow_changes`` or
-    ``restart`` moves the old run aside (:mod:`vireid.app.contract`)."""
+    ``restart`` moves the old run aside (:mod:`vireid.app.contract`). Unreadable training images are skipped
+    and listed, or refused when ``strict``."""
     cfg, data, tc, info, seed = _prepare(config, overrides, device)
     check_inputs(cfg, data, data_root)
     if data["caj_view"] == "raw" and not (cfg.get("recipe") or {}).get("channel_exchange"):
@@ -271,7 +273,7 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
                          "set recipe.channel_exchange: true (methods agw/caj/baseline) or data.caj_view: exchange")
     with _exclusive(out, info):
         _check_settings(out, cfg, info, allow_changes, restart)
-        batches = _source_batches(data, data_root, seed, info)
+        batches = _source_batches(data, data_root, seed, info, strict)
         recipe = build_recipe(cfg, batches.num_classes)
         return _fit(recipe, batches, tc, cfg, data, out, info, seed, batches.num_classes, resume, progress, on_step,
                     data_root=data_root)

@@ -15,6 +15,8 @@ def register(subparsers) -> None:
     train.add_argument("--resume", help="continue from this checkpoint instead of the run directory's own")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_contract_options(train)
+    train.add_argument("--strict", action="store_true",
+                       help="refuse a dataset with unreadable images instead of skipping and listing them")
     train.set_defaults(func=run_train)
 
     ev = subparsers.add_parser("eval", help="evaluate a trained run under a named protocol")
@@ -42,7 +44,7 @@ def run_train(args) -> int:
     from vireid.app.runs import train
 
     path = train(args.config, args.data_root, args.out, args.overrides, device=args.device, resume=args.resume,
-                 allow_changes=args.allow_change, restart=args.restart)
+                 allow_changes=args.allow_change, restart=args.restart, strict=args.strict)
     print(f"finished; checkpoint: {path}")
     return 0
 

@@ -17,7 +17,8 @@ def list_images(source: str | Path) -> tuple[list[str], list[int | None]]:
     """
     source = Path(source)
     if source.is_dir():
-        paths = sorted(str(p) for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        # not is_file(): a FIFO or socket named like an image is listed, then reported as skipped, not hidden
+        paths = sorted(str(p) for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
         if not paths:
             raise ValueError(f"no images found under {source} (looked for {', '.join(IMAGE_SUFFIXES)} files, "
                              "in sub-folders too)")
