@@ -40,6 +40,7 @@ from vireid.methods import build_recipe, check_method
 from vireid.models.backbones.resnet import NO_PRETRAINED, file_sha256, pretrained_path, require_pretrained
 from vireid.schema import DataSettings, EvalSettings, parse_section, section_defaults, to_dict
 from vireid.utils.io import remove_stale_temps, write_text_atomic
+from vireid.utils.outputs import output_dir
 
 BEST_VAL_NAME = "best_val.pt"
 log = logging.getLogger(__name__)
@@ -266,6 +267,7 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
     Continuing a run with other settings is refused unless the changed keys are in ``allow_changes`` or
     ``restart`` moves the old run aside (:mod:`vireid.app.contract`). Unreadable training images are skipped
     and listed, or refused when ``strict``."""
+    output_dir(out)  # a run directory that cannot be written fails before any work
     cfg, data, tc, info, seed = _prepare(config, overrides, device)
     check_inputs(cfg, data, data_root)
     if data["caj_view"] == "raw" and not (cfg.get("recipe") or {}).get("channel_exchange"):
@@ -312,6 +314,7 @@ def adapt(config: str | Path, source: str | Path, target: str | Path, out: str |
     from vireid.data.loaders import train_transforms
     from vireid.data.target_batches import PairedBatches, TargetBatches
 
+    output_dir(out)
     cfg, data, tc, info, seed = _prepare(config, overrides, device)
     check_inputs(cfg, data, source)
     if info.world_size > 1:

@@ -40,7 +40,9 @@ def run_extract(args) -> int:
     from vireid.deploy.extractor import Extractor
     from vireid.deploy.images import fill_modalities, list_images
     from vireid.deploy.store import save_features
+    from vireid.utils.outputs import output_file
 
+    output_file(args.out)
     paths, modalities = list_images(args.images)
     modalities = fill_modalities(paths, modalities, args.modality)
     extractor = Extractor(args.run, device=args.device, batch_size=args.batch_size, flip=args.flip)

@@ -58,8 +58,9 @@ def run_index(args) -> int:
     from vireid.deploy.images import fill_modalities, list_images
     from vireid.deploy.index import GalleryIndex
     from vireid.utils.locks import exclusive
+    from vireid.utils.outputs import output_file
 
-    out = Path(args.out)
+    out = output_file(args.out)
     existing = GalleryIndex.load(out) if args.add else _refuse_existing(out)
     paths, modalities = list_images(args.images)
     paths = [str(Path(p).resolve()) for p in paths]
@@ -140,9 +141,14 @@ def run_search(args) -> int:
     from vireid.data.records import MODALITY_BY_NAME, MODALITY_NAMES
     from vireid.deploy.index import GalleryIndex
     from vireid.deploy.search import search_index
+    from vireid.utils.outputs import output_file
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.grid_rows < 1:
+        raise ValueError(f"--grid-rows must be >= 1, got {args.grid_rows}")
+    output_file(args.json, "--json")
+    output_file(args.grid, "--grid")
     index = GalleryIndex.load(args.index)
     features, paths, modalities, failed = _queries(args, index)
     result = search_index(index, features, args.top_k, method="exact" if args.exact else "auto",

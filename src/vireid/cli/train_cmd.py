@@ -61,7 +61,11 @@ def add_contract_options(parser) -> None:
 
 def run_eval(args) -> int:
     from vireid.app.runs import evaluate_run
+    from vireid.utils.outputs import output_file
 
+    output_file(args.json, "--json")
+    if args.ranklist:
+        output_file(args.ranklist_out, "--ranklist-out")
     result = evaluate_run(args.run, args.data_root, args.protocol, rerank=args.rerank, device=args.device,
                           transductive=args.transductive)
     print(result.format_table())

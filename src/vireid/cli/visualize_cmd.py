@@ -28,6 +28,9 @@ def register(subparsers) -> None:
 
 
 def run_tsne(args) -> int:
+    from vireid.utils.outputs import output_file
+
+    output_file(args.out)
     from vireid.deploy.pictures import tsne_picture
 
     print(f"wrote {tsne_picture(args.run, args.data_root, args.out, args.protocol, args.ids, device=args.device)}")
@@ -35,6 +38,9 @@ def run_tsne(args) -> int:
 
 
 def run_cam(args) -> int:
+    from vireid.utils.outputs import output_file
+
+    output_file(args.out)
     from vireid.deploy.images import fill_modalities, list_images
     from vireid.deploy.pictures import cam_picture
 
