@@ -57,6 +57,7 @@ def run_index(args) -> int:
     from vireid.deploy.extractor import Extractor
     from vireid.deploy.images import fill_modalities, list_images
     from vireid.deploy.index import GalleryIndex
+    from vireid.utils.io import remove_stale_temps
     from vireid.utils.locks import exclusive
     from vireid.utils.outputs import output_file
 
@@ -77,6 +78,7 @@ def run_index(args) -> int:
         report_failed(feats.failed)
         raise ValueError(f"none of the images from {args.images} could be decoded; no index written")
     with exclusive(out):
+        remove_stale_temps(out.parent, out.name)  # left by a writer killed mid-save; we hold the lock
         if existing is None:
             _refuse_existing(out)  # another process may have written it while we extracted
             index, added = _new_index(feats, run, args.faiss), len(feats.paths)
