@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vireid.cli.train_cmd import add_contract_options
+from vireid.utils.device import device_arg
 
 
 def register(subparsers) -> None:
@@ -17,7 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("--target", required=True, help="unlabelled target dataset root (same layout)")
     parser.add_argument("--out", required=True, help="run directory (config, logs, checkpoint)")
     parser.add_argument("--resume", help="continue from this checkpoint instead of the run directory's own")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", type=device_arg, default="auto", help="auto, cpu or cuda")
     add_contract_options(parser)
     parser.set_defaults(func=run)
 

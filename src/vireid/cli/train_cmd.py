@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vireid.utils.device import device_arg
+
 
 def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="train a method from a YAML config",
@@ -13,7 +15,7 @@ def register(subparsers) -> None:
     train.add_argument("--data-root", required=True, help="dataset root in its distributed layout")
     train.add_argument("--out", required=True, help="run directory (config, logs, checkpoint)")
     train.add_argument("--resume", help="continue from this checkpoint instead of the run directory's own")
-    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--device", type=device_arg, default="auto", help="auto, cpu or cuda")
     add_contract_options(train)
     train.add_argument("--strict", action="store_true",
                        help="refuse a dataset with unreadable images instead of skipping and listing them")
@@ -32,7 +34,7 @@ def register(subparsers) -> None:
                     "query + gallery features together, labelled [transductive]; methods without one are refused; "
                     "default: the run config's eval.transductive")
     ev.add_argument("--json", help="also write the result as JSON to this file")
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--device", type=device_arg, default="auto")
     ev.add_argument("--ranklist", type=int, metavar="N",
                     help="also draw N queries of trial 0 with their top-10 gallery images (modality tagged, "
                          "green = same identity, red = another)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vireid.utils.device import device_arg
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("visualize", help="pictures of a trained run: t-SNE of test features, Grad-CAM",
@@ -15,7 +17,7 @@ def register(subparsers) -> None:
     t.add_argument("--protocol", help="default: the run config's eval.protocol")
     t.add_argument("--ids", type=int, default=12, help="identities shown (the first ones of the test split)")
     t.add_argument("--out", required=True, help="output PNG")
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--device", type=device_arg, default="cpu")
     t.set_defaults(func=run_tsne)
     c = sub.add_parser("cam", help="Grad-CAM overlays (last feature map, any method)")
     c.add_argument("run", help="run directory or checkpoint file")
@@ -23,7 +25,7 @@ def register(subparsers) -> None:
     c.add_argument("--modality", help="visible or infrared (for every image a list line does not label)")
     c.add_argument("--max-images", type=int, default=8)
     c.add_argument("--out", required=True, help="output PNG")
-    c.add_argument("--device", default="cpu")
+    c.add_argument("--device", type=device_arg, default="cpu")
     c.set_defaults(func=run_cam)
 
 
