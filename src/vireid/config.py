@@ -48,8 +48,15 @@ def check_finite(node: Any, where: str = "") -> None:
         raise ValueError(f"{where} must be a finite number, got {node}")
 
 
+# Keys whose true/false are legacy spellings of named values (``train.amp: true`` means fp16; the
+# schema maps them), so text may replace a boolean there.
+NAMED_AFTER_BOOLEAN = ("train.amp",)
+
+
 def check_same_kind(key: str, old: Any, new: Any) -> None:
     """A key holding true/false takes only true/false (or null): ``flase`` or ``"no"`` as text is an error."""
+    if key in NAMED_AFTER_BOOLEAN:
+        return
     if isinstance(old, bool) and new is not None and not isinstance(new, bool):
         raise ValueError(f"{key} must be true or false, got {new!r}")
 
