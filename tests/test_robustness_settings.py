@@ -33,6 +33,14 @@ def test_changed_settings_lists_every_leaf():
                                           ("train.lr", 0.1, 0.5)]
 
 
+def test_settings_added_since_the_run_started_are_no_change_at_their_default():
+    old = {"data": {"height": 32}}
+    defaults = {"data": {"depth_rule": "minmax", "height": 288}}
+    assert changed_settings(old, {"data": {"height": 32, "depth_rule": "minmax"}}, defaults) == []
+    assert changed_settings(old, {"data": {"height": 32, "depth_rule": "fixed"}}, defaults) == [
+        ("data.depth_rule", "(absent)", "fixed")]
+
+
 def test_rerun_with_other_settings_is_refused_and_config_untouched(sysu_root, tmp_path, capsys):
     out = tmp_path / "run"
     assert train(sysu_root, out) == 0

@@ -45,23 +45,30 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def changed_settings(old: dict, new: dict) -> list[tuple[str, object, object]]:
-    """(key, old value, new value) for every leaf that differs, keys in sorted order."""
+def changed_settings(old: dict, new: dict, defaults: dict | None = None) -> list[tuple[str, object, object]]:
+    """(key, old value, new value) for every leaf that differs, keys in sorted order.
+
+    A key the old config lacks whose new value is its default (from ``defaults``) is no change: it is a
+    setting added to vireid after the run started, and the run used what is now its default.
+    """
     a, b = flatten(old), flatten(yaml.safe_load(dump(new)))  # the round trip turns tuples into lists
+    known = flatten(yaml.safe_load(dump(defaults or {})))
     return [(k, a.get(k, ABSENT), b.get(k, ABSENT)) for k in sorted(set(a) | set(b))
-            if a.get(k, ABSENT) != b.get(k, ABSENT)]
+            if a.get(k, ABSENT) != b.get(k, ABSENT) and not (k not in a and k in known and b.get(k) == known[k])]
 
 
 def _fixed(key: str) -> bool:
     return key in FIXED_KEYS or key.startswith(FIXED_SECTIONS)
 
 
-def check_run_settings(out: str | Path, cfg: dict, allow=(), restart: bool = False) -> None:
+def check_run_settings(out: str | Path, cfg: dict, allow=(), restart: bool = False,
+                       defaults: dict | None = None) -> None:
     """Refuse to resume ``out`` with settings other than its own (see the module docstring).
 
     A directory without a checkpoint has nothing to resume and is not checked.
     ``allow``: keys that may change (``train.epochs``); ``restart``: move the
-    old run aside and start afresh instead.
+    old run aside and start afresh instead; ``defaults``: the values of settings
+    an older run's config lacks (see :func:`changed_settings`).
     """
     out = Path(out)
     if not (out / CHECKPOINT_NAME).is_file():
@@ -72,7 +79,7 @@ def check_run_settings(out: str | Path, cfg: dict, allow=(), restart: bool = Fal
     old_path = out / "config.yaml"
     old = _read_config(old_path)
     allowed = {a.strip() for item in allow for a in str(item).split(",") if a.strip()}
-    changes = changed_settings(old, cfg)
+    changes = changed_settings(old, cfg, defaults)
     fixed = sorted(k for k in allowed if _fixed(k) and any(c[0] == k for c in changes))
     if fixed:
         raise SettingsChanged(f"{', '.join(fixed)} cannot change when resuming {out}: the checkpoint's weights or "

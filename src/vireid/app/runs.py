@@ -284,7 +284,7 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
 def _check_settings(out, cfg: dict, info, allow_changes, restart: bool) -> None:
     """Under the run lock, before any data is read or file written: the run's settings are its contract."""
     if info.is_main:
-        check_run_settings(out, cfg, allow_changes, restart)
+        check_run_settings(out, cfg, allow_changes, restart, run_defaults())
         remove_stale_temps(out)
 
 
