@@ -184,3 +184,15 @@ def test_eval_with_a_fifo_in_the_test_set_stops_with_its_name(tiny_trees, tmp_pa
     assert done.returncode == 2, done.stderr
     assert f"cannot read image {victim}: it is a FIFO" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_visualize_cam_skips_and_lists_bad_files(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    folder = tmp_path / "imgs"
+    write_images(folder, 2)
+    png_claiming(folder / "bomb.png", 20000, 20000)
+    assert main(["visualize", "cam", str(run), "--images", str(folder), "--modality", "infrared",
+                 "--out", str(tmp_path / "cam.png")]) == 0
+    printed = capsys.readouterr()
+    assert "2 images" in printed.out and "bomb.png" in printed.err and "decompression bomb" in printed.err
+    assert (tmp_path / "cam.png").is_file()

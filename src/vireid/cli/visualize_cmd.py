@@ -40,15 +40,29 @@ def run_tsne(args) -> int:
 
 
 def run_cam(args) -> int:
+    from vireid.cli.extract_cmd import report_failed
+    from vireid.data.image_file import probe
+    from vireid.deploy.images import fill_modalities, list_images
+    from vireid.deploy.pictures import cam_picture
     from vireid.utils.outputs import output_file
 
     output_file(args.out)
-    from vireid.deploy.images import fill_modalities, list_images
-    from vireid.deploy.pictures import cam_picture
-
     paths, modalities = list_images(args.images)
     modalities = fill_modalities(paths, modalities, args.modality)
     n = max(1, args.max_images)
-    out, layer = cam_picture(args.run, paths[:n], modalities[:n], args.out, device=args.device)
-    print(f"wrote {out} (Grad-CAM on '{layer}', {min(n, len(paths))} images)")
+    kept, failed = [], []
+    for path, modality in zip(paths, modalities):  # the image policy: bad files are skipped and listed
+        if len(kept) == n:
+            break
+        problem = probe(path)[0]
+        if problem:
+            failed.append((path, problem))
+        else:
+            kept.append((path, modality))
+    if not kept:
+        report_failed(failed)
+        raise ValueError(f"none of the images from {args.images} could be decoded; no picture written")
+    out, layer = cam_picture(args.run, [p for p, _ in kept], [m for _, m in kept], args.out, device=args.device)
+    print(f"wrote {out} (Grad-CAM on '{layer}', {len(kept)} images)")
+    report_failed(failed)
     return 0
