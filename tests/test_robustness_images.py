@@ -5,7 +5,6 @@ decompression-bomb files skipped and listed (or refused with --strict) instead o
 import os
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -16,17 +15,13 @@ from PIL import Image
 
 from data_trees import copy_tree
 from deploy_runs import make_run, write_images
+from robust_helpers import ENV, TINY, vireid
 from vireid.cli.main import main
 from vireid.data.check import check_dataset
 from vireid.data.datasets import open_dataset
 from vireid.data.image_file import MAX_PIXELS, UnreadableImage, decode, read_rgb
 from vireid.data.transforms import load_image
 from vireid.deploy.extractor import Extractor, decode_file
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-TINY = ["data.height=32", "data.width=16", "data.p=2", "data.k=2", "data.workers=0", "data.cache=false",
-        "model.depth=18", "train.epochs=1", "train.milestones=[]", "train.amp=off", "train.time_budget_s=0"]
 
 
 def thermal(path: Path, low: int = 1000, high: int = 30000, seed: int = 0) -> np.ndarray:
@@ -43,10 +38,6 @@ def png_claiming(path: Path, width: int, height: int) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
                      + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
-
-
-def vireid(*args) -> list[str]:
-    return [sys.executable, "-c", "import sys; from vireid.cli.main import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
 def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path):

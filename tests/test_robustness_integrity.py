@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from robust_helpers import TINY
 from vireid.cli.main import main
 from vireid.deploy.index import GalleryIndex
 from vireid.deploy.store import checksum, load_checked, save_checked
@@ -103,8 +104,7 @@ def test_checkpoints_without_a_checksum_still_load(tmp_path):
     assert CHECKSUM_KEY not in load_checkpoint(tmp_path / "new.pt")  # checked, then removed
 
 
-TINY = ["data.height=32", "data.width=16", "data.p=2", "data.k=2", "data.workers=0", "data.cache=false",
-        "model.depth=18", "train.milestones=[]", "train.amp=off", "train.time_budget_s=0", "train.log_every=1"]
+TRAIN = [o for o in TINY if not o.startswith("train.epochs")] + ["train.log_every=1"]
 
 
 def test_metrics_have_one_line_per_step_after_a_resume_and_outputs_follow_the_umask(tmp_path):
@@ -113,14 +113,14 @@ def test_metrics_have_one_line_per_step_after_a_resume_and_outputs_follow_the_um
     out = tmp_path / "run"
     old = os.umask(0o027)
     try:
-        assert main(["train", "demo_idkl", *TINY, "train.epochs=1", "--data-root", str(root), "--out", str(out)]) == 0
+        assert main(["train", "demo_idkl", *TRAIN, "train.epochs=1", "--data-root", str(root), "--out", str(out)]) == 0
         steps = [json.loads(line)["global_step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
         # what a run killed (kill -9) after logging two more steps past its checkpoint leaves
         with open(out / "metrics.jsonl", "a") as log:
             log.write(json.dumps({"global_step": steps[-1] + 1, "loss": 1.0}) + "\n")
             log.write(json.dumps({"global_step": steps[-1] + 2, "loss": 1.0}) + "\n")
             log.write('{"global_step": ')  # torn last line
-        assert main(["train", "demo_idkl", *TINY, "train.epochs=2", "--allow-change", "train.epochs",
+        assert main(["train", "demo_idkl", *TRAIN, "train.epochs=2", "--allow-change", "train.epochs",
                      "--data-root", str(root), "--out", str(out)]) == 0
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         logged = [r["global_step"] for r in records if "global_step" in r]

@@ -9,17 +9,12 @@ from pathlib import Path
 import pytest
 
 from deploy_runs import make_run, write_images
+from robust_helpers import ENV, vireid
 from vireid.engine.run_lock import LOCK_NAME, RunDirectoryBusy, acquire, release
 from vireid.utils.locks import lock_path_for
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
 FLOCK_ONLY = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()")
-
-
-def vireid(*args) -> list[str]:
-    return [sys.executable, "-c", "import sys; from vireid.cli.main import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
 def hold(path: Path) -> subprocess.Popen:
