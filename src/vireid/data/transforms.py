@@ -38,13 +38,18 @@ def load_image(path: str | Path, size: tuple[int, int], resample: str = "lanczos
     under :mod:`vireid.data.image_file`'s policy (refused files raise ``UnreadableImage`` naming them; deep
     greyscale is scaled to 8 bits by ``depth_rule``/``depth_bits``).
     """
-    if resample not in RESAMPLING:
-        raise ValueError(f"unknown resize filter {resample!r}; expected one of {', '.join(RESAMPLING)}")
+    check_resample(resample)  # before decoding
     return resize_rgb(read_rgb(path, depth_rule, depth_bits), size, resample)
 
 
+def check_resample(resample: str) -> None:
+    if resample not in RESAMPLING:
+        raise ValueError(f"unknown resize filter {resample!r}; expected one of {', '.join(RESAMPLING)}")
+
+
 def resize_rgb(image: Image.Image, size: tuple[int, int], resample: str = "lanczos") -> torch.Tensor:
-    """An RGB Pillow image resized to (height, width) as uint8 (3, H, W)."""
+    """An RGB Pillow image resized to (height, width) with ``resample`` as uint8 (3, H, W)."""
+    check_resample(resample)
     height, width = size
     if image.size != (width, height):
         image = image.resize((width, height), RESAMPLING[resample])

@@ -36,9 +36,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vireid.data import transforms
 from vireid.data.image_file import UnreadableImage, read_rgb, to_rgb
 from vireid.data.records import MODALITY_NAMES, parse_modality
-from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RESAMPLING, resize_rgb
+from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,7 @@ DEFAULT_DECODING = {"resample": "lanczos", "depth_rule": "minmax", "depth_bits":
 def _pil_to_uint8(image: Image.Image, size: tuple[int, int], resample: str = "lanczos", depth_rule: str = "minmax",
                   depth_bits: int = 16) -> torch.Tensor:
     """RGB (deep greyscale scaled by the depth rule), resized as training resizes: uint8 (3, H, W)."""
-    if resample not in RESAMPLING:
-        raise ValueError(f"unknown resize filter {resample!r}; expected one of {', '.join(RESAMPLING)}")
-    return resize_rgb(to_rgb(image, depth_rule, depth_bits), size, resample)
+    return transforms.resize_rgb(to_rgb(image, depth_rule, depth_bits), size, resample)
 
 
 def decode_file(path: str | Path, size: tuple[int, int], **decoding) -> torch.Tensor:
@@ -121,7 +120,7 @@ def decode_file(path: str | Path, size: tuple[int, int], **decoding) -> torch.Te
         if not Path(path).exists():
             raise FileNotFoundError(f"image not found: {path}") from None
         raise exc from None
-    return resize_rgb(image, size, resample)
+    return transforms.resize_rgb(image, size, resample)
 
 
 def to_uint8_image(item, size: tuple[int, int], **decoding) -> torch.Tensor:
