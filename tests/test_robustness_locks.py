@@ -85,3 +85,19 @@ def test_two_concurrent_index_add_keep_every_image(tmp_path, faiss):
     if faiss:
         assert index.ann["kind"] == faiss
     assert not lock_path_for(out).exists()
+
+
+RACE = ("import sys, time; from vireid.engine.run_lock import RunDirectoryBusy, acquire\n"
+        "start = float(sys.argv[2])\n"
+        "time.sleep(max(0.0, start - time.time()))\n"
+        "try:\n    acquire(sys.argv[1])\nexcept RunDirectoryBusy:\n    print('busy', flush=True)\n"
+        "else:\n    print('got', flush=True)\n    time.sleep(3)\n")
+
+
+def test_racing_processes_never_share_a_run_directory(tmp_path):
+    """Six processes try the same run directory at the same instant: exactly one gets it."""
+    start = time.time() + 4  # after every child has imported vireid
+    children = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path / "run"), str(start)], env=ENV,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    answers = sorted(c.communicate(timeout=120)[0].strip() for c in children)
+    assert answers == ["busy"] * 5 + ["got"]
