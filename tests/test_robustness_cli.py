@@ -63,3 +63,23 @@ def test_a_binary_file_as_images_list_is_named(tmp_path, capsys):
     write_images(tmp_path / "ok", 1)
     (tmp_path / "list.txt").write_text("ok/img000.png visible\n")
     assert list_images(tmp_path / "list.txt")[0] == [str(tmp_path / "ok" / "img000.png")]
+
+
+def test_an_image_error_raised_in_a_data_worker_is_still_one_line(tmp_path, capsys, monkeypatch):
+    """With DataLoader workers, torch re-raises a worker's error with the worker's traceback in its message."""
+    from torch.utils.data import DataLoader, Dataset
+
+    import vireid.cli.extract_cmd as extract_cmd
+    from vireid.data.image_file import UnreadableImage
+
+    class Fifo(Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            raise UnreadableImage("cannot read image /d/x.jpg: it is a FIFO, not an image file (not opened)")
+
+    monkeypatch.setattr(extract_cmd, "run_extract", lambda args: list(DataLoader(Fifo(), num_workers=1)))
+    assert main(["extract", "r", "--images", "i", "--out", str(tmp_path / "f.safetensors")]) == 2
+    assert capsys.readouterr().err == ("vireid: error: cannot read image /d/x.jpg: it is a FIFO, not an image file "
+                                       "(not opened)\n")

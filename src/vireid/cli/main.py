@@ -86,6 +86,16 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     return args
 
 
+def worker_message(exc: BaseException) -> str:
+    """The original message of an error a DataLoader worker re-raised (torch wraps it with the worker's traceback)."""
+    text = str(exc)
+    if not text.startswith("Caught ") or "\nOriginal Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    marker = f"{type(exc).__name__}: "
+    return last.split(marker, 1)[1] if marker in last else last
+
+
 def os_error_line(exc: OSError) -> str:
     """'cannot write /x/y: Read-only file system' style: what failed, on which path(s)."""
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
@@ -114,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError, ImportError, RunDirectoryBusy) as exc:
         if os.environ.get("VIREID_DEBUG"):
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else worker_message(exc)
         print(f"vireid: error: {msg}", file=sys.stderr)
         return 2
     except OSError as exc:
