@@ -45,7 +45,7 @@ def test_an_empty_lock_file_of_a_live_holder_is_never_taken_over(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks to see blocked writers")
-@pytest.mark.parametrize("faiss", [None, "hnsw"])
+@pytest.mark.parametrize("faiss", [None, "flat", "hnsw"])
 def test_two_concurrent_index_add_keep_every_image(tmp_path, faiss):
     """Two ``--add`` writers run while a third process holds the index lock: both wait, and after it is
     released the index holds the first build's images plus both batches (nothing lost)."""
