@@ -70,6 +70,9 @@ def run_index(args) -> int:
     run = extractor.identity().as_dict()
     if existing is not None:
         existing.check_run(run, f"index {out}")  # before spending time on extraction
+        if args.faiss and (not existing.ann or existing.ann["kind"] != args.faiss):
+            raise ValueError(f"{out} has {'a ' + existing.ann['kind'] if existing.ann else 'no'} faiss index; "
+                             f"--add keeps it (leave out --faiss, or rebuild the index with --faiss {args.faiss})")
         known = set(existing.paths)
         keep = [i for i, p in enumerate(paths) if p not in known]
         paths, modalities = [paths[i] for i in keep], [modalities[i] for i in keep]
@@ -77,16 +80,14 @@ def run_index(args) -> int:
     if existing is None and not feats.paths:
         report_failed(feats.failed)
         raise ValueError(f"none of the images from {args.images} could be decoded; no index written")
+    index = _new_index(feats, run, args.faiss) if existing is None else None  # a faiss build: outside the lock
     with exclusive(out):
         remove_stale_temps(out.parent, out.name)  # left by a writer killed mid-save; we hold the lock
-        if existing is None:
+        if index is not None:
             _refuse_existing(out)  # another process may have written it while we extracted
-            index, added = _new_index(feats, run, args.faiss), len(feats.paths)
+            added = len(index)
         else:
             index = GalleryIndex.load(out)  # the current file: another writer may have extended it meanwhile
-            if args.faiss and (not index.ann or index.ann["kind"] != args.faiss):
-                raise ValueError(f"{out} has {'a ' + index.ann['kind'] if index.ann else 'no'} faiss index; "
-                                 f"--add keeps it (leave out --faiss, or rebuild the index with --faiss {args.faiss})")
             added = index.add(feats.features, feats.paths, feats.modalities, run)
         index.save(out)
     print(f"{'extended' if existing is not None else 'wrote'} {out}: +{added} -> {index.summary()}")
