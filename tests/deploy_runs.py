@@ -23,8 +23,9 @@ TINY = {
     "idkl": ["model.depth=18"],
     "agw": ["model.depth=18", "model.non_local=[0,1,1,0]"],
     "mbfvrd": ["model.depth=18", "model.non_local=[0,1,1,0]", "model.ib_widths=[32]"],
+    "plain": ["model.width=4"],
 }
-CONFIGS = {"idkl": "demo_idkl", "agw": "agw_sysu", "mbfvrd": "mbfvrd_sysu"}
+CONFIGS = {"idkl": "demo_idkl", "agw": "agw_sysu", "mbfvrd": "mbfvrd_sysu", "plain": "demo_baseline"}
 
 
 def make_run(out: Path, method: str = "idkl", num_classes: int = 4, seed: int = 0, extra=()) -> Path:

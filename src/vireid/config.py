@@ -5,11 +5,18 @@ starts from that file and merges this one over it, so shared settings are
 written down once; a section marked ``_replace_: true`` replaces the
 inherited section instead of merging into it. Overrides may only set keys that exist, so a typo is an
 error that lists the keys that do exist, never a silently ignored value.
+
+Two value rules hold for every key, whether or not a schema describes it:
+a key that holds true/false (a YAML boolean) only takes true/false (so
+``two_stream=flase`` is an error, not a truthy string), and every number is
+finite (``.nan``/``.inf`` are refused by name: NaN passes every ``<``/``>``
+bound check).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,7 +32,33 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), defaults: dict 
         cfg = merge(defaults, cfg)
     for item in overrides:
         apply_override(cfg, item)
+    check_finite(cfg)
     return cfg
+
+
+def check_finite(node: Any, where: str = "") -> None:
+    """Every number in the config is finite; a ValueError names the first key that is not."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            check_finite(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            check_finite(value, f"{where}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ValueError(f"{where} must be a finite number, got {node}")
+
+
+# Keys whose true/false are legacy spellings of named values (``train.amp: true`` means fp16; the
+# schema maps them), so text may replace a boolean there.
+NAMED_AFTER_BOOLEAN = ("train.amp",)
+
+
+def check_same_kind(key: str, old: Any, new: Any) -> None:
+    """A key holding true/false takes only true/false (or null): ``flase`` or ``"no"`` as text is an error."""
+    if key in NAMED_AFTER_BOOLEAN:
+        return
+    if isinstance(old, bool) and new is not None and not isinstance(new, bool):
+        raise ValueError(f"{key} must be true or false, got {new!r}")
 
 
 def _load_with_base(path: Path, seen: tuple) -> dict:
@@ -58,7 +91,7 @@ def _numbers_in(node: Any) -> Any:
 REPLACE = "_replace_"
 
 
-def merge(base: dict, update: dict) -> dict:
+def merge(base: dict, update: dict, where: str = "") -> dict:
     """Recursive merge; ``update`` wins. Returns a new dict.
 
     A section of ``update`` holding ``_replace_: true`` replaces the base's
@@ -67,6 +100,7 @@ def merge(base: dict, update: dict) -> dict:
     """
     out = copy.deepcopy(base)
     for key, value in update.items():
+        check_same_kind(f"{where}{key}", out.get(key), value)
         if isinstance(value, dict) and value.get(REPLACE) is not None:
             flag = value[REPLACE]
             if not isinstance(flag, bool):
@@ -76,7 +110,7 @@ def merge(base: dict, update: dict) -> dict:
                 out[key] = _strip_markers(value)
                 continue
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+            out[key] = merge(out[key], value, f"{where}{key}.")
         else:
             out[key] = _strip_markers(value)
     return out
@@ -103,9 +137,11 @@ def apply_override(cfg: dict, item: str) -> None:
                              f"keys under {where}: {known}")
         if depth == len(parts) - 1:
             try:
-                node[part] = _number_or_self(yaml.safe_load(raw)) if raw.strip() else None
+                value = _number_or_self(yaml.safe_load(raw)) if raw.strip() else None
             except yaml.YAMLError as exc:
                 raise ValueError(f"bad value in override {item!r}: {exc}") from None
+            check_same_kind(key.strip(), node[part], value)
+            node[part] = value
         else:
             node = node[part]
 

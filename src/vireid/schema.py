@@ -17,6 +17,7 @@ config show`` fills in and what overrides may set).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Union
@@ -91,6 +92,8 @@ def check_value(key: str, value: Any, annotation, meta: typing.Mapping | None = 
         shown = ", ".join(str(c) for c in choices)
         raise ValueError(f"{key} must be one of {shown}, got {value!r}")
     low, high = meta.get("low"), meta.get("high")
+    if isinstance(value, float) and not math.isfinite(value):  # NaN passes every < / > bound
+        raise ValueError(f"{key} must be a finite number ({_describe(annotation, meta)}), got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if (low is not None and value < low) or (high is not None and value > high):
             raise ValueError(f"{key} must be {_describe(annotation, meta)}, got {value!r}")
@@ -198,6 +201,10 @@ class DataSettings:
                                               "batches then carry 17 heat-maps per image (SPOT)")
     heatmap_stride: int = setting(4, low=1, doc="image pixels per heat-map cell")
     heatmap_sigma: float = setting(1.0, low=0.01, doc="heat-map Gaussian width, in cells")
+    depth_rule: str = setting("minmax", choices=("minmax", "fixed"),
+                              doc="how 16/32-bit greyscale (thermal cameras) becomes 8-bit: per-image min-max, "
+                                  "or fixed by depth_bits (vireid.data.image_file)")
+    depth_bits: int = setting(16, low=1, high=32, doc="with depth_rule fixed: the sensor's bit depth")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 import vireid
+from vireid.app.contract import check_run_settings
 from vireid.config import dump, get, load_config
 from vireid.data.keypoints import HeatmapSpec, KeypointTable, keypoint_file
 from vireid.data.loaders import train_batches
@@ -38,7 +39,8 @@ from vireid.evaluation.transductive import transductive_step
 from vireid.methods import build_recipe, check_method
 from vireid.models.backbones.resnet import NO_PRETRAINED, file_sha256, pretrained_path, require_pretrained
 from vireid.schema import DataSettings, EvalSettings, parse_section, section_defaults, to_dict
-from vireid.utils.io import write_text_atomic
+from vireid.utils.io import remove_stale_temps, write_text_atomic
+from vireid.utils.outputs import output_dir
 
 BEST_VAL_NAME = "best_val.pt"
 log = logging.getLogger(__name__)
@@ -137,14 +139,15 @@ def _require_weights(cfg: dict) -> None:
         require_pretrained(cfg.get("model") or {})
 
 
-def _source_batches(data: dict, root, seed: int, info):
+def _source_batches(data: dict, root, seed: int, info, strict: bool = False):
     extra = {"trial": data["trial"]} if data["trial"] is not None else {}
     return train_batches(
         data["dataset"], root, size=(data["height"], data["width"]), num_ids=data["p"],
         num_per_modality=data["k"], seed=seed, workers=data["workers"], augment=data["augment"],
         padding=data["pad"], erasing=data["random_erasing"], use_cache=data["cache"], rank=info.rank,
         world_size=info.world_size, val_ids=data["val_ids"], sampler=data["sampler"], resize=data["resize"],
-        caj_view=data["caj_view"], idkl_epoch=data["idkl_epoch"], **_keypoint_options(data, root), **extra)
+        caj_view=data["caj_view"], idkl_epoch=data["idkl_epoch"], depth_rule=data["depth_rule"],
+        depth_bits=data["depth_bits"], strict=strict, **_keypoint_options(data, root), **extra)
 
 
 def _keypoint_options(data: dict, root) -> dict:
@@ -166,6 +169,14 @@ def check_inputs(cfg: dict, data: dict, root) -> None:
     if data["keypoints"] and not getattr(recipe_cls, "uses_heatmaps", False):
         raise ValueError(f"data.keypoints is set ({data['keypoints']!r}) but method {cfg['method']!r} does not use "
                          "keypoint heat-maps; remove data.keypoints (only spot reads them)")
+
+
+def _warn_depth_rule(data: dict) -> None:
+    """Test-time features decode with the default depth rule; say so when the run trained with another one."""
+    if (data["depth_rule"], data["depth_bits"]) != ("minmax", 16):
+        log.warning("this run decodes 16/32-bit greyscale with data.depth_rule=%s, depth_bits=%d in training and "
+                    "'vireid extract', but evaluation features still use minmax (8-bit images are unaffected)",
+                    data["depth_rule"], data["depth_bits"])
 
 
 def _extra_inputs(data: dict, root) -> dict:
@@ -209,6 +220,7 @@ def _validator(recipe, samples, data, every: int, extras: dict | None = None):
     """
     query, gallery, rule = validation_split(samples)
     best = {"mAP": -1.0}
+    _warn_depth_rule(data)
 
     def validate(trainer: Trainer) -> None:
         if trainer.epoch % every and trainer.epoch != trainer.cfg.epochs:
@@ -256,21 +268,34 @@ def evaluate_distances(dist, query, gallery, rule: str = "regdb") -> dict:
 
 
 def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=(), *, device: str = "auto",
-          resume: str | Path | None = None, progress: bool = True, on_step=None) -> Path:
+          resume: str | Path | None = None, progress: bool = True, on_step=None, allow_changes=(),
+          restart: bool = False, strict: bool = False) -> Path:
     """Train (or continue) the run in ``out``. Returns the checkpoint path.
 
     ``on_step(trainer, record)`` runs after every step (its own time is not counted as training time;
-    ``scripts/learning_curves.py`` uses it to measure rank-1 against training time)."""
+    ``scripts/learning_curves.py`` uses it to measure rank-1 against training time).
+    Continuing a run with other settings is refused unless the changed keys are in ``allow_changes`` or
+    ``restart`` moves the old run aside (:mod:`vireid.app.contract`). Unreadable training images are skipped
+    and listed, or refused when ``strict``."""
+    output_dir(out)  # a run directory that cannot be written fails before any work
     cfg, data, tc, info, seed = _prepare(config, overrides, device)
     check_inputs(cfg, data, data_root)
     if data["caj_view"] == "raw" and not (cfg.get("recipe") or {}).get("channel_exchange"):
         raise ValueError("data.caj_view: raw adds CAJ's second visible view, which only the tri-modal batch uses; "
                          "set recipe.channel_exchange: true (methods agw/caj/baseline) or data.caj_view: exchange")
     with _exclusive(out, info):
-        batches = _source_batches(data, data_root, seed, info)
+        _check_settings(out, cfg, info, allow_changes, restart)
+        batches = _source_batches(data, data_root, seed, info, strict)
         recipe = build_recipe(cfg, batches.num_classes)
         return _fit(recipe, batches, tc, cfg, data, out, info, seed, batches.num_classes, resume, progress, on_step,
                     data_root=data_root)
+
+
+def _check_settings(out, cfg: dict, info, allow_changes, restart: bool) -> None:
+    """Under the run lock, before any data is read or file written: the run's settings are its contract."""
+    if info.is_main:
+        check_run_settings(out, cfg, allow_changes, restart, run_defaults())
+        remove_stale_temps(out)
 
 
 def _exclusive(out, info):
@@ -283,7 +308,8 @@ def _exclusive(out, info):
 
 
 def adapt(config: str | Path, source: str | Path, target: str | Path, out: str | Path, overrides=(), *,
-          device: str = "auto", resume: str | Path | None = None, progress: bool = True) -> Path:
+          device: str = "auto", resume: str | Path | None = None, progress: bool = True, allow_changes=(),
+          restart: bool = False) -> Path:
     """Unsupervised domain adaptation: labelled ``source`` root, unlabelled ``target`` root (same layout).
 
     One loop over (source batch, target batch) pairs; the target's identity
@@ -298,6 +324,7 @@ def adapt(config: str | Path, source: str | Path, target: str | Path, out: str |
     from vireid.data.loaders import train_transforms
     from vireid.data.target_batches import PairedBatches, TargetBatches
 
+    output_dir(out)
     cfg, data, tc, info, seed = _prepare(config, overrides, device)
     check_inputs(cfg, data, source)
     if info.world_size > 1:
@@ -324,6 +351,7 @@ def adapt(config: str | Path, source: str | Path, target: str | Path, out: str |
     recipe.attach(source_batches.dataset.samples, target_batches, size, data["workers"])
     batches = PairedBatches(source_batches, target_batches)
     with _exclusive(out, info):
+        _check_settings(out, cfg, info, allow_changes, restart)
         return _fit(recipe, batches, tc, cfg, data, out, info, seed, source_batches.num_classes, resume, progress)
 
 
@@ -370,6 +398,7 @@ def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol:
     check_inputs(cfg, data, data_root)
     device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     step = transductive_step(recipe, device) if transductive else None  # a method without one fails here
+    _warn_depth_rule(data)
     recipe.model.to(device)
     extract = image_extractor(recipe.embed, (data["height"], data["width"]), device, batch_size=batch_size,
                               workers=data["workers"], resample=data["resize"], model=recipe.model,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 import sys
 
+from vireid.utils.device import device_arg
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -21,7 +23,8 @@ def register(subparsers) -> None:
     parser.add_argument("--data-root", default=None,
                         help="existing dataset root (default: generate the plan's synthetic data in OUT/data)")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one torch thread each (2)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the plan's device, else cpu)")
+    parser.add_argument("--device", type=device_arg, default=None,
+                        help="cpu, cuda or auto (default: the plan's device, else cpu)")
     parser.set_defaults(func=run)
 
 

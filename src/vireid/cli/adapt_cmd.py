@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from vireid.cli.train_cmd import add_contract_options
+from vireid.utils.device import device_arg
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -15,7 +18,8 @@ def register(subparsers) -> None:
     parser.add_argument("--target", required=True, help="unlabelled target dataset root (same layout)")
     parser.add_argument("--out", required=True, help="run directory (config, logs, checkpoint)")
     parser.add_argument("--resume", help="continue from this checkpoint instead of the run directory's own")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", type=device_arg, default="auto", help="auto, cpu or cuda")
+    add_contract_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -23,6 +27,6 @@ def run(args) -> int:
     from vireid.app.runs import adapt
 
     path = adapt(args.config, args.source, args.target, args.out, args.overrides, device=args.device,
-                 resume=args.resume)
+                 resume=args.resume, allow_changes=args.allow_change, restart=args.restart)
     print(f"finished; checkpoint: {path}")
     return 0

@@ -22,7 +22,9 @@ def register(subparsers) -> None:
 def run_export(args) -> int:
     from vireid.deploy.export import export_run
     from vireid.deploy.images import list_images
+    from vireid.utils.outputs import output_file
 
+    output_file(args.out)
     images = list_images(args.images)[0] if args.images else None
     report = export_run(args.run, args.format, args.out, images, batch=args.batch, opset=args.opset,
                         tolerance=args.tolerance)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 
+from vireid.utils.device import device_arg
+
 
 def add_model_options(parser) -> None:
     """Options every command that runs the model shares."""
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", type=device_arg, default="auto", help="auto, cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--flip", action="store_true", default=None,
                         help="average with the mirrored image (default: the run's eval.flip)")
@@ -40,7 +42,9 @@ def run_extract(args) -> int:
     from vireid.deploy.extractor import Extractor
     from vireid.deploy.images import fill_modalities, list_images
     from vireid.deploy.store import save_features
+    from vireid.utils.outputs import output_file
 
+    output_file(args.out)
     paths, modalities = list_images(args.images)
     modalities = fill_modalities(paths, modalities, args.modality)
     extractor = Extractor(args.run, device=args.device, batch_size=args.batch_size, flip=args.flip)

@@ -50,17 +50,20 @@ def register(subparsers) -> None:
 
 
 def run_index(args) -> int:
+    """Extract outside the lock (slow, may run in parallel), then load-extend-save under it.
+
+    Why the lock: two ``--add`` runs into one index each load it, extend their
+    copy and save; without it the second save drops the first one's images.
+    """
     from vireid.deploy.extractor import Extractor
     from vireid.deploy.images import fill_modalities, list_images
     from vireid.deploy.index import GalleryIndex
-    from vireid.deploy.search import ann_to_record, build_ann, choose_ann
+    from vireid.utils.io import remove_stale_temps
+    from vireid.utils.locks import exclusive
+    from vireid.utils.outputs import output_file
 
-    out = Path(args.out)
-    existing = None
-    if args.add:
-        existing = GalleryIndex.load(out)
-    elif out.exists():
-        raise ValueError(f"{out} already exists; pass --add to extend it, or remove it to rebuild")
+    out = output_file(args.out)
+    existing = GalleryIndex.load(out) if args.add else _refuse_existing(out)
     paths, modalities = list_images(args.images)
     paths = [str(Path(p).resolve()) for p in paths]
     modalities = fill_modalities(paths, modalities, args.modality)
@@ -68,33 +71,48 @@ def run_index(args) -> int:
     run = extractor.identity().as_dict()
     if existing is not None:
         existing.check_run(run, f"index {out}")  # before spending time on extraction
+        if args.faiss and args.faiss != "auto" and (not existing.ann or existing.ann["kind"] != args.faiss):
+            raise ValueError(f"{out} has {'a ' + existing.ann['kind'] if existing.ann else 'no'} faiss index; "
+                             f"--add keeps it (leave out --faiss, or rebuild the index with --faiss {args.faiss})")
         known = set(existing.paths)
         keep = [i for i, p in enumerate(paths) if p not in known]
         paths, modalities = [paths[i] for i in keep], [modalities[i] for i in keep]
     feats = extractor.embed_files(paths, modalities, strict=args.strict, progress=sys.stderr.isatty())
-    if existing is None:
-        if not feats.paths:
-            report_failed(feats.failed)
-            raise ValueError(f"none of the images from {args.images} could be decoded; no index written")
-        index = GalleryIndex.create(feats.features, feats.paths, feats.modalities, run)
-        kind = args.faiss
-        if kind == "auto":
-            kind, why = choose_ann(len(index), index.dim)
-            print(f"--faiss auto: {kind or 'no faiss index (exact search)'}: {why}")
-        if kind:
-            ann, params = build_ann(index.features, kind)
-            index.ann = ann_to_record(ann, kind, params)
-        added = len(index)
-    else:
-        index = existing
-        if args.faiss and args.faiss != "auto" and (not index.ann or index.ann["kind"] != args.faiss):
-            raise ValueError(f"{out} has {'a ' + index.ann['kind'] if index.ann else 'no'} faiss index; --add "
-                             f"keeps it (leave out --faiss, or rebuild the index with --faiss {args.faiss})")
-        added = index.add(feats.features, feats.paths, feats.modalities, run)
-    index.save(out)
+    if existing is None and not feats.paths:
+        report_failed(feats.failed)
+        raise ValueError(f"none of the images from {args.images} could be decoded; no index written")
+    index = _new_index(feats, run, args.faiss) if existing is None else None  # a faiss build: outside the lock
+    with exclusive(out):
+        remove_stale_temps(out.parent, out.name)  # left by a writer killed mid-save; we hold the lock
+        if index is not None:
+            _refuse_existing(out)  # another process may have written it while we extracted
+            added = len(index)
+        else:
+            index = GalleryIndex.load(out)  # the current file: another writer may have extended it meanwhile
+            added = index.add(feats.features, feats.paths, feats.modalities, run)
+        index.save(out)
     print(f"{'extended' if existing is not None else 'wrote'} {out}: +{added} -> {index.summary()}")
     report_failed(feats.failed)
     return 0
+
+
+def _refuse_existing(out: Path) -> None:
+    if out.exists():
+        raise ValueError(f"{out} already exists; pass --add to extend it, or remove it to rebuild")
+
+
+def _new_index(feats, run: dict, faiss: str | None):
+    from vireid.deploy.index import GalleryIndex
+    from vireid.deploy.search import ann_to_record, build_ann, choose_ann
+
+    index = GalleryIndex.create(feats.features, feats.paths, feats.modalities, run)
+    if faiss == "auto":
+        faiss, why = choose_ann(len(index), index.dim)
+        print(f"--faiss auto: {faiss or 'no faiss index (exact search)'}: {why}")
+    if faiss:
+        ann, params = build_ann(index.features, faiss)
+        index.ann = ann_to_record(ann, faiss, params)
+    return index
 
 
 def _queries(args, index):
@@ -130,9 +148,14 @@ def run_search(args) -> int:
     from vireid.data.records import MODALITY_BY_NAME, MODALITY_NAMES
     from vireid.deploy.index import GalleryIndex
     from vireid.deploy.search import search_index
+    from vireid.utils.outputs import output_file
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.grid_rows < 1:
+        raise ValueError(f"--grid-rows must be >= 1, got {args.grid_rows}")
+    output_file(args.json, "--json")
+    output_file(args.grid, "--grid")
     index = GalleryIndex.load(args.index)
     features, paths, modalities, failed = _queries(args, index)
     result = search_index(index, features, args.top_k, method="exact" if args.exact else "auto",

@@ -3,7 +3,8 @@
 Each module listed in ``COMMAND_MODULES`` defines ``register(subparsers)``,
 which adds its parser and sets ``func`` (called with the parsed namespace).
 User mistakes raise ``ValueError``/``FileNotFoundError``/``KeyError`` and are
-printed as one line, not a traceback (``VIREID_DEBUG=1`` shows it).
+printed as one line, not a traceback (``VIREID_DEBUG=1`` shows it); so is any
+other ``OSError`` (a full disk, a permission), naming the path it concerns.
 """
 
 from __future__ import annotations
@@ -86,6 +87,23 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     return args
 
 
+def worker_message(exc: BaseException) -> str:
+    """The original message of an error a DataLoader worker re-raised (torch wraps it with the worker's traceback)."""
+    text = str(exc)
+    if not text.startswith("Caught ") or "\nOriginal Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    marker = f"{type(exc).__name__}: "
+    return last.split(marker, 1)[1] if marker in last else last
+
+
+def os_error_line(exc: OSError) -> str:
+    """'cannot write /x/y: Read-only file system' style: what failed, on which path(s)."""
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    reason = exc.strerror or str(exc)
+    return f"{paths}: {reason}" if paths else reason
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
@@ -107,9 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError, ImportError, RunDirectoryBusy) as exc:
         if os.environ.get("VIREID_DEBUG"):
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else worker_message(exc)
         print(f"vireid: error: {msg}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if os.environ.get("VIREID_DEBUG"):
+            raise
+        print(f"vireid: error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("vireid: interrupted", file=sys.stderr)
         return 130

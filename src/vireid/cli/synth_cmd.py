@@ -39,7 +39,9 @@ def run(args) -> int:
     import time
 
     from vireid.synth.generator import generate
+    from vireid.utils.outputs import output_dir
 
+    output_dir(args.out)
     start = time.perf_counter()
     summary = generate(args.out, args.layout, args.ids, seed=args.seed, size=args.size, images=args.images,
                        workers=args.workers, overwrite=args.overwrite, progress=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vireid.utils.device import device_arg
+
 
 def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="train a method from a YAML config",
@@ -13,7 +15,10 @@ def register(subparsers) -> None:
     train.add_argument("--data-root", required=True, help="dataset root in its distributed layout")
     train.add_argument("--out", required=True, help="run directory (config, logs, checkpoint)")
     train.add_argument("--resume", help="continue from this checkpoint instead of the run directory's own")
-    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--device", type=device_arg, default="auto", help="auto, cpu or cuda")
+    add_contract_options(train)
+    train.add_argument("--strict", action="store_true",
+                       help="refuse a dataset with unreadable images instead of skipping and listing them")
     train.set_defaults(func=run_train)
 
     ev = subparsers.add_parser("eval", help="evaluate a trained run under a named protocol")
@@ -29,7 +34,7 @@ def register(subparsers) -> None:
                     "query + gallery features together, labelled [transductive]; methods without one are refused; "
                     "default: the run config's eval.transductive")
     ev.add_argument("--json", help="also write the result as JSON to this file")
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--device", type=device_arg, default="auto")
     ev.add_argument("--ranklist", type=int, metavar="N",
                     help="also draw N queries of trial 0 with their top-10 gallery images (modality tagged, "
                          "green = same identity, red = another)")
@@ -40,14 +45,29 @@ def register(subparsers) -> None:
 def run_train(args) -> int:
     from vireid.app.runs import train
 
-    path = train(args.config, args.data_root, args.out, args.overrides, device=args.device, resume=args.resume)
+    path = train(args.config, args.data_root, args.out, args.overrides, device=args.device, resume=args.resume,
+                 allow_changes=args.allow_change, restart=args.restart, strict=args.strict)
     print(f"finished; checkpoint: {path}")
     return 0
 
 
+def add_contract_options(parser) -> None:
+    """--allow-change / --restart: what a re-run of a run directory with other settings may do."""
+    parser.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                        help="a config key a resume may change (repeat, or comma-separate), e.g. train.epochs to "
+                             "train longer; other changed keys are refused")
+    parser.add_argument("--restart", action="store_true",
+                        help="start a new run in --out even though it holds one (the old run's files are moved "
+                             "into --out/replaced-<time>/)")
+
+
 def run_eval(args) -> int:
     from vireid.app.runs import evaluate_run
+    from vireid.utils.outputs import output_file
 
+    output_file(args.json, "--json")
+    if args.ranklist:
+        output_file(args.ranklist_out, "--ranklist-out")
     result = evaluate_run(args.run, args.data_root, args.protocol, rerank=args.rerank, device=args.device,
                           transductive=args.transductive)
     print(result.format_table())

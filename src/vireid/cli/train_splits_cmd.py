@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vireid.utils.device import device_arg
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -14,7 +16,7 @@ def register(subparsers) -> None:
     parser.add_argument("--data-root", required=True, help="the RegDB root (Visible/, Thermal/, idx/)")
     parser.add_argument("--out", required=True, help="output folder: one run folder per trial, and the table")
     parser.add_argument("--trials", default=None, help="comma-separated trials to run, e.g. 1,2 (default: 1-10)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", type=device_arg, default="auto", help="auto, cpu or cuda")
     parser.set_defaults(func=run)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vireid.utils.device import device_arg
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("visualize", help="pictures of a trained run: t-SNE of test features, Grad-CAM",
@@ -15,7 +17,7 @@ def register(subparsers) -> None:
     t.add_argument("--protocol", help="default: the run config's eval.protocol")
     t.add_argument("--ids", type=int, default=12, help="identities shown (the first ones of the test split)")
     t.add_argument("--out", required=True, help="output PNG")
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--device", type=device_arg, default="cpu")
     t.set_defaults(func=run_tsne)
     c = sub.add_parser("cam", help="Grad-CAM overlays (last feature map, any method)")
     c.add_argument("run", help="run directory or checkpoint file")
@@ -23,11 +25,14 @@ def register(subparsers) -> None:
     c.add_argument("--modality", help="visible or infrared (for every image a list line does not label)")
     c.add_argument("--max-images", type=int, default=8)
     c.add_argument("--out", required=True, help="output PNG")
-    c.add_argument("--device", default="cpu")
+    c.add_argument("--device", type=device_arg, default="cpu")
     c.set_defaults(func=run_cam)
 
 
 def run_tsne(args) -> int:
+    from vireid.utils.outputs import output_file
+
+    output_file(args.out)
     from vireid.deploy.pictures import tsne_picture
 
     print(f"wrote {tsne_picture(args.run, args.data_root, args.out, args.protocol, args.ids, device=args.device)}")
@@ -35,12 +40,29 @@ def run_tsne(args) -> int:
 
 
 def run_cam(args) -> int:
+    from vireid.cli.extract_cmd import report_failed
+    from vireid.data.image_file import probe
     from vireid.deploy.images import fill_modalities, list_images
     from vireid.deploy.pictures import cam_picture
+    from vireid.utils.outputs import output_file
 
+    output_file(args.out)
     paths, modalities = list_images(args.images)
     modalities = fill_modalities(paths, modalities, args.modality)
     n = max(1, args.max_images)
-    out, layer = cam_picture(args.run, paths[:n], modalities[:n], args.out, device=args.device)
-    print(f"wrote {out} (Grad-CAM on '{layer}', {min(n, len(paths))} images)")
+    kept, failed = [], []
+    for path, modality in zip(paths, modalities):  # the image policy: bad files are skipped and listed
+        if len(kept) == n:
+            break
+        problem = probe(path)[0]
+        if problem:
+            failed.append((path, problem))
+        else:
+            kept.append((path, modality))
+    if not kept:
+        report_failed(failed)
+        raise ValueError(f"none of the images from {args.images} could be decoded; no picture written")
+    out, layer = cam_picture(args.run, [p for p, _ in kept], [m for _, m in kept], args.out, device=args.device)
+    print(f"wrote {out} (Grad-CAM on '{layer}', {len(kept)} images)")
+    report_failed(failed)
     return 0

@@ -60,15 +60,17 @@ class ImageCache:
 
     @classmethod
     def build(cls, paths: Sequence[str], size: tuple[int, int], name: str, cache_dir: str | Path | None = None,
-              workers: int | None = None, progress: bool = False, resample: str = "lanczos") -> ImageCache:
+              workers: int | None = None, progress: bool = False, resample: str = "lanczos",
+              depth: tuple[str, int] = ("minmax", 16)) -> ImageCache:
         """Open the cache for this listing, size and resize filter, decoding every image first if needed."""
         if not paths:
             raise ValueError(f"cannot cache an empty listing for {name!r}")
         folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        stem = f"{name}-{size[0]}x{size[1]}" + ("" if resample == "lanczos" else f"-{resample}")
+        stem = f"{name}-{size[0]}x{size[1]}" + ("" if resample == "lanczos" else f"-{resample}") \
+            + ("" if tuple(depth) == ("minmax", 16) else f"-{depth[0]}{depth[1]}")
         target = folder / f"{stem}-{listing_digest(paths, size)}.npy"
         if not target.is_file():
-            _write(target, paths, size, workers, progress, resample)
+            _write(target, paths, size, workers, progress, resample, depth)
             for stale in folder.glob(f"{stem}-*.npy"):
                 digest = stale.name[len(stem) + 1:-4]  # only this stem's own older listings, not "-bilinear"
                 if stale != target and len(digest) == 16 and all(c in "0123456789abcdef" for c in digest):
@@ -77,11 +79,11 @@ class ImageCache:
 
 
 def _write(target: Path, paths: Sequence[str], size: tuple[int, int], workers: int | None, progress: bool,
-           resample: str = "lanczos") -> None:
+           resample: str = "lanczos", depth: tuple[str, int] = ("minmax", 16)) -> None:
     height, width = size
     with atomic_path(target) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), height, width, 3))
-        decode = lambda path: load_image(path, size, resample).permute(1, 2, 0).numpy()  # noqa: E731
+        decode = lambda path: load_image(path, size, resample, *depth).permute(1, 2, 0).numpy()  # noqa: E731
         with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
             images = pool.map(decode, paths)
             if progress:

@@ -37,7 +37,7 @@ class ImageDataset(Dataset):
     def __init__(self, samples: Sequence[Sample], size: tuple[int, int] = (288, 144),
                  transform: Transform | Mapping[int, Transform] | None = None, cache: ImageCache | None = None,
                  resample: str = "lanczos", second_view: Mapping[int, Transform] | None = None,
-                 keypoints: KeypointInputs | None = None):
+                 keypoints: KeypointInputs | None = None, depth_rule: str = "minmax", depth_bits: int = 16):
         if cache is not None and len(cache) != len(samples):
             raise ValueError(f"cache {cache.path} holds {len(cache)} images but the listing has {len(samples)}")
         if isinstance(transform, Mapping):
@@ -47,6 +47,7 @@ class ImageDataset(Dataset):
                                  "give one per modality (VISIBLE, INFRARED) or a single callable")
         self.samples, self.size, self.transform, self.cache = list(samples), tuple(size), transform, cache
         self.resample = resample
+        self.depth = (depth_rule, depth_bits)  # how deep (16/32-bit) greyscale becomes 8-bit
         # CAJ: a second, independently augmented view of the same raw image for some modalities (visible).
         self.second_view = dict(second_view or {})
         if keypoints is not None and len(keypoints.points) != len(self.samples):
@@ -62,7 +63,8 @@ class ImageDataset(Dataset):
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
         sample = self.samples[index]
-        raw = self.cache[index] if self.cache is not None else load_image(sample.path, self.size, self.resample)
+        raw = self.cache[index] if self.cache is not None else load_image(sample.path, self.size, self.resample,
+                                                                                 *self.depth)
         transform = self.transform.get(sample.modality) if isinstance(self.transform, Mapping) else self.transform
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         if self.keypoints is not None:

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from vireid.data.cache import ImageCache
 from vireid.data.channel_aug import train_transform
-from vireid.data.check import require_valid
+from vireid.data.check import require_valid, usable_samples
 from vireid.data.image_dataset import ImageDataset, collate_views
 from vireid.data.keypoints import HeatmapSpec, KeypointInputs
 from vireid.data.records import INFRARED, VISIBLE, Sample
@@ -132,6 +132,7 @@ def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144
                   use_cache: bool = True, augment_on_device: bool = False, rank: int = 0, world_size: int = 1,
                   val_ids: int = 0, sampler: str = "balanced", resize: str = "lanczos", caj_view: str = "exchange",
                   idkl_epoch: str = "pass", keypoints: str | Path | None = None, heatmap: HeatmapSpec | None = None,
+                  depth_rule: str = "minmax", depth_bits: int = 16, strict: bool = False,
                   **dataset_options) -> TrainBatches:
     """Training batches from a dataset root; refuses a root that fails :func:`vireid.data.check.require_valid`.
 
@@ -146,16 +147,19 @@ def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144
     CAJ's second visible view to every batch (:func:`second_views`).
     With ``keypoints`` (a keypoint file, :mod:`vireid.data.keypoints`) every
     batch ends with ``{"heatmaps": (B, 17, h, w)}`` rendered per ``heatmap``;
-    without it batches are unchanged.
+    without it batches are unchanged. ``depth_rule``/``depth_bits``: how 16/32-bit greyscale becomes 8-bit
+    (:mod:`vireid.data.image_file`). Training images that cannot be read are skipped with a warning that
+    lists them, or refused when ``strict`` (:func:`vireid.data.check.usable_samples`).
     """
     dataset = require_valid(root, name, **dataset_options)
-    train, validation = split_validation(dataset.train, val_ids, seed)
+    train, validation = split_validation(usable_samples(dataset.train, strict), val_ids, seed)
     cache = None
     if use_cache:
         key = f"{name}-{'-'.join(f'{k}{v}' for k, v in sorted(dataset_options.items()))}".rstrip("-")
         if val_ids:
             key += f"-val{val_ids}s{seed}"
-        cache = ImageCache.build([s.path for s in train], size, key, cache_dir, resample=resize)
+        cache = ImageCache.build([s.path for s in train], size, key, cache_dir, resample=resize,
+                                 depth=(depth_rule, depth_bits))
     transform = None if augment_on_device else train_transforms(augment, padding, erasing)
     views = None if augment_on_device else second_views(caj_view, padding)
     points = None
@@ -164,7 +168,8 @@ def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144
             raise ValueError("keypoint heat-maps are made in the data workers; augment_on_device cannot be used "
                              "with data.keypoints")
         points = KeypointInputs.from_file(keypoints, train, root, size, heatmap or HeatmapSpec())
-    images = ImageDataset(train, size, transform, cache, resample=resize, second_view=views, keypoints=points)
+    images = ImageDataset(train, size, transform, cache, resample=resize, second_view=views, keypoints=points,
+                          depth_rule=depth_rule, depth_bits=depth_bits)
     batch_sampler = build_sampler(sampler, train, num_ids, num_per_modality, seed=seed, rank=rank,
                                   world_size=world_size, with_seeds=not augment_on_device, idkl_epoch=idkl_epoch)
     batches = TrainBatches(images, batch_sampler, workers)

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vireid.data.image_file import read_rgb
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -28,20 +30,30 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESAMPLING = {"lanczos": Image.LANCZOS, "bilinear": Image.BILINEAR}
 
 
-def load_image(path: str | Path, size: tuple[int, int], resample: str = "lanczos") -> torch.Tensor:
+def load_image(path: str | Path, size: tuple[int, int], resample: str = "lanczos", depth_rule: str = "minmax",
+               depth_bits: int = 16) -> torch.Tensor:
     """Decode ``path`` to RGB and resize to (height, width): uint8 (3, H, W).
 
-    ``resample``: "lanczos" (PIL's old ANTIALIAS, the AGW lineage) or "bilinear" (IDKL).
+    ``resample``: "lanczos" (PIL's old ANTIALIAS, the AGW lineage) or "bilinear" (IDKL). The file is opened
+    under :mod:`vireid.data.image_file`'s policy (refused files raise ``UnreadableImage`` naming them; deep
+    greyscale is scaled to 8 bits by ``depth_rule``/``depth_bits``).
     """
+    check_resample(resample)  # before decoding
+    return resize_rgb(read_rgb(path, depth_rule, depth_bits), size, resample)
+
+
+def check_resample(resample: str) -> None:
     if resample not in RESAMPLING:
         raise ValueError(f"unknown resize filter {resample!r}; expected one of {', '.join(RESAMPLING)}")
+
+
+def resize_rgb(image: Image.Image, size: tuple[int, int], resample: str = "lanczos") -> torch.Tensor:
+    """An RGB Pillow image resized to (height, width) with ``resample`` as uint8 (3, H, W)."""
+    check_resample(resample)
     height, width = size
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        if image.size != (width, height):
-            image = image.resize((width, height), RESAMPLING[resample])
-        array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    if image.size != (width, height):
+        image = image.resize((width, height), RESAMPLING[resample])
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
 def batch_or_single(fn: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]):

@@ -14,15 +14,19 @@ axis is checked too.
 
 Two-stream models route each image to its modality's stem; in an exported
 graph both stems run on every image and a per-sample select picks the
-result (:meth:`vireid.models.baseline.Backbone._stem_select`). Models whose
+result (:meth:`vireid.models.baseline.Backbone._stem_select`; a model with
+``stems`` of its own, such as the ``plain`` baseline's, gets the same
+select while it is exported, :func:`select_stems`). Models whose
 feature does not depend on the modality (IDKL) still take the input, so one
 runner serves every method.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +59,34 @@ class EmbedGraph(nn.Module):
         feat = self.recipe.embed(images, modality).float()
         # a numerical no-op that keeps the modality input in graphs whose feature ignores it
         return feat + (modality.to(feat.dtype) * 0.0).unsqueeze(1)
+
+
+def _select_stem(module, images: torch.Tensor, modality: torch.Tensor | None) -> torch.Tensor:
+    """Both stems on every image, then a per-sample choice: no data-dependent shapes for the tracer."""
+    from vireid.data.records import INFRARED
+
+    if modality is None:
+        raise ValueError("a two-stem network needs the modality input when exported")
+    infrared = (modality == INFRARED).view(-1, 1, 1, 1)
+    return torch.where(infrared, module.stems[1](images), module.stems[0](images))
+
+
+@contextlib.contextmanager
+def select_stems(model: nn.Module):
+    """While exporting, give two-stem modules that route images by boolean masks (``stem(images, modality)``
+    over ``stems``, as :class:`vireid.models.plain_cnn.PlainCNN`) the select-based stem; the masks' dynamic
+    shapes cannot be traced with a dynamic batch. Per image the result is the same (eval-mode BN is per sample).
+    """
+    patched = [m for m in model.modules() if getattr(m, "two_stream", False) and isinstance(
+        getattr(m, "stems", None), nn.ModuleList) and len(m.stems) == 2 and callable(getattr(m, "stem", None))
+        and not hasattr(m, "_stem_select")]  # the ResNet Backbone has its own export path
+    for module in patched:
+        module.stem = types.MethodType(_select_stem, module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.stem
 
 
 @dataclass
@@ -133,7 +165,7 @@ def export_run(run_or_checkpoint: str | Path, fmt: str, out: str | Path, images:
     check_finite(expected, graph, lambda: graph(x, modality), f"the parity images of {checkpoint}")
     example = (x[:2].clone(), modality[:2].clone())
     out = Path(out)
-    with atomic_path(out) as tmp:
+    with atomic_path(out) as tmp, select_stems(graph.model):
         if fmt == "onnx":
             got = _onnx(graph, example, tmp, opset, x, modality)
         else:

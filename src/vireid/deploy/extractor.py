@@ -1,7 +1,9 @@
 """Embed your own images with a trained run: paths, PIL images, numpy arrays or tensors in, (N, D) features out.
 
-The extractor applies the run's own test-time preprocessing (resize to the
-config's ``data.height`` x ``data.width`` with Lanczos, scale to [0, 1],
+The extractor applies the run's own test-time preprocessing (the image file
+policy of :mod:`vireid.data.image_file`, with the run's ``data.depth_rule``
+for 16/32-bit greyscale; resize to the config's ``data.height`` x
+``data.width`` with its ``data.resize`` filter, scale to [0, 1],
 ImageNet normalisation: the evaluation pipeline of
 :mod:`vireid.evaluation.features`), so a feature extracted here equals the one
 ``vireid eval`` ranks with. Every image needs a modality ("visible" or
@@ -12,8 +14,8 @@ Input conventions:
 
 * ``str`` / ``Path``: an image file, decoded to RGB (an infrared image stored
   as grey becomes three equal channels, as in training).
-* ``PIL.Image.Image``: converted to RGB.
-* ``numpy.ndarray``: uint8, (H, W) grey or (H, W, 3) RGB.
+* ``PIL.Image.Image``: converted to RGB (16/32-bit greyscale scaled as files are).
+* ``numpy.ndarray``: uint8, (H, W) grey or (H, W, 3) RGB; uint16 (H, W) grey (scaled as 16-bit files are).
 * ``torch.Tensor`` of dtype uint8: an image (3, H, W) or a batch (B, 3, H, W),
   resized like a file when its size differs.
 * ``torch.Tensor`` of a float dtype: *already preprocessed* model input
@@ -34,6 +36,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vireid.data import transforms
+from vireid.data.image_file import UnreadableImage, read_rgb, to_rgb
 from vireid.data.records import MODALITY_NAMES, parse_modality
 from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vireid.evaluation.finite import check_finite
@@ -97,40 +101,44 @@ class FileFeatures:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
-def _pil_to_uint8(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    """RGB, resized to (height, width) with Lanczos as :func:`vireid.data.transforms.load_image`: uint8 (3, H, W)."""
-    height, width = size
-    image = image.convert("RGB")
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.LANCZOS)
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+DEFAULT_DECODING = {"resample": "lanczos", "depth_rule": "minmax", "depth_bits": 16}
 
 
-def decode_file(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
-    """A decoded, resized image file; ValueError naming the file when it is not a readable image."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+def _pil_to_uint8(image: Image.Image, size: tuple[int, int], resample: str = "lanczos", depth_rule: str = "minmax",
+                  depth_bits: int = 16) -> torch.Tensor:
+    """RGB (deep greyscale scaled by the depth rule), resized as training resizes: uint8 (3, H, W)."""
+    return transforms.resize_rgb(to_rgb(image, depth_rule, depth_bits), size, resample)
+
+
+def decode_file(path: str | Path, size: tuple[int, int], **decoding) -> torch.Tensor:
+    """A decoded, resized image file under the training's file policy; ``UnreadableImage`` (a ValueError) or
+    FileNotFoundError naming the file otherwise. ``decoding``: resample, depth_rule, depth_bits."""
+    decoding = {**DEFAULT_DECODING, **decoding}
+    resample = decoding.pop("resample")
     try:
-        with Image.open(path) as image:
-            return _pil_to_uint8(image, size)
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for damaged or foreign files
-        raise ValueError(f"cannot decode {path} as an image: {exc}") from None
+        image = read_rgb(path, **decoding)
+    except UnreadableImage as exc:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"image not found: {path}") from None
+        raise exc from None
+    return transforms.resize_rgb(image, size, resample)
 
 
-def to_uint8_image(item, size: tuple[int, int]) -> torch.Tensor:
+def to_uint8_image(item, size: tuple[int, int], **decoding) -> torch.Tensor:
     """One path / PIL image / uint8 array / uint8 tensor as a uint8 (3, H, W) tensor at ``size``."""
     if isinstance(item, (str, Path)):
-        return decode_file(item, size)
+        return decode_file(item, size, **decoding)
     if isinstance(item, Image.Image):
-        return _pil_to_uint8(item, size)
+        return _pil_to_uint8(item, size, **decoding)
     if isinstance(item, np.ndarray):
+        if item.dtype == np.uint16 and item.ndim == 2:
+            return _pil_to_uint8(Image.fromarray(item), size, **decoding)  # mode I;16: scaled by the depth rule
         if item.dtype != np.uint8:
-            raise ValueError(f"numpy images must be uint8 (H, W) or (H, W, 3), got dtype {item.dtype}; "
-                             "scale floats to 0..255 first")
+            raise ValueError(f"numpy images must be uint8 (H, W) or (H, W, 3), or uint16 (H, W), got dtype "
+                             f"{item.dtype} shape {item.shape}; scale floats to 0..255 first")
         if item.ndim == 2 or (item.ndim == 3 and item.shape[2] in (1, 3)):
             return _pil_to_uint8(Image.fromarray(item.squeeze(2) if item.ndim == 3 and item.shape[2] == 1
-                                                 else item), size)
+                                                 else item), size, **decoding)
         raise ValueError(f"numpy images must be (H, W) or (H, W, 3), got shape {item.shape}")
     if isinstance(item, torch.Tensor) and item.dtype == torch.uint8:
         if item.dim() != 3 or item.shape[0] not in (1, 3):
@@ -138,7 +146,7 @@ def to_uint8_image(item, size: tuple[int, int]) -> torch.Tensor:
         if tuple(item.shape[1:]) == tuple(size) and item.shape[0] == 3:
             return item.cpu()
         array = item.cpu().permute(1, 2, 0).numpy()
-        return to_uint8_image(np.ascontiguousarray(array), size)
+        return to_uint8_image(np.ascontiguousarray(array), size, **decoding)
     raise ValueError(f"cannot embed an object of type {type(item).__name__}; give a path, a PIL image, "
                      "a uint8 numpy array or a tensor")
 
@@ -196,6 +204,8 @@ class Extractor:
         self.recipe, self.config = load_run(self.checkpoint)
         data = data_settings(self.config)
         self.size = (int(data["height"]), int(data["width"]))
+        # decoded as the run's training images were: same resize filter, same rule for 16/32-bit greyscale
+        self.decoding = {"resample": data["resize"], "depth_rule": data["depth_rule"], "depth_bits": data["depth_bits"]}
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -295,8 +305,8 @@ class Extractor:
     def _decode(self, items: Sequence) -> list[torch.Tensor]:
         if self.workers > 1 and len(items) > 1:
             with ThreadPoolExecutor(self.workers) as pool:
-                return list(pool.map(lambda item: to_uint8_image(item, self.size), items))
-        return [to_uint8_image(item, self.size) for item in items]
+                return list(pool.map(lambda item: to_uint8_image(item, self.size, **self.decoding), items))
+        return [to_uint8_image(item, self.size, **self.decoding) for item in items]
 
     def embed_files(self, paths: Sequence[str | Path], modality, *, strict: bool = False,
                     progress: bool = False) -> FileFeatures:
@@ -333,7 +343,7 @@ class Extractor:
     def _try_decode(self, paths: Sequence[str]) -> list:
         def one(path):
             try:
-                return decode_file(path, self.size)
+                return decode_file(path, self.size, **self.decoding)
             except (ValueError, FileNotFoundError) as exc:
                 return str(exc)
 

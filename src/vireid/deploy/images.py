@@ -17,7 +17,8 @@ def list_images(source: str | Path) -> tuple[list[str], list[int | None]]:
     """
     source = Path(source)
     if source.is_dir():
-        paths = sorted(str(p) for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        # not is_file(): a FIFO or socket named like an image is listed, then reported as skipped, not hidden
+        paths = sorted(str(p) for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
         if not paths:
             raise ValueError(f"no images found under {source} (looked for {', '.join(IMAGE_SUFFIXES)} files, "
                              "in sub-folders too)")
@@ -27,7 +28,7 @@ def list_images(source: str | Path) -> tuple[list[str], list[int | None]]:
     if source.suffix.lower() in IMAGE_SUFFIXES:
         return [str(source)], [None]
     paths, modalities = [], []
-    for _number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+    for _number, line in enumerate(_list_lines(source), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -45,6 +46,21 @@ def list_images(source: str | Path) -> tuple[list[str], list[int | None]]:
     if not paths:
         raise ValueError(f"list file {source} names no images (expected lines 'path [visible|infrared]')")
     return paths, modalities
+
+
+def _list_lines(source: Path) -> list[str]:
+    """The lines of a list file; a binary file (an image with an unknown suffix, an archive) is refused by name."""
+    data = source.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text, where = None, exc.start
+    else:
+        where = text.find("\0")
+    if text is None or where >= 0:
+        raise ValueError(f"{source} is not a list file: it holds binary data (at byte {where}), not UTF-8 lines "
+                         f"'path [modality]'; images need one of the suffixes {', '.join(IMAGE_SUFFIXES)}")
+    return text.splitlines()
 
 
 def fill_modalities(paths: list[str], modalities: list[int | None], default: str | None) -> list[int]:

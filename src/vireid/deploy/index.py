@@ -37,6 +37,7 @@ class GalleryIndex:
     modalities: torch.Tensor  # (N,) long
     run: dict  # RunIdentity.as_dict() of the model that made the features
     ann: dict = field(default_factory=dict)  # {"kind", "params", "blob": uint8 tensor} or empty
+    source: str = ""  # the file it was loaded from (named in errors)
 
     def __post_init__(self):
         if self.features.dim() != 2:
@@ -94,13 +95,13 @@ class GalleryIndex:
             return 0
         index = torch.tensor(keep)
         new = F.normalize(features[index].float(), dim=1)
-        self.features = torch.cat([self.features, new])
-        self.paths += [paths[i] for i in keep]
-        self.modalities = torch.cat([self.modalities, torch.as_tensor(list(modalities)).long()[index]])
         if self.ann:
             from vireid.deploy.search import ann_add
 
-            self.ann = ann_add(self.ann, new)
+            self.ann = ann_add(self.ann, new, len(self), f"index {self.source}" if self.source else "the index")
+        self.features = torch.cat([self.features, new])
+        self.paths += [paths[i] for i in keep]
+        self.modalities = torch.cat([self.modalities, torch.as_tensor(list(modalities)).long()[index]])
         return len(keep)
 
     # -- disk -------------------------------------------------------------------------------------
@@ -117,8 +118,10 @@ class GalleryIndex:
     @classmethod
     def load(cls, path: str | Path) -> GalleryIndex:
         tensors, meta = load_checked(path, INDEX_KIND, "index")
-        ann = {}
-        if "ann" in meta:
-            ann = {**meta["ann"], "blob": tensors["ann_blob"]}
-        return cls(tensors["features"], unpack_strings(tensors["paths_utf8"], tensors["paths_offsets"]),
-                   tensors["modality"].long(), meta["run"], ann)
+        try:
+            ann = {**meta["ann"], "blob": tensors["ann_blob"]} if "ann" in meta else {}
+            paths = unpack_strings(tensors["paths_utf8"], tensors["paths_offsets"])
+            return cls(tensors["features"], paths, tensors["modality"].long(), meta["run"], ann, str(path))
+        except (KeyError, TypeError, ValueError, IndexError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} is not a consistent vireid index ({type(exc).__name__}: {exc}); "
+                             "rebuild it") from None

@@ -204,7 +204,7 @@ def cam_picture(run, paths: list[str], modalities: list[int], out, device: str =
     from vireid.deploy.extractor import Extractor, decode_file
 
     extractor = Extractor(run, device=device, workers=0)
-    raw = torch.stack([decode_file(p, extractor.size) for p in paths])
+    raw = torch.stack([decode_file(p, extractor.size, **extractor.decoding) for p in paths])
     cams, name = grad_cam(extractor.model, extractor.preprocess(raw), torch.tensor(modalities, device=device))
     height, width = extractor.size
     h, w = height * scale, width * scale

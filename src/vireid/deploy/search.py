@@ -216,15 +216,24 @@ def ann_to_record(index, kind: str, params: dict) -> dict:
     return {"kind": kind, "params": params, "blob": torch.from_numpy(np.asarray(blob, dtype=np.uint8).copy())}
 
 
-def ann_from_record(record: dict):
+def ann_from_record(record: dict, count: int | None = None, where: str = "the index"):
+    """The faiss index of a stored record; with ``count``, refused unless it holds exactly that many vectors
+    (a blob that disagrees with the paths would return ids of other images, or ids past the end)."""
     faiss = _faiss()
-    index = faiss.deserialize_index(np.ascontiguousarray(record["blob"].numpy()))
+    try:
+        index = faiss.deserialize_index(np.ascontiguousarray(record["blob"].numpy()))
+    except RuntimeError as exc:
+        raise ValueError(f"{where} holds a damaged faiss {record.get('kind')} structure ({exc}); rebuild the "
+                         "index") from None
+    if count is not None and index.ntotal != count:
+        raise ValueError(f"{where} is inconsistent: its faiss {record.get('kind')} structure holds {index.ntotal} "
+                         f"vectors but the index lists {count} images; rebuild the index")
     apply_search_params(index, record["kind"], record["params"])
     return index
 
 
-def ann_add(record: dict, features: torch.Tensor) -> dict:
-    index = ann_from_record(record)
+def ann_add(record: dict, features: torch.Tensor, count: int | None = None, where: str = "the index") -> dict:
+    index = ann_from_record(record, count, where)
     index.add(np.ascontiguousarray(features.float().numpy()))
     return ann_to_record(index, record["kind"], record["params"])
 
@@ -285,7 +294,7 @@ def search_index(index, queries: torch.Tensor, k: int = 10, *, method: str = "au
     if not use_faiss:
         scores, idx = exact_topk(queries, gallery, k, chunk=chunk)
         return {"scores": scores, "indices": idx, "method": "exact", "recall_vs_exact": 1.0, "reranked": False}
-    ann = ann_from_record(index.ann)
+    ann = ann_from_record(index.ann, len(index), f"index {index.source}" if index.source else "the index")
     scores, idx = ann_search(ann, queries, min(k, len(index)))
     result = {"scores": scores, "indices": idx, "method": f"faiss-{index.ann['kind']}", "recall_vs_exact": None,
               "reranked": False}

@@ -4,8 +4,11 @@ Why safetensors: it loads without executing code, memory-maps large arrays
 and keeps string metadata next to them. Paths go in as one UTF-8 byte tensor
 plus offsets (a million paths would not fit the header). Every file carries a
 sha256 of its tensors, so a damaged file is refused by name instead of giving
-wrong results, and it is written to a temp file and renamed, so an
-interrupted write never leaves half a file.
+wrong results; the JSON metadata (the run's identity, the faiss settings)
+has its own sha256 (``meta_sha256``), so a changed byte there is refused
+too (files written before it existed load without that check). Each file is
+written to a temp file and renamed, so an interrupted write never leaves half
+a file.
 """
 
 from __future__ import annotations
@@ -54,8 +57,9 @@ def save_checked(path: str | Path, kind: str, tensors: dict[str, torch.Tensor], 
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    header = {"format": kind, "version": VERSION, "sha256": checksum(tensors),
-              **{k: json.dumps(v) for k, v in metadata.items()}}
+    fields = {k: json.dumps(v) for k, v in metadata.items()}
+    header = {"format": kind, "version": VERSION, "sha256": checksum(tensors), "meta_sha256": meta_checksum(fields),
+              **fields}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
 
@@ -80,8 +84,22 @@ def load_checked(path: str | Path, kind: str, what: str) -> tuple[dict[str, torc
         raise ValueError(f"{path} is a version {header.get('version')} {what}; this vireid reads version {VERSION}")
     if checksum(tensors) != header.get("sha256"):
         raise ValueError(f"{path} is corrupt: its contents do not match the checksum written with it; rebuild it")
-    metadata = {k: json.loads(v) for k, v in header.items() if k not in ("format", "version", "sha256")}
+    fields = {k: v for k, v in header.items() if k not in RESERVED}
+    if "meta_sha256" in header and meta_checksum(fields) != header["meta_sha256"]:
+        raise ValueError(f"{path} is corrupt: its metadata does not match the checksum written with it; rebuild it")
+    try:
+        metadata = {k: json.loads(v) for k, v in fields.items()}
+    except ValueError as exc:
+        raise ValueError(f"{path} is corrupt: its metadata is not valid JSON ({exc}); rebuild it") from None
     return tensors, metadata
+
+
+RESERVED = ("format", "version", "sha256", "meta_sha256")
+
+
+def meta_checksum(fields: dict[str, str]) -> str:
+    """sha256 over the metadata's (name, JSON text) pairs in name order."""
+    return hashlib.sha256(json.dumps(sorted(fields.items())).encode()).hexdigest()
 
 
 FEATURES_KIND = "vireid-features"

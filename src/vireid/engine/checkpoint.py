@@ -3,11 +3,16 @@
 A checkpoint holds only tensors and plain Python types, so ``torch.load(...,
 weights_only=True)`` reads it. It is written to a temp file in the same
 directory and renamed over the old one, so an interrupted save leaves the
-previous checkpoint intact.
+previous checkpoint intact. It carries a sha256 of its contents (every
+tensor's bytes, dtype and shape, every plain value) under ``CHECKSUM_KEY``;
+:func:`load_checkpoint` recomputes it, so a flipped byte inside a tensor,
+which would load silently and evaluate to other numbers, is refused by name.
+Checkpoints written before the checksum existed load unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import random
 import zipfile
@@ -20,12 +25,41 @@ import torch
 from vireid.utils.io import atomic_path
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CHECKSUM_KEY = "vireid_sha256"
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+
+
+def state_checksum(state: Any) -> str:
+    """sha256 over a nested state (dicts in key order, sequences, tensors' dtype/shape/bytes, plain values)."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in state.items() if k != CHECKSUM_KEY} if isinstance(state, dict) else state)
+    return digest.hexdigest()
+
+
+def _feed(digest, value: Any) -> None:
+    if isinstance(value, dict):
+        digest.update(b"{")
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode() + b":")
+            _feed(digest, value[key])
+        digest.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        digest.update(b"[")
+        for item in value:
+            _feed(digest, item)
+        digest.update(b"]")
+    elif isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    else:
+        digest.update(f"{type(value).__name__}:{value!r};".encode())
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save({**state, CHECKSUM_KEY: state_checksum(state)}, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -57,6 +91,10 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path} is damaged and cannot be read as a checkpoint: {exc}") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint (a dict of tensors and values)")
+    expected = state.pop(CHECKSUM_KEY, None)
+    if expected is not None and state_checksum(state) != expected:
+        raise ValueError(f"{path} is corrupt: its contents do not match the sha256 written with it (damaged on disk "
+                         "or in a copy); copy it again, or delete it to train from the start")
     return state
 
 

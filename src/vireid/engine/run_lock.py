@@ -1,11 +1,12 @@
-"""One live run per run directory: a lock file holding the owner's pid and host.
+"""One live run per run directory: an flock on ``.vireid.lock``, which also records the owner's pid and host.
 
 Two ``vireid train`` processes writing the same checkpoint would each resume
-from, and overwrite, the other's state. The lock is created with
-``O_CREAT | O_EXCL`` (atomic on a local file system). A lock whose process is
-gone (same host, pid no longer alive) is stale: it is taken over with a
-warning, so a run killed with SIGKILL can still be resumed by re-running the
-command.
+from, and overwrite, the other's state. The lock is an exclusive ``flock``
+(:mod:`vireid.utils.locks`): the kernel drops it when its process dies, even
+by SIGKILL, so a killed run is resumed by re-running the command, and a lock
+file that is empty (its holder has not written its pid yet) or names a dead
+process is never mistaken for a free one while a live process holds it.
+The pid and host written into it are only there for the error message.
 """
 
 from __future__ import annotations
@@ -18,23 +19,16 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from vireid.utils.locks import LockBusy, open_locked, release_locked
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".vireid.lock"
+_HELD: dict[Path, list[int]] = {}  # lock path -> [fd, depth] for the locks this process holds
 
 
 class RunDirectoryBusy(RuntimeError):
     """Another live process holds the run directory."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _read_holder(path: Path) -> dict | None:
@@ -45,48 +39,45 @@ def _read_holder(path: Path) -> dict | None:
     return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
 
 
-def _is_stale(holder: dict | None) -> bool:
-    """A lock is stale when unreadable, or written on this host by a process that no longer exists."""
-    if holder is None:
-        return True
-    return holder.get("host") == socket.gethostname() and not _alive(holder["pid"])
+def _busy(run_dir: Path, path: Path) -> RunDirectoryBusy:
+    holder = _read_holder(path)
+    who = (f"process {holder['pid']} on host {holder.get('host')}" if holder
+           else "another process (it has just started)")
+    return RunDirectoryBusy(f"run directory {run_dir} is in use by {who} (lock file {path}); wait for it to "
+                            "finish or choose another --out")
 
 
 def acquire(run_dir: str | Path) -> Path:
-    """Create the lock in ``run_dir`` or raise :class:`RunDirectoryBusy` naming the holder."""
+    """Lock ``run_dir`` or raise :class:`RunDirectoryBusy` naming the holder; re-entrant within a process."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _read_holder(path)
-            if holder == me:
-                return path  # re-entrant within one process
-            if not _is_stale(holder):
-                raise RunDirectoryBusy(
-                    f"run directory {run_dir} is in use by process {holder['pid']} on host {holder['host']} "
-                    f"(lock file {path}); wait for it to finish or choose another --out. If that process is "
-                    "gone for good (e.g. another machine that crashed), delete the lock file") from None
-            log.warning("taking over the stale lock %s (held by %s, which is no longer running)", path, holder)
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(me, f)
-            f.flush()
-            os.fsync(f.fileno())
+    path = (run_dir / LOCK_NAME).absolute()
+    if path in _HELD:
+        _HELD[path][1] += 1
         return path
-    raise RunDirectoryBusy(f"could not take the lock {path}: another process took it at the same moment")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = open_locked(path, blocking=False)
+    except LockBusy:
+        raise _busy(run_dir, path) from None
+    previous = _read_holder(path)
+    if previous is not None:
+        log.info("the previous holder of %s (%s) is gone; taking over", path, previous)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+    _HELD[path] = [fd, 1]
+    return path
 
 
 def release(path: Path) -> None:
-    """Remove the lock if this process still holds it."""
-    if _read_holder(path) == {"pid": os.getpid(), "host": socket.gethostname()}:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+    """Drop one hold of the lock; the last one removes the lock file and frees the directory."""
+    path = Path(path).absolute()
+    held = _HELD.get(path)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] == 0:
+        del _HELD[path]
+        release_locked(held[0], path)
 
 
 @contextlib.contextmanager

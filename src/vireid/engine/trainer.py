@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vireid.engine.distributed import DistInfo, wrap_ddp
+from vireid.engine.metrics_log import trim_after
 from vireid.engine.optim import OPTIMIZERS, SCHEDULES, OptimizerSettings, build_optimizer, lr_factor, set_lr
 from vireid.schema import parse_section, setting
 
@@ -235,6 +236,8 @@ class Trainer:
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
         self.trained_s = float(state.get("trained_s", 0.0))
+        if self.is_main:
+            trim_after(self.run_dir / "metrics.jsonl", self.global_step)  # steps redone now are not logged twice
         return True
 
     # ------------------------------------------------------------------ loop

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from vireid.data.image_file import read_rgb
 from vireid.data.records import Sample
 from vireid.utils.io import atomic_path
 
@@ -70,8 +71,11 @@ def _paste(canvas: Image.Image, path: str, x: int, y: int, size: tuple[int, int]
     h, w = size
     draw = ImageDraw.Draw(canvas)
     draw.rectangle([x, y, x + w + 2 * border - 1, y + h + 2 * border - 1], fill=colour)
-    with Image.open(path) as image:
-        canvas.paste(image.convert("RGB").resize((w, h), Image.Resampling.BILINEAR), (x + border, y + border))
+    try:
+        image = read_rgb(path)  # the one file policy: a FIFO is never opened, a bomb is refused
+    except ValueError:  # shown as a grey tile: the picture still tells the other results apart
+        image = Image.new("RGB", (w, h), (128, 128, 128))
+    canvas.paste(image.resize((w, h), Image.Resampling.BILINEAR), (x + border, y + border))
     if modality in TAGS:
         text, fill, ink = TAGS[modality]
         left, bottom = x + border, y + border + h

@@ -15,6 +15,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temp file lives in the same directory so the final rename is atomic.
     On any exception the temp file is removed and ``path`` is untouched.
+    The result gets the mode a plain ``open(path, "w")`` would give it (the
+    old file's mode, or 0666 less the umask), not mkstemp's private 0600.
     The file is fsynced before the rename and the directory after it, so a
     power cut leaves either the old file or the complete new one, never an
     empty file under the final name.
@@ -25,6 +27,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _mode_for(path))
         _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -32,6 +35,40 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temps(folder: str | os.PathLike, name: str = "*") -> list[Path]:
+    """Delete the hidden ``.NAME.*.tmp`` files that writers killed mid-write (SIGKILL, power cut) left in ``folder``.
+
+    Call it only while holding the lock that guards those files (the run lock,
+    an index's lock), so no live writer's temp file is taken.
+    """
+    removed = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (os.umask is racy across threads)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_file(path: str | os.PathLike) -> None:
