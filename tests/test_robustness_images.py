@@ -73,6 +73,21 @@ def test_extractor_decodes_as_training_does(tmp_path):
             extractor._decode([array]))))
 
 
+def test_evaluation_features_decode_with_the_runs_depth_rule(tmp_path):
+    from vireid.data.records import Sample
+    from vireid.evaluation.features import image_extractor
+
+    thermal(tmp_path / "t.png")
+    run = make_run(tmp_path / "run", extra=["data.depth_rule=fixed", "data.depth_bits=15"])
+    extractor = Extractor(run, device="cpu")
+    samples = [Sample(str(tmp_path / "t.png"), 0, 3, 1)]
+    want = extractor.embed([tmp_path / "t.png"], "infrared")
+    got = {rule: image_extractor(extractor.recipe.embed, extractor.size, workers=0, resample="lanczos",
+                                 depth_rule=rule, depth_bits=15)(samples) for rule in ("fixed", "minmax")}
+    assert torch.allclose(got["fixed"], want, atol=1e-5)  # evaluation sees what extract sees
+    assert not torch.allclose(got["minmax"], want, atol=1e-3)  # and the rule matters for this image
+
+
 def test_data_check_reports_modes_and_bit_depths(tiny_trees, tmp_path, capsys):
     root = copy_tree(tiny_trees["sysu"], tmp_path)
     thermal(root / "cam3" / "0001" / "0001.jpg")  # a 16-bit PNG under a camera's usual name

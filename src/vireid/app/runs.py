@@ -171,12 +171,9 @@ def check_inputs(cfg: dict, data: dict, root) -> None:
                          "keypoint heat-maps; remove data.keypoints (only spot reads them)")
 
 
-def _warn_depth_rule(data: dict) -> None:
-    """Test-time features decode with the default depth rule; say so when the run trained with another one."""
-    if (data["depth_rule"], data["depth_bits"]) != ("minmax", 16):
-        log.warning("this run decodes 16/32-bit greyscale with data.depth_rule=%s, depth_bits=%d in training and "
-                    "'vireid extract', but evaluation features still use minmax (8-bit images are unaffected)",
-                    data["depth_rule"], data["depth_bits"])
+def _decoding(data: dict) -> dict:
+    """``image_extractor`` options that decode test images as the run's training images were decoded."""
+    return {"resample": data["resize"], "depth_rule": data["depth_rule"], "depth_bits": data["depth_bits"]}
 
 
 def _extra_inputs(data: dict, root) -> dict:
@@ -220,15 +217,13 @@ def _validator(recipe, samples, data, every: int, extras: dict | None = None):
     """
     query, gallery, rule = validation_split(samples)
     best = {"mAP": -1.0}
-    _warn_depth_rule(data)
 
     def validate(trainer: Trainer) -> None:
         if trainer.epoch % every and trainer.epoch != trainer.cfg.epochs:
             return
         recipe.model.eval()
         extract = image_extractor(recipe.embed, (data["height"], data["width"]), trainer.device,
-                                  workers=data["workers"], resample=data["resize"], model=recipe.model,
-                                  **(extras or {}))
+                                  workers=data["workers"], model=recipe.model, **_decoding(data), **(extras or {}))
         result = evaluate_distances(cosine_distance(extract(query), extract(gallery)), query, gallery, rule)
         trainer.log({"epoch": trainer.epoch, "val_rank1": float(result["cmc"][0]), "val_mAP": result["mAP"],
                      "val_mINP": result["mINP"]})
@@ -398,10 +393,9 @@ def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol:
     check_inputs(cfg, data, data_root)
     device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     step = transductive_step(recipe, device) if transductive else None  # a method without one fails here
-    _warn_depth_rule(data)
     recipe.model.to(device)
     extract = image_extractor(recipe.embed, (data["height"], data["width"]), device, batch_size=batch_size,
-                              workers=data["workers"], resample=data["resize"], model=recipe.model,
+                              workers=data["workers"], model=recipe.model, **_decoding(data),
                               **_extra_inputs(data, data_root))
     result = evaluate_protocol(protocol_obj, data_root, extract, rerank=rerank, trials=trials, transductive=step)
     result.tags = tuple(getattr(recipe, "report_tags", ()))  # e.g. spot_nopose says it used no keypoints

@@ -22,13 +22,16 @@ Embed = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def image_extractor(embed: Embed, size: tuple[int, int], device: torch.device | str = "cpu",
                     batch_size: int = 64, workers: int = 2, channels_last: bool = False, resample: str = "lanczos",
                     keypoints: KeypointTable | None = None, root: str | Path | None = None,
-                    heatmap: HeatmapSpec | None = None, model: torch.nn.Module | None = None):
+                    heatmap: HeatmapSpec | None = None, model: torch.nn.Module | None = None,
+                    depth_rule: str = "minmax", depth_bits: int = 16):
     """An ``extract(samples) -> (N, D) CPU tensor`` for :func:`vireid.evaluation.evaluate_protocol`.
 
     ``resample``: the resize filter of the run's training data (``data.resize``), so test images are
-    resized as the training images were. With ``keypoints`` (the dataset's keypoint table; sample paths
-    are looked up relative to ``root``) ``embed`` is called as ``embed(images, modality, heatmaps=...)``
-    with each image's heat-maps rendered per ``heatmap``. Every batch's features are checked to be finite;
+    resized as the training images were; ``depth_rule``/``depth_bits`` (``data.depth_rule``/``depth_bits``):
+    16/32-bit greyscale is scaled to 8 bits as in training (:mod:`vireid.data.image_file`). With
+    ``keypoints`` (the dataset's keypoint table; sample paths are looked up relative to ``root``) ``embed``
+    is called as ``embed(images, modality, heatmaps=...)`` with each image's heat-maps rendered per
+    ``heatmap``. Every batch's features are checked to be finite;
     with ``model`` (the network ``embed`` runs) the error names the layer where the first non-finite activation
     appears (:mod:`vireid.evaluation.finite`).
     """
@@ -41,7 +44,8 @@ def image_extractor(embed: Embed, size: tuple[int, int], device: torch.device | 
         points = None
         if keypoints is not None:
             points = KeypointInputs(keypoints.for_samples(samples, root, size), heatmap or HeatmapSpec())
-        dataset = ImageDataset(samples, size, eval_transform(), resample=resample, keypoints=points)
+        dataset = ImageDataset(samples, size, eval_transform(), resample=resample, keypoints=points,
+                               depth_rule=depth_rule, depth_bits=depth_bits)
         # Own generator: extraction must not consume the global RNG (a resumed run would diverge).
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers if len(samples) > batch_size else 0,
                             generator=torch.Generator())
