@@ -63,7 +63,8 @@ def test_maum_preset_trains_evaluates_and_resumes_with_the_same_memories(sysu_ro
     first = torch.load(stopped / "checkpoint.pt", weights_only=True)["model"]
     steps = int(first["memory_visible.pushed"])
     assert steps >= 2  # one push per step of the first epoch, all in the checkpoint
-    train(_tiny_config(tmp_path, "maum", epochs=2), sysu_root, stopped, device="cpu", progress=False)  # resumes
+    train(_tiny_config(tmp_path, "maum", epochs=2), sysu_root, stopped, device="cpu", progress=False,
+          allow_changes=["train.epochs"])  # resumes, extended to the second epoch
     a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(stopped / "checkpoint.pt", weights_only=True)["model"]
     assert int(b["memory_visible.pushed"]) == int(a["memory_visible.pushed"]) == 2 * steps

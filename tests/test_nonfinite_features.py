@@ -7,6 +7,7 @@ from torch import nn
 from deploy_runs import SIZE, make_run, write_images
 from vireid.data.records import Sample
 from vireid.deploy.extractor import Extractor
+from vireid.engine.checkpoint import load_checkpoint, save_checkpoint
 from vireid.evaluation.features import image_extractor
 from vireid.evaluation.finite import NonFiniteFeatures, check_finite, first_nonfinite_layer
 
@@ -49,10 +50,10 @@ def test_check_finite_passes_finite_features_and_names_the_layer_otherwise():
 def _broken_run(tmp_path, method="mbfvrd"):
     """A run whose eval-mode network overflows inside layer 4: one BN scale set to infinity."""
     run = make_run(tmp_path / "run", method)
-    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state = load_checkpoint(run / "checkpoint.pt")
     name = next(k for k in state["model"] if "layer4" in k and k.endswith("bn1.weight"))
     state["model"][name].fill_(float("inf"))
-    torch.save(state, run / "checkpoint.pt")
+    save_checkpoint(run / "checkpoint.pt", state)
     return run, name.removesuffix(".weight")
 
 

@@ -9,6 +9,7 @@ import torch
 from deploy_runs import make_run
 from vireid.app.runs import evaluate_run
 from vireid.app.splits import format_markdown, summarize
+from vireid.engine.checkpoint import load_checkpoint, save_checkpoint
 from vireid.evaluation import evaluate_protocol
 from vireid.evaluation.evaluator import cosine_distance
 from vireid.evaluation.metrics import evaluate
@@ -98,9 +99,9 @@ def test_a_method_without_a_step_is_refused_clearly(tmp_path, tiny_trees):
     recipe_cls_error = r"method 'agw' has no transductive step.*e\.g\. method: nformer"
     with pytest.raises(ValueError, match=recipe_cls_error):
         evaluate_run(run, tiny_trees["sysu"], PROTOCOL, device="cpu", transductive=True)
-    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state = load_checkpoint(run / "checkpoint.pt")
     state["config"]["eval"]["transductive"] = True  # asked for by the run's config: refused the same way
-    torch.save(state, run / "checkpoint.pt")
+    save_checkpoint(run / "checkpoint.pt", state)
     with pytest.raises(ValueError, match=recipe_cls_error):
         evaluate_run(run, tiny_trees["sysu"], PROTOCOL, device="cpu")
 
