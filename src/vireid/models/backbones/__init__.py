@@ -12,6 +12,7 @@ same five split points ("stem",
 (layer1-4 together), which returns tokens, not a map: see :mod:`vireid.models.backbones.vit`.
 """
 
+from .efficientnet import NAME as EFFICIENTNET_LITE0
 from .efficientnet import EfficientNetLite, efficientnet_lite0
 from .osnet import OSNet, osnet
 from .plain import PlainTrunk, plain_width
@@ -19,7 +20,7 @@ from .resnet import ResNet, build_resnet, load_pretrained, resnet18, resnet34, r
 from .vit import VisionTransformer, build_vit, is_vit
 
 OSNET_PREFIX = "osnet_"
-BACKBONES = ("resnet", *(OSNET_PREFIX + w for w in ("x1_0", "x0_75", "x0_5", "x0_25")), "efficientnet_lite0",
+BACKBONES = ("resnet", *(OSNET_PREFIX + w for w in ("x1_0", "x0_75", "x0_5", "x0_25")), EFFICIENTNET_LITE0,
              "plain_w<width>",
              "vit_base", "vit_small", "vit_tiny", "vit_d<dim>_l<depth>_h<heads>")
 
@@ -33,7 +34,7 @@ def build_trunk(backbone: str = "resnet", depth: int = 50, **kwargs):
         return build_resnet(depth, **kwargs)
     if str(backbone).startswith(OSNET_PREFIX) and backbone in BACKBONES:
         return osnet(backbone[len(OSNET_PREFIX):], **kwargs)
-    if backbone == "efficientnet_lite0":
+    if backbone == EFFICIENTNET_LITE0:
         return efficientnet_lite0(**kwargs)
     width = plain_width(str(backbone))
     if width is not None:

@@ -37,7 +37,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
+from .resnet import PARTS, check_slice
+
 NAME = "efficientnet_lite0"
 # (kernel, stride, expand ratio, output channels, repeats) per MBConv stage of EfficientNet-Lite0
 STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3),
@@ -88,7 +89,10 @@ class MBConv(nn.Module):
 
 
 class Blocks(nn.Module):
-    """The built blocks under their global indices (``_blocks.5``, ...), so a slice keeps the file's names."""
+    """The built blocks under their global indices (``_blocks.5``, ...), so a slice keeps the file's names.
+
+    A container only: the parts run their blocks (see ``EfficientNetLite.stage``).
+    """
 
     def __init__(self, indices, last_stride: int):
         super().__init__()
@@ -98,11 +102,6 @@ class Blocks(nn.Module):
             if i == PART_BLOCKS["layer4"][0]:
                 stride = last_stride
             self.add_module(str(i), MBConv(kernel, stride, expand, cin, cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.children():
-            x = block(x)
-        return x
 
 
 class EfficientNetLite(nn.Module):
@@ -116,12 +115,7 @@ class EfficientNetLite(nn.Module):
 
     def __init__(self, parts: tuple[str, ...] = PARTS, last_stride: int = 2, num_classes: int = 0):
         super().__init__()
-        if last_stride not in (1, 2):
-            raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
-        unknown = [p for p in parts if p not in PARTS]
-        if unknown or not parts or list(parts) != [p for p in PARTS if p in parts]:
-            raise ValueError(f"parts must be an ordered, non-empty subset of {PARTS}, got {parts}")
-        self.parts = tuple(parts)
+        self.parts = check_slice(parts, last_stride)
         if "stem" in self.parts:
             self._conv_stem = nn.Conv2d(3, STEM_CHANNELS, 3, stride=2, padding=1, bias=False)
             self._bn0 = nn.BatchNorm2d(STEM_CHANNELS, eps=BN_EPS)
@@ -150,15 +144,10 @@ class EfficientNetLite(nn.Module):
         return modules
 
     def _init_weights(self):
+        """He init for the convolutions (BN and the classifier keep PyTorch's defaults); ImageNet replaces it."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
 
     def stage(self, part: str) -> nn.Module:
         """``part`` as a Sequential (stem: conv, BN, ReLU6, block 0; layer4: its blocks, head conv, BN, ReLU6)."""

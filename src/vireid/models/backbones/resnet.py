@@ -34,6 +34,16 @@ PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
 log = logging.getLogger(__name__)
 
 
+def check_slice(parts, last_stride: int) -> tuple[str, ...]:
+    """``parts`` as a tuple, after checking it is an ordered, non-empty subset of PARTS and last_stride is 1 or 2."""
+    if last_stride not in (1, 2):
+        raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts or list(parts) != [p for p in PARTS if p in parts]:
+        raise ValueError(f"parts must be an ordered, non-empty subset of {PARTS}, got {parts}")
+    return tuple(parts)
+
+
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
 
@@ -99,12 +109,7 @@ class ResNet(nn.Module):
     def __init__(self, block, layers, last_stride: int = 2, num_classes: int = 0,
                  parts: tuple[str, ...] = PARTS, zero_init_residual: bool = False):
         super().__init__()
-        if last_stride not in (1, 2):
-            raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
-        unknown = [p for p in parts if p not in PARTS]
-        if unknown or not parts or list(parts) != [p for p in PARTS if p in parts]:
-            raise ValueError(f"parts must be an ordered, non-empty subset of {PARTS}, got {parts}")
-        self.parts = tuple(parts)
+        self.parts = check_slice(parts, last_stride)
         if "stem" in parts:
             self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
             self.bn1 = nn.BatchNorm2d(64)
