@@ -22,6 +22,7 @@ def models():
     out = {f"resnet{d}": (lambda d=d: build_trunk("resnet", d, last_stride=1)) for d in (18, 34, 50)}
     for w in ("x1_0", "x0_75", "x0_5", "x0_25"):
         out[f"osnet_{w}"] = lambda w=w: build_trunk(f"osnet_{w}")
+    out["efficientnet_lite0"] = lambda: build_trunk("efficientnet_lite0", last_stride=1)
     out["plain_w32"] = lambda: build_trunk("plain_w32")
     return out
 

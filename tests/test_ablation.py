@@ -89,7 +89,7 @@ def test_seed_statistics_and_separated_pairs():
     assert "- none: at this budget the rows do not separate." in none
 
 
-@pytest.mark.parametrize("name", ["ablation_cpu.yaml", "ablation_gpu.yaml"])
+@pytest.mark.parametrize("name", ["ablation_cpu.yaml", "ablation_gpu.yaml", "ablation_cpu_imagenet.yaml"])
 def test_shipped_plans_resolve_and_every_row_builds(name, tmp_path):
     from conftest import REPO
     from vireid.app.runs import run_defaults

@@ -147,7 +147,8 @@ def test_checkpoint_from_another_method_is_refused(trained, sysu_root, tmp_path,
 
 def test_demo_writes_report_json_and_picture(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--ids", "8", "--seed", "3", *TINY, "--baseline", "model.width=4"]) == 0
+    assert main(["demo", "--out", str(out), "--ids", "8", "--seed", "3", "--method", "mbfvrd", *TINY,
+                 "--baseline", "model.width=4"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert [r["protocol"] for r in report["results"]] == ["sysu/all/single/seeded", "sysu/indoor/single/seeded"]
     assert report["test_identities"] >= 1 and 0 < report["chance_rank1"] <= 1
@@ -183,6 +184,21 @@ def test_demo_trains_side_by_side_with_the_same_budget(tmp_path, monkeypatch):
         assert state["config"]["train"]["time_budget_s"] == 1 and state["trained_s"] >= 1 and state["global_step"] >= 1
 
 
+def test_demo_fine_tunes_from_imagenet_by_default_with_no_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIREID_OFFLINE", "1")  # the weights come with the install
+    monkeypatch.setenv("VIREID_HOME", str(tmp_path / "home"))
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--ids", "8", "--seed", "3", "--no-baseline", *TINY]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "imagenet" and report["config"] == "demo_imagenet"
+    assert report["methods"][0]["method"] == "EfficientNet-Lite0 from ImageNet" and report["methods"][0]["steps"] >= 1
+    weights = json.loads((out / "run" / "run.json").read_text())["pretrained"]
+    assert weights["path"].endswith("efficientnet-lite0-57934424.pth") and weights["sha256"].startswith("57934424")
+    cfg = load_checkpoint(out / "run" / "checkpoint.pt")["config"]
+    assert cfg["model"]["backbone"] == "efficientnet_lite0" and cfg["model"]["pretrained"] == "imagenet"
+    assert not (tmp_path / "home").exists()  # nothing downloaded or cached
+
+
 def test_demo_side_by_side_needs_a_time_budget(tmp_path):
     from vireid.app.demo import run_demo
 
@@ -193,7 +209,7 @@ def test_demo_side_by_side_needs_a_time_budget(tmp_path):
 def test_demo_refuses_an_unknown_method(tmp_path, capsys):
     from vireid.app.demo import run_demo
 
-    with pytest.raises(ValueError, match="unknown demo method 'agw'; expected one of mbfvrd, idkl"):
+    with pytest.raises(ValueError, match="unknown demo method 'agw'; expected one of imagenet, mbfvrd, idkl"):
         run_demo(tmp_path / "demo", None, TINY, ids=8, seed=3, progress=False, method="agw")
     assert not (tmp_path / "demo").exists()  # refused before anything is generated
     with pytest.raises(SystemExit):  # argparse: invalid choice

@@ -122,7 +122,7 @@ def test_resnet50_runs_refuse_an_empty_pretrained_setting():
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         require_pretrained({"depth": 50, "pretrained": "/nonexistent/missing.pth"})
     assert pretrained_path("none") is None and pretrained_path(None) is None and pretrained_path("a.pth") == "a.pth"
-    with pytest.raises(ValueError, match="must be a file path or 'none'"):
+    with pytest.raises(ValueError, match="must be a file path, a weights name, 'imagenet' or 'none'"):
         pretrained_path(3)
 
 

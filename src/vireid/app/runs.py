@@ -189,7 +189,9 @@ def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_c
     if info.is_main:
         write_text_atomic(out / "config.yaml", dump(cfg))
         env = environment(seed)
-        weights = pretrained_path((cfg.get("model") or {}).get("pretrained"))
+        model_cfg = cfg.get("model") or {}
+        weights = pretrained_path(model_cfg.get("pretrained"), model_cfg.get("backbone", "resnet"),
+                                  model_cfg.get("depth"))
         if weights:
             env["pretrained"] = {"path": weights, "sha256": file_sha256(weights)}
         write_text_atomic(out / "run.json", json.dumps(env, indent=2) + "\n")

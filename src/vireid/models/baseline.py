@@ -144,7 +144,7 @@ class Backbone(nn.Module):
         stems = 2 if self.two_stream else 1
         self.stems = nn.ModuleList(build_trunk(backbone, depth, parts=("stem",), **extra) for _ in range(stems))
         self.layers = build_trunk(backbone, depth, parts=STAGES, last_stride=last_stride, **extra)
-        weights = pretrained_path(pretrained)
+        weights = pretrained_path(pretrained, backbone, depth)
         if weights:
             for part in (*self.stems, self.layers):
                 load_pretrained(part, weights)

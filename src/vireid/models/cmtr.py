@@ -80,7 +80,7 @@ class CMTR(nn.Module):
             raise ValueError(f"phi must be one of {', '.join(PHI)}, got {phi!r}")
         self.vit = build_vit(backbone, patch_size=patch_size, patch_stride=patch_stride, img_size=tuple(img_size),
                              drop_path=drop_path)
-        weights = pretrained_path(pretrained)
+        weights = pretrained_path(pretrained, backbone)
         if weights:
             load_pretrained(self.vit, weights)
         self.feature_dim = dim = self.vit.dim

@@ -261,7 +261,7 @@ class HiCMDNet(nn.Module):
                                             for _ in range(2)])
         self.id_head = IDHead(num_classes, channels, len(style), backbone, depth, tuple(id_layers), fc1, fc2,
                               dropout)
-        weights = pretrained_path(pretrained)
+        weights = pretrained_path(pretrained, backbone, depth)
         if weights:
             for trunk in (self.attribute[VISIBLE].trunk, self.attribute[INFRARED].trunk, self.id_head.trunk):
                 load_pretrained(trunk, weights)

@@ -85,7 +85,7 @@ class IDKL(nn.Module):
         self.trunk = build_trunk(backbone, depth, parts=TRUNK)
         self.branch_sh = build_trunk(backbone, depth, parts=BRANCH, last_stride=last_stride)
         self.branch_sp = build_trunk(backbone, depth, parts=BRANCH, last_stride=last_stride)
-        weights = pretrained_path(pretrained)
+        weights = pretrained_path(pretrained, backbone, depth)
         if weights:
             for part in (self.trunk, self.branch_sh, self.branch_sp):
                 load_pretrained(part, weights)

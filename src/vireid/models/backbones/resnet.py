@@ -12,8 +12,6 @@ loadable from the same ImageNet checkpoint.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -21,17 +19,29 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .vit import is_vit
+from .weights import (  # noqa: F401 (the weights policy moved to weights.py; these names are still imported here)
+    NO_PRETRAINED,
+    REFERENCE_SHA256_PREFIX,
+    REFERENCE_WEIGHTS,
+    file_sha256,
+    pretrained_path,
+    require_pretrained,
+    require_vit_weights,
+)
 
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 log = logging.getLogger(__name__)
 
-# The file every reference (IDKL, AGW, CAJ, HcTri/MBFVRD) starts from: torchvision's V1 ImageNet ResNet-50.
-# torchvision names its files after the first 8 hex digits of their sha256.
-REFERENCE_WEIGHTS = "resnet50-19c8e357.pth"
-REFERENCE_SHA256_PREFIX = "19c8e357"
-NO_PRETRAINED = "none"  # model.pretrained: none = random initialisation, on purpose
+
+def check_slice(parts, last_stride: int) -> tuple[str, ...]:
+    """``parts`` as a tuple, after checking it is an ordered, non-empty subset of PARTS and last_stride is 1 or 2."""
+    if last_stride not in (1, 2):
+        raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts or list(parts) != [p for p in PARTS if p in parts]:
+        raise ValueError(f"parts must be an ordered, non-empty subset of {PARTS}, got {parts}")
+    return tuple(parts)
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -99,12 +109,7 @@ class ResNet(nn.Module):
     def __init__(self, block, layers, last_stride: int = 2, num_classes: int = 0,
                  parts: tuple[str, ...] = PARTS, zero_init_residual: bool = False):
         super().__init__()
-        if last_stride not in (1, 2):
-            raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
-        unknown = [p for p in parts if p not in PARTS]
-        if unknown or not parts or list(parts) != [p for p in PARTS if p in parts]:
-            raise ValueError(f"parts must be an ordered, non-empty subset of {PARTS}, got {parts}")
-        self.parts = tuple(parts)
+        self.parts = check_slice(parts, last_stride)
         if "stem" in parts:
             self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
             self.bn1 = nn.BatchNorm2d(64)
@@ -202,92 +207,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
     return {k.removeprefix("module."): v for k, v in state.items() if torch.is_tensor(v)}
-
-
-def pretrained_path(value) -> str | None:
-    """The weights file of a ``model.pretrained`` setting: None for null, "" or "none" (random init)."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", NO_PRETRAINED)):
-        return None
-    if not isinstance(value, (str, os.PathLike)):
-        raise ValueError(f"model.pretrained must be a file path or 'none', got {value!r}")
-    return str(value)
-
-
-def require_pretrained(model_cfg: dict) -> str | None:
-    """Refuse a ResNet-50 or ViT run with ``model.pretrained`` left empty; return the weights path (None: 'none').
-
-    Every reference recipe starts ResNet-50 from ImageNet weights; training it
-    from a random start by omission would silently give a different (much
-    worse) run. ``pretrained: none`` states that choice explicitly. Smaller
-    depths (vireid's own small-run settings, no reference start) may leave it
-    empty and start from random weights.
-    """
-    model_cfg = model_cfg or {}
-    if is_vit(model_cfg.get("backbone")):
-        return require_vit_weights(model_cfg)
-    if "depth" not in model_cfg and "pretrained" not in model_cfg:
-        return None  # a network without a ResNet backbone setting (e.g. a small CNN of its own)
-    if model_cfg.get("backbone", "resnet") != "resnet":  # OSNet / plain CNN: no reference start to insist on
-        path = pretrained_path(model_cfg.get("pretrained"))
-        if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(f"pretrained weights not found: {path} (model.pretrained)")
-        return path
-    value = model_cfg.get("pretrained")
-    depth = model_cfg.get("depth", 50)
-    if depth == 50 and (value is None or (isinstance(value, str) and not value.strip())):
-        raise ValueError(
-            f"model.pretrained is not set for a ResNet-50 model: every reference recipe starts from torchvision's "
-            f"V1 ImageNet weights {REFERENCE_WEIGHTS} (a .safetensors copy works too); pass "
-            f"model.pretrained=/path/to/{REFERENCE_WEIGHTS}, or model.pretrained=none to train from random "
-            f"weights on purpose")
-    path = pretrained_path(value)
-    if path is not None:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"pretrained weights not found: {path} (model.pretrained)")
-        digest = file_sha256(path)
-        if depth == 50 and not digest.startswith(REFERENCE_SHA256_PREFIX):
-            log.warning("%s (sha256 %s) is not torchvision's %s (sha256 %s...), the file every reference "
-                        "starts from; fine for a .safetensors copy of it, otherwise the run differs from the "
-                        "references", path, digest, REFERENCE_WEIGHTS, REFERENCE_SHA256_PREFIX)
-    return path
-
-
-def require_vit_weights(model_cfg: dict) -> str | None:
-    """Refuse a ViT run whose ``model.pretrained`` is left empty; return the weights path (None: 'none').
-
-    A ViT has none of a CNN's built-in locality and needs ImageNet-scale data
-    to learn it: trained from scratch on a re-ID set (tens of thousands of
-    crops) it reaches a small fraction of a pretrained one's accuracy (the
-    reason TransReID, CMTR and PMT all start from ImageNet weights), so an
-    empty setting is an error, not a silent random start.
-    """
-    value = model_cfg.get("pretrained")
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise ValueError(
-            f"model.pretrained is not set for the ViT backbone {model_cfg.get('backbone')!r}: a ViT trained from "
-            f"scratch on re-ID data is a known failure (it never learns what ImageNet pretraining gives it); pass "
-            f"model.pretrained=/path/to/a timm ImageNet ViT .pth/.safetensors of the same width (e.g. "
-            f"vit_base_patch16_224), or model.pretrained=none to train from random weights on purpose (tests, "
-            f"smoke runs)")
-    path = pretrained_path(value)
-    if path is not None and not Path(path).is_file():
-        raise FileNotFoundError(f"pretrained weights not found: {path} (model.pretrained)")
-    return path
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (cached per path, size and modification time: models load it several times)."""
-    st = os.stat(path)
-    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = True,

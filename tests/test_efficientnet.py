@@ -1,0 +1,123 @@
+"""EfficientNet-Lite0 trunk: the registry package's ImageNet file loads by name, every split point works."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deploy_runs import make_run, write_images
+from vireid.app.runs import resolve_config_path, run_defaults
+from vireid.config import load_config
+from vireid.deploy.export import export_run
+from vireid.methods import build_recipe
+from vireid.models.backbones import build_trunk, load_pretrained
+from vireid.models.backbones.efficientnet import PART_BLOCKS
+from vireid.models.backbones.weights import pretrained_path
+
+PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
+IMAGENET_MEAN, IMAGENET_STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return pretrained_path("imagenet", "efficientnet_lite0")  # the package's file: no network
+
+
+def _images(n=4, h=64, w=32, seed=0):
+    """ImageNet-normalised smooth random images (blocky colour fields, like a coarse photo)."""
+    g = torch.Generator().manual_seed(seed)
+    x = F.interpolate(torch.rand(n, 3, h // 8, w // 8, generator=g), size=(h, w), mode="bilinear")
+    return (x - IMAGENET_MEAN.view(1, 3, 1, 1)) / IMAGENET_STD.view(1, 3, 1, 1)
+
+
+def test_the_package_file_loads_with_no_missing_or_unexpected_keys(weights):
+    full = build_trunk("efficientnet_lite0", num_classes=1000)
+    report = load_pretrained(full, weights, verbose=False)
+    assert len(report["matched"]) == 296 and not report["missing"] and not report["unexpected"]
+    assert not report["shape_mismatch"] and not report["ignored"]
+    assert sum(p.numel() for p in full.parameters()) == 4_652_008
+    # IDKL's cut: a shared trunk (stem, layer1, layer2) and a branch (layer3, layer4), each from the same file
+    trunk = build_trunk("efficientnet_lite0", parts=PARTS[:3])
+    branch = build_trunk("efficientnet_lite0", parts=PARTS[3:], last_stride=2)
+    for part in (trunk, branch):
+        r = load_pretrained(part, weights, verbose=False)
+        assert not r["missing"] and not r["unexpected"] and r["ignored"]
+    assert "_blocks.4._project_conv.weight" in trunk.state_dict()  # the split falls after block 4
+    assert "_blocks.5._expand_conv.weight" in branch.state_dict()
+    full.eval(), trunk.eval(), branch.eval()
+    x = _images()
+    with torch.no_grad():
+        torch.testing.assert_close(full._fc(branch(trunk(x)).mean(dim=(2, 3))), full(x), atol=1e-5, rtol=0)
+
+
+def test_feature_strides_and_channels():
+    trunk = build_trunk("efficientnet_lite0").eval()
+    x = torch.randn(2, 3, 128, 64)
+    shapes = []
+    with torch.no_grad():
+        for part in PARTS:
+            x = trunk.stage(part)(x)
+            shapes.append(tuple(x.shape[1:]))
+    assert shapes == [(16, 64, 32), (24, 32, 16), (40, 16, 8), (112, 8, 4), (1280, 4, 2)]
+    assert trunk.stage_channels == (24, 40, 112, 1280) and trunk.out_channels == 1280
+    one = build_trunk("efficientnet_lite0", parts=("layer4",), last_stride=1)
+    assert one(torch.randn(1, 112, 8, 4)).shape == (1, 1280, 8, 4)  # last_stride=1: stride 16 overall
+    assert [len(PART_BLOCKS[p]) for p in PARTS] == [1, 2, 2, 6, 5] and sum(len(v) for v in PART_BLOCKS.values()) == 16
+    with pytest.raises(ValueError, match="parts must be an ordered"):
+        build_trunk("efficientnet_lite0", parts=("layer2", "stem"))
+    with pytest.raises(ValueError, match="num_classes needs the whole network"):
+        build_trunk("efficientnet_lite0", parts=("stem",), num_classes=10)
+
+
+def test_imagenet_output_is_finite_and_not_degenerate(weights):
+    torch.manual_seed(0)
+    pretrained = build_trunk("efficientnet_lite0", num_classes=1000)
+    random_init = build_trunk("efficientnet_lite0", num_classes=1000)
+    load_pretrained(pretrained, weights, verbose=False)
+    pretrained.eval(), random_init.eval()
+    x = _images(6)
+    with torch.no_grad():
+        logits = pretrained(x)
+        pooled = torch.nn.Sequential(*(pretrained.stage(p) for p in PARTS))(x).mean(dim=(2, 3))
+    assert torch.isfinite(logits).all() and torch.isfinite(pooled).all()
+    assert (pooled >= 0).all() and (pooled <= 6).all()  # ReLU6 after the head
+    assert (logits.softmax(1).max(1).values < 0.999).all()  # no saturated, degenerate output
+    assert pooled.std(0).mean() > 1e-3  # the images get different features
+    with torch.no_grad():
+        assert not torch.allclose(random_init(x), logits, atol=1e-2)  # the file's weights, not the initialisation
+
+
+@pytest.mark.parametrize("method", ["agw", "idkl"])
+def test_a_training_step_from_imagenet(method):
+    overrides = ["model.backbone=efficientnet_lite0", "model.pretrained=imagenet", "data.height=64",
+                 "data.width=32"]
+    if method == "agw":
+        overrides.append("model.non_local=[0,1,1,0]")
+    cfg = load_config(resolve_config_path({"agw": "agw_sysu", "idkl": "demo_idkl"}[method]), overrides,
+                      defaults=run_defaults())
+    torch.manual_seed(0)
+    recipe = build_recipe(cfg, 4)
+    model = recipe.model.train()
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(8, 3, 64, 32, generator=g)
+    pids, modality = torch.arange(4).repeat(2), torch.tensor([0, 1]).repeat_interleave(4)  # the sampler's layout
+    stem = next(p for n, p in model.named_parameters() if "_conv_stem" in n)
+    before = stem.detach().clone()
+    optim = torch.optim.Adam(model.parameters(), lr=1e-3)
+    terms = recipe.training_step(model, (images, pids, torch.zeros(8), modality))
+    assert torch.isfinite(terms["loss"])
+    terms["loss"].backward()
+    optim.step()
+    assert not torch.equal(before, stem.detach())
+    model.eval()
+    with torch.no_grad():
+        assert recipe.embed(images, modality).shape == (8, 1280)
+
+
+def test_onnx_export_parity(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    images = [str(p) for p in write_images(tmp_path / "imgs", 3, seed=3)]
+    for method in ("idkl", "agw"):
+        run = make_run(tmp_path / method, method, extra=["model.backbone=efficientnet_lite0"])
+        report = export_run(run, "onnx", tmp_path / f"{method}.onnx", images)
+        assert report.max_abs_diff <= 1e-4, method
