@@ -14,6 +14,7 @@ from vireid.losses.cmlsp import (
     shortest_path,
     stripe_distances,
     stripe_id_loss,
+    stripe_triplet,
 )
 from vireid.methods import build_recipe
 from vireid.models.cmlsp import BNGlobalEnhancement, CMLSPNet
@@ -112,6 +113,44 @@ def test_local_triplet_equals_its_definition():
     torch.testing.assert_close(local_triplet(local, labels, 0.3), torch.stack(expected).mean())
 
 
+def test_printed_stripe_triplet_by_hand():
+    """L_PA as printed (seed 002:418): per-stripe L2 batch-hard triplets, stripes j = 2..H summed."""
+    labels = torch.tensor([0, 0, 1, 1])
+    first = [[100.0, 0.0], [-100.0, 0.0], [0.0, 0.0], [0.0, 0.0]]  # stripe 1 is not in the sum (j starts at 2)
+    second = [[0.0, 0.0], [1.0, 0.0], [1.2, 0.0], [3.0, 0.0]]
+    # anchors: pos 1, neg 1.2 -> 0.1; pos 1, neg 0.2 -> 1.1; pos 1.8, neg 0.2 -> 1.9; pos 1.8, neg 2 -> 0.1
+    third = [[0.0, 0.0], [3.0, 4.0], [3.0, 0.0], [0.0, 4.0]]
+    # a 3-4-5 layout: every anchor's positive is at L2 distance 5 (L1: 7), its nearest negative at 3 -> 2.3 each
+    local = torch.tensor([first, second, third]).transpose(0, 1).requires_grad_(True)  # (4, 3, 2)
+    loss = stripe_triplet(local, labels, 0.3)
+    torch.testing.assert_close(loss, torch.tensor(3.2 / 4 + 2.3))
+    loss.backward()
+    assert float(local.grad[:, 0].abs().sum()) == 0.0  # stripe 1 gets no gradient
+    # stripe 3, image 0: it is anchor 0 (toward its positive 1 and away from 2) and everyone's hardest partner
+    assert torch.isfinite(local.grad).all() and float(local.grad[:, 2].abs().sum()) > 0
+    with pytest.raises(ValueError, match="needs h >= 2 stripes, got 1"):
+        stripe_triplet(local[:, :1], labels)
+
+
+def test_recipe_uses_the_printed_form_by_default_and_keeps_the_shortest_path_switch():
+    batch = (torch.randn(8, 3, 32, 16), torch.tensor([0, 0, 1, 1, 0, 0, 1, 1]), torch.zeros(8),
+             torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]))
+    for form, expected in (("stripes", lambda local, pids: stripe_triplet(local, pids, 0.3)),
+                           ("shortest_path", lambda local, pids: local_triplet(local, pids, 0.3, "mean"))):
+        torch.manual_seed(0)
+        recipe = build_recipe(_cfg(f"loss.local_triplet_form={form}"), num_classes=3)
+        assert recipe.loss.local_triplet_form == form
+        torch.manual_seed(1)
+        terms = recipe.training_step(recipe.model, batch)
+        torch.manual_seed(1)
+        local = recipe.model(batch[0], batch[3])["local"]
+        torch.testing.assert_close(terms["local_triplet"], expected(local, batch[1]))
+    assert build_recipe(_cfg(), num_classes=3).loss.local_triplet_form == "stripes"
+    with pytest.raises(ValueError, match="needs model.stripes >= 2, got 1"):
+        build_recipe(_cfg("model.stripes=1"), num_classes=3)
+    build_recipe(_cfg("model.stripes=1", "loss.local_triplet_form=shortest_path"), num_classes=3)
+
+
 def test_stripe_id_loss_sums_the_stripes():
     torch.manual_seed(3)
     logits, labels = torch.randn(4, 3, 5), torch.tensor([0, 1, 4, 2])
@@ -187,6 +226,7 @@ def test_step_terms_and_switches():
     ("model.test_feature=local", "model.test_feature must be one of cat, global, enhanced"),
     ("loss.local_reduce=max", "loss.local_reduce must be one of mean, sum"),
     ("loss.local_margin=-0.1", "loss.local_margin must be a number >= 0"),
+    ("loss.local_triplet_form=path", "loss.local_triplet_form must be one of stripes, shortest_path"),
 ])
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ValueError, match=message):
