@@ -1,6 +1,8 @@
 """CM-LSP-GE: the stripe distance and the local shortest path by hand and against the literal double loop,
 the batch-hard triplet on it, the stripe ID loss, BN-GE, the network's shapes and gradients, config errors."""
 
+import math
+
 import pytest
 import torch
 
@@ -114,20 +116,30 @@ def test_local_triplet_equals_its_definition():
 
 
 def test_printed_stripe_triplet_by_hand():
-    """L_PA as printed (seed 002:418): per-stripe L2 batch-hard triplets, stripes j = 2..H summed."""
+    """L_PA as printed (seed 002:418): per-stripe L2 batch-hard triplets on range-normalised stripes, j = 2..H."""
+    u = {"a": [-0.5, 0.0, 0.5], "b": [0.5, 0.0, -0.5], "c": [0.0, -0.5, 0.5], "d": [0.5, -0.5, 0.0]}
+    # mean 0, range 1: range normalisation returns each as it is, whatever scale and offset it comes with.
+    # |a-b| = sqrt 2, |a-c| = |b-d| = |c-d| = sqrt .5, |a-d| = |b-c| = sqrt 1.5
     labels = torch.tensor([0, 0, 1, 1])
-    first = [[100.0, 0.0], [-100.0, 0.0], [0.0, 0.0], [0.0, 0.0]]  # stripe 1 is not in the sum (j starts at 2)
-    second = [[0.0, 0.0], [1.0, 0.0], [1.2, 0.0], [3.0, 0.0]]
-    # anchors: pos 1, neg 1.2 -> 0.1; pos 1, neg 0.2 -> 1.1; pos 1.8, neg 0.2 -> 1.9; pos 1.8, neg 2 -> 0.1
-    third = [[0.0, 0.0], [3.0, 4.0], [3.0, 0.0], [0.0, 4.0]]
-    # a 3-4-5 layout: every anchor's positive is at L2 distance 5 (L1: 7), its nearest negative at 3 -> 2.3 each
-    local = torch.tensor([first, second, third]).transpose(0, 1).requires_grad_(True)  # (4, 3, 2)
-    loss = stripe_triplet(local, labels, 0.3)
-    torch.testing.assert_close(loss, torch.tensor(3.2 / 4 + 2.3))
+
+    def stripe(*names):
+        return [[(2.0 + i) * x + 7.0 * i for x in u[n]] for i, n in enumerate(names)]
+
+    first = [[100.0, 0.0, 1.0], [-100.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]  # not in the sum (j >= 2)
+    second = stripe("a", "c", "b", "d")  # anchors: 0, 0.3, 0, 0.3 (positives sqrt .5, nearest negatives)
+    third = stripe("a", "b", "c", "d")  # anchors: 0.3 + sqrt 2 - sqrt .5 twice, then 0.3 twice
+    local = torch.tensor([first, second, third], dtype=torch.float64).transpose(0, 1).requires_grad_(True)
+    loss = stripe_triplet(local, labels, 0.3, reduce="sum")
+    expected = 0.6 / 4 + (1.2 + 2 * (math.sqrt(2) - math.sqrt(0.5))) / 4
+    assert float(loss.detach()) == pytest.approx(expected, abs=1e-5)
     loss.backward()
     assert float(local.grad[:, 0].abs().sum()) == 0.0  # stripe 1 gets no gradient
-    # stripe 3, image 0: it is anchor 0 (toward its positive 1 and away from 2) and everyone's hardest partner
     assert torch.isfinite(local.grad).all() and float(local.grad[:, 2].abs().sum()) > 0
+    # "mean" divides the distances by sqrt(D): relu(m + (dp - dn) / sqrt 3) = relu(m sqrt 3 + dp - dn) / sqrt 3
+    torch.testing.assert_close(stripe_triplet(local, labels, 0.3),
+                               stripe_triplet(local, labels, 0.3 * math.sqrt(3), reduce="sum") / math.sqrt(3))
+    # scale-free: a stripe feature 1000 times larger gives the same loss (the raw L2 form rewarded scale)
+    torch.testing.assert_close(stripe_triplet(local * 1000, labels, 0.3), stripe_triplet(local, labels, 0.3))
     with pytest.raises(ValueError, match="needs h >= 2 stripes, got 1"):
         stripe_triplet(local[:, :1], labels)
 
@@ -135,7 +147,7 @@ def test_printed_stripe_triplet_by_hand():
 def test_recipe_uses_the_printed_form_by_default_and_keeps_the_shortest_path_switch():
     batch = (torch.randn(8, 3, 32, 16), torch.tensor([0, 0, 1, 1, 0, 0, 1, 1]), torch.zeros(8),
              torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]))
-    for form, expected in (("stripes", lambda local, pids: stripe_triplet(local, pids, 0.3)),
+    for form, expected in (("stripes", lambda local, pids: stripe_triplet(local, pids, 0.3, "mean")),
                            ("shortest_path", lambda local, pids: local_triplet(local, pids, 0.3, "mean"))):
         torch.manual_seed(0)
         recipe = build_recipe(_cfg(f"loss.local_triplet_form={form}"), num_classes=3)

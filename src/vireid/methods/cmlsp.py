@@ -4,8 +4,9 @@
             + L_Tri^g + L_Tri^eg             hetero-center triplet on the global and enhanced feature (pre-BN)
             + L_id^lv + L_id^lt              ID per stripe, summed over the h stripes, visible + thermal images
             + L_PA^vt                        local triplet, ``loss.local_triplet_form``:
-                                             stripes (default): per-stripe L2 batch-hard, summed over
-                                             stripes 2..H, as printed (seed 002:418);
+                                             stripes (default): per-stripe L2 batch-hard on the
+                                             range-normalised stripes, summed over stripes 2..H, as
+                                             printed (seed 002:418);
                                              shortest_path (before issue 21): one batch-hard triplet on
                                              the local shortest-path distance
 
@@ -65,7 +66,7 @@ class CMLSPLossSettings:
                                       doc="stripes: the printed per-stripe L2 L_PA over stripes 2..H; "
                                           "shortest_path: batch-hard on the shortest-path distance")
     local_reduce: str = setting("mean", choices=REDUCTIONS,
-                                doc="shortest_path form only: L1 stripe distance, mean or sum over channels")
+                                doc="stripe distances: mean (L1 / D, L2 / sqrt(D)) or sum (the plain norms)")
     label_smoothing: float = setting(0.0, low=0, high=1)
 
 
@@ -107,7 +108,7 @@ class CMLSPRecipe:
             terms["id_local"] = w.id_local * stripe_id_loss(out["logits_local"], pids, smooth)
         if w.local_triplet:
             if w.local_triplet_form == "stripes":
-                pa = stripe_triplet(out["local"], pids, w.local_margin)
+                pa = stripe_triplet(out["local"], pids, w.local_margin, w.local_reduce)
             else:
                 pa = local_triplet(out["local"], pids, w.local_margin, w.local_reduce)
             terms["local_triplet"] = w.local_triplet * pa
