@@ -1,6 +1,8 @@
 """CM-LSP-GE: the stripe distance and the local shortest path by hand and against the literal double loop,
 the batch-hard triplet on it, the stripe ID loss, BN-GE, the network's shapes and gradients, config errors."""
 
+import math
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from vireid.losses.cmlsp import (
     shortest_path,
     stripe_distances,
     stripe_id_loss,
+    stripe_triplet,
 )
 from vireid.methods import build_recipe
 from vireid.models.cmlsp import BNGlobalEnhancement, CMLSPNet
@@ -112,6 +115,54 @@ def test_local_triplet_equals_its_definition():
     torch.testing.assert_close(local_triplet(local, labels, 0.3), torch.stack(expected).mean())
 
 
+def test_printed_stripe_triplet_by_hand():
+    """L_PA as printed (seed 002:418): per-stripe L2 batch-hard triplets on range-normalised stripes, j = 2..H."""
+    u = {"a": [-0.5, 0.0, 0.5], "b": [0.5, 0.0, -0.5], "c": [0.0, -0.5, 0.5], "d": [0.5, -0.5, 0.0]}
+    # mean 0, range 1: range normalisation returns each as it is, whatever scale and offset it comes with.
+    # |a-b| = sqrt 2, |a-c| = |b-d| = |c-d| = sqrt .5, |a-d| = |b-c| = sqrt 1.5
+    labels = torch.tensor([0, 0, 1, 1])
+
+    def stripe(*names):
+        return [[(2.0 + i) * x + 7.0 * i for x in u[n]] for i, n in enumerate(names)]
+
+    first = [[100.0, 0.0, 1.0], [-100.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]  # not in the sum (j >= 2)
+    second = stripe("a", "c", "b", "d")  # anchors: 0, 0.3, 0, 0.3 (positives sqrt .5, nearest negatives)
+    third = stripe("a", "b", "c", "d")  # anchors: 0.3 + sqrt 2 - sqrt .5 twice, then 0.3 twice
+    local = torch.tensor([first, second, third], dtype=torch.float64).transpose(0, 1).requires_grad_(True)
+    loss = stripe_triplet(local, labels, 0.3, reduce="sum")
+    expected = 0.6 / 4 + (1.2 + 2 * (math.sqrt(2) - math.sqrt(0.5))) / 4
+    assert float(loss.detach()) == pytest.approx(expected, abs=1e-5)
+    loss.backward()
+    assert float(local.grad[:, 0].abs().sum()) == 0.0  # stripe 1 gets no gradient
+    assert torch.isfinite(local.grad).all() and float(local.grad[:, 2].abs().sum()) > 0
+    # "mean" divides the distances by sqrt(D): relu(m + (dp - dn) / sqrt 3) = relu(m sqrt 3 + dp - dn) / sqrt 3
+    torch.testing.assert_close(stripe_triplet(local, labels, 0.3),
+                               stripe_triplet(local, labels, 0.3 * math.sqrt(3), reduce="sum") / math.sqrt(3))
+    # scale-free: a stripe feature 1000 times larger gives the same loss (the raw L2 form rewarded scale)
+    torch.testing.assert_close(stripe_triplet(local * 1000, labels, 0.3), stripe_triplet(local, labels, 0.3))
+    with pytest.raises(ValueError, match="needs h >= 2 stripes, got 1"):
+        stripe_triplet(local[:, :1], labels)
+
+
+def test_recipe_uses_the_printed_form_by_default_and_keeps_the_shortest_path_switch():
+    batch = (torch.randn(8, 3, 32, 16), torch.tensor([0, 0, 1, 1, 0, 0, 1, 1]), torch.zeros(8),
+             torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]))
+    for form, expected in (("stripes", lambda local, pids: stripe_triplet(local, pids, 0.3, "mean")),
+                           ("shortest_path", lambda local, pids: local_triplet(local, pids, 0.3, "mean"))):
+        torch.manual_seed(0)
+        recipe = build_recipe(_cfg(f"loss.local_triplet_form={form}"), num_classes=3)
+        assert recipe.loss.local_triplet_form == form
+        torch.manual_seed(1)
+        terms = recipe.training_step(recipe.model, batch)
+        torch.manual_seed(1)
+        local = recipe.model(batch[0], batch[3])["local"]
+        torch.testing.assert_close(terms["local_triplet"], expected(local, batch[1]))
+    assert build_recipe(_cfg(), num_classes=3).loss.local_triplet_form == "stripes"
+    with pytest.raises(ValueError, match="needs model.stripes >= 2, got 1"):
+        build_recipe(_cfg("model.stripes=1"), num_classes=3)
+    build_recipe(_cfg("model.stripes=1", "loss.local_triplet_form=shortest_path"), num_classes=3)
+
+
 def test_stripe_id_loss_sums_the_stripes():
     torch.manual_seed(3)
     logits, labels = torch.randn(4, 3, 5), torch.tensor([0, 1, 4, 2])
@@ -187,6 +238,7 @@ def test_step_terms_and_switches():
     ("model.test_feature=local", "model.test_feature must be one of cat, global, enhanced"),
     ("loss.local_reduce=max", "loss.local_reduce must be one of mean, sum"),
     ("loss.local_margin=-0.1", "loss.local_margin must be a number >= 0"),
+    ("loss.local_triplet_form=path", "loss.local_triplet_form must be one of stripes, shortest_path"),
 ])
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ValueError, match=message):

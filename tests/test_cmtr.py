@@ -139,8 +139,10 @@ def test_network_outputs_and_the_modality_embedding_on_every_token():
 WEIGHTS = ("id", "wrt", "mac", "maid")
 
 
-def _recipe(centre="modality"):
-    cfg = load_config(resolve_config_path("cmtr_sysu"), [*TINY_MODEL, f"loss.mac_centre={centre}"])
+def _recipe(centre=None):
+    """The preset's recipe (tiny model); ``centre`` overrides loss.mac_centre, None keeps the preset's."""
+    cfg = load_config(resolve_config_path("cmtr_sysu"), [*TINY_MODEL, *([f"loss.mac_centre={centre}"] if centre
+                                                                        else [])])
     torch.manual_seed(0)
     return build_recipe(cfg, num_classes=3)
 
@@ -166,7 +168,7 @@ def _reached(grads, prefix, tol=1e-7):
 @pytest.mark.parametrize("term, reaches, blocked", [
     ("id", ("vit.", "modality_embed", "bn_neck.weight", "classifier."), ("phi.",)),
     ("wrt", ("vit.", "modality_embed"), ("phi.", "bn_neck.", "classifier.")),
-    ("mac", ("vit.", "modality_embed", "bn_neck.weight"), ("phi.", "classifier.")),  # phi_m(e_m) cancels
+    ("mac", ("vit.", "modality_embed", "bn_neck.weight", "phi."), ("classifier.",)),  # identity centres
     ("maid", ("vit.", "modality_embed", "phi.", "bn_neck.weight", "classifier."), ()),
 ])
 def test_each_loss_reaches_only_what_it_should(term, reaches, blocked):
@@ -178,8 +180,27 @@ def test_each_loss_reaches_only_what_it_should(term, reaches, blocked):
     assert not _reached(grads, "bn_neck.bias", tol=0.0)  # the BN neck's bias is frozen
 
 
-def test_mac_with_identity_centres_trains_phi():
-    assert _reached(_grads(_recipe("identity"), "mac"), "phi.")
+def test_mac_trains_phi_by_default_and_not_with_modality_centres():
+    default = _recipe()
+    assert default.loss.mac_centre == type(default.loss)().mac_centre == "identity"
+    assert _reached(_grads(default, "mac"), "phi.")
+    assert not _reached(_grads(_recipe("modality"), "mac"), "phi.")  # the switch: phi_m(e_m) cancels
+
+
+@pytest.mark.parametrize("centre, trains_removal", [("identity", True), ("modality", False)])
+def test_mac_trains_phi_and_the_modality_embedding_through_the_removal(centre, trains_removal):
+    """Issue 21: through r = f - phi_m(e_m) alone (f detached), the default identity centre gives phi_m and e_m a
+    gradient; the equation's per-modality centre (the switch) gives them none."""
+    net = tiny_net()
+    removed = remove_modality(net(X, MOD)["feat"].detach(), MOD, net.removal())
+    modality_aware_centre(removed, PIDS, MOD, centre).backward()
+    grads = [p.grad for n, p in net.named_parameters() if n.startswith(("phi.", "modality_embed"))]
+    assert len(grads) >= 3 and all(g is not None for g in grads)
+    largest = max(float(g.abs().max()) for g in grads)
+    if trains_removal:
+        assert all(float(g.abs().max()) > 1e-4 for g in grads)
+    else:
+        assert largest < 1e-6
 
 
 def test_training_step_terms_sum_to_the_loss_with_lambda():

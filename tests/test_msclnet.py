@@ -182,8 +182,12 @@ ALL_WEIGHTS = ("synergy_div", "synergy_ce", "complement_local", "complement_glob
                "ca_inter")
 
 
-def _recipe(**weights):
-    overrides = ["model.depth=18", "model.non_local=[0,0,0,0]", "model.mogrifier_rounds=2"]
+PRESET = dict(zip(ALL_WEIGHTS, (0.5, 1.25, 0.8, 1.5, 1.0, 1.0, 1.0)))
+
+
+def _recipe(routing="through_encoder", **weights):
+    overrides = ["model.depth=18", "model.non_local=[0,0,0,0]", "model.mogrifier_rounds=2",
+                 f"loss.synergy_routing={routing}"]
     overrides += [f"loss.{k}={weights.get(k, 0.0)}" for k in ALL_WEIGHTS]
     torch.manual_seed(0)
     return build_recipe(load_config(resolve_config_path("msclnet_sysu"), overrides), num_classes=3)
@@ -202,19 +206,27 @@ def _reached(grads, prefix):
     return [n for n, g in grads.items() if n.startswith(prefix) and g is not None and bool(g.abs().sum() > 0)]
 
 
+@pytest.mark.parametrize("routing", ["through_encoder", "detached"])
 @pytest.mark.parametrize("term, lets_through, blocked", [
     ("synergy_div", "extractor.backbone.", "synergy."),       # L_synergy updates only the extractors ...
     ("synergy_ce", "extractor.", "synergy."),
     ("complement_local", "synergy.lstm.", "extractor."),      # ... L_Com only the synergy encoder
     ("complement_global", "synergy.out.", "extractor."),
-    ("ca_sub", "extractor.backbone.", "synergy."),
     ("ca_intra", "extractor.backbone.", "synergy."),
     ("ca_inter", "extractor.backbone.", "synergy."),
 ])
-def test_each_loss_reaches_only_its_parameters(term, lets_through, blocked):
-    grads = _grads(_recipe(), **{term: 1.0})
+def test_each_loss_reaches_only_its_parameters(routing, term, lets_through, blocked):
+    grads = _grads(_recipe(routing), **{term: 1.0})
     assert _reached(grads, lets_through), f"{term} must train {lets_through}*"
     assert not _reached(grads, blocked), f"{term} reached {_reached(grads, blocked)[:3]}"
+
+
+def test_sub_term_reads_the_synergy_feature_through_the_encoder_by_default():
+    grads = _grads(_recipe(), ca_sub=1.0)  # L_sub on f^s: theta_s and, through it, the extractor
+    assert _reached(grads, "synergy.lstm.") and _reached(grads, "synergy.norms.")
+    assert _reached(grads, "extractor.backbone.")
+    old = _grads(_recipe("detached"), ca_sub=1.0)  # the pre-issue-21 reading: the extractor feature only
+    assert _reached(old, "extractor.backbone.") and not _reached(old, "synergy.")
 
 
 def test_divergence_leaves_the_instance_norm_affine_and_complement_trains_it():
@@ -223,19 +235,61 @@ def test_divergence_leaves_the_instance_norm_affine_and_complement_trains_it():
     assert _reached(_grads(recipe, complement_local=1.0), "synergy.norms.")
 
 
-def test_one_step_gives_each_part_the_gradient_of_its_own_objective():
-    recipe = _recipe()
-    weights = dict(zip(ALL_WEIGHTS, (0.5, 1.25, 0.8, 1.5, 1.0, 1.0, 1.0)))
-    total = _grads(recipe, **weights)
-    synergy_only = _grads(recipe, complement_local=0.8, complement_global=1.5)
-    extractor_only = _grads(recipe, **{k: v for k, v in weights.items() if not k.startswith("complement")})
+@pytest.mark.parametrize("routing, synergy_terms", [
+    ("detached", ("complement_local", "complement_global")),
+    ("through_encoder", ("complement_local", "complement_global", "ca_sub")),
+])
+def test_one_step_gives_each_part_the_gradient_of_its_own_objective(routing, synergy_terms):
+    """The complement terms train theta_s only; with ``through_encoder`` L_sub trains theta_s too."""
+    recipe = _recipe(routing)
+    total = _grads(recipe, **PRESET)
+    synergy_only = _grads(recipe, **{k: PRESET[k] for k in synergy_terms})
+    extractor_only = _grads(recipe, **{k: v for k, v in PRESET.items() if not k.startswith("complement")})
     for name, grad in total.items():
         part = synergy_only if name.startswith("synergy.") else extractor_only
         torch.testing.assert_close(grad, part[name], msg=name)
 
 
-def test_training_step_terms_sum_to_the_loss():
-    recipe = _recipe(**dict(zip(ALL_WEIGHTS, (0.5, 1.25, 0.8, 1.5, 1.0, 1.0, 1.0))))
+def _evaluated_after_sgd(routing, steps=3, **weights):
+    """The eval-mode test features of BATCH after ``steps`` SGD steps (lr 0.05, momentum 0.9) with ``weights``."""
+    recipe = _recipe(routing, **weights)
+    optimiser = torch.optim.SGD(recipe.model.parameters(), lr=0.05, momentum=0.9)
+    recipe.model.train()
+    for _ in range(steps):
+        optimiser.zero_grad()
+        recipe.training_step(recipe.model, BATCH)["loss"].backward()
+        optimiser.step()
+    recipe.model.eval()
+    return recipe.embed(BATCH[0], BATCH[3])
+
+
+BASES = {"preset": PRESET, "no_div": {**PRESET, "synergy_div": 0.0}}  # no_div: L_div's affine path closed
+
+
+@pytest.mark.parametrize("term, base", [(t, b) for b in BASES for t in ALL_WEIGHTS if BASES[b][t]])
+def test_every_term_changes_the_evaluated_feature(term, base):
+    """Issue 21: switching any one term off changes the extractor's test feature after 3 SGD steps, the
+    complement terms included (they train theta_s, which L_sub on f^s passes through into the extractor)."""
+    base = BASES[base]
+    with_term = _evaluated_after_sgd("through_encoder", **base)
+    without = _evaluated_after_sgd("through_encoder", **{**base, term: 0.0})
+    assert torch.isfinite(with_term).all()
+    assert (with_term - without).abs().max() > 1e-6, f"switching {term} off left the evaluated feature unchanged"
+
+
+@pytest.mark.parametrize("term", ["complement_local", "complement_global"])
+def test_detached_routing_keeps_the_complement_terms_away_from_the_evaluated_feature(term):
+    """The old reading, kept as ``synergy_routing: detached``: without L_div (whose gradient depends on the
+    instance norms' affine, which L_Com trains) the complement terms cannot change the test feature."""
+    base = {**PRESET, "synergy_div": 0.0}
+    with_term = _evaluated_after_sgd("detached", **base)
+    without = _evaluated_after_sgd("detached", **{**base, term: 0.0})
+    torch.testing.assert_close(with_term, without, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("routing", ["through_encoder", "detached"])
+def test_training_step_terms_sum_to_the_loss(routing):
+    recipe = _recipe(routing, **PRESET)
     terms = recipe.training_step(recipe.model, BATCH)
     assert set(terms) == {"loss", "div", "ce", "local", "global", "sub", "intra", "inter"}
     torch.testing.assert_close(terms["loss"], sum(v for k, v in terms.items() if k != "loss"))

@@ -82,6 +82,42 @@ def test_structure_attention_by_hand_and_gradcheck():
             assert abs(numeric.item() - arg.grad.view(-1)[i].item()) < 1e-6
 
 
+def test_cosine_attention_logits_are_bounded_where_the_literal_ones_overflow():
+    """Issue 21: the survey's K^T Q is unbounded; once keys and queries are large (training grew the largest
+    logit 4.6 -> 2.9e3 in 10 steps before a NaN), it saturates, then overflows. Cosine logits do not."""
+    keys = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
+    queries = torch.tensor([1.0, -2.0]).view(1, 1, 1, 2)
+    values = torch.tensor([3.0, 5.0]).view(1, 1, 1, 2)
+    # cos(K_t, Q_j) in one channel: the signs; t = 0: logits [1, -1] / 0.5; t = 1 (K = 0): [0, 0]
+    e4 = math.exp(4.0)
+    close(structure_attention(keys, queries, values, temperature=0.5).flatten(), [(3 * e4 + 5) / (e4 + 1), 4.0],
+          atol=1e-5)
+    torch.manual_seed(0)
+    k, q, v = torch.randn(2, 4, 3, 2), torch.randn(2, 4, 3, 2), torch.randn(2, 6, 3, 2)
+    literal = structure_attention(k * 1e20, q * 1e20, v)
+    assert not torch.isfinite(literal).all()  # K^T Q = inf, the softmax gives NaN
+    bounded = structure_attention(k * 1e20, q * 1e20, v, temperature=0.1)
+    assert torch.isfinite(bounded).all()
+    close(bounded, structure_attention(k, q, v, temperature=0.1), atol=1e-5)  # the scale of K and Q is gone
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        SPOTNet(num_classes=2, backbone="plain_w8", attention_temperature=0.0)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        SPOTNet(num_classes=2, backbone="plain_w8", attention="scaled")
+
+
+@pytest.mark.parametrize("attention, finite", [("cosine", True), ("dot", False)])
+def test_asr_feature_stays_finite_with_huge_key_and_query_weights(attention, finite):
+    net = SPOTNet(num_classes=4, backbone="plain_w32", structure_channels=8, relation_width=4, parts=2, heads=2,
+                  transformer_ffn=32, dropout=0.0, attention=attention)
+    assert net.asr.temperature == (0.1 if attention == "cosine" else None)
+    with torch.no_grad():
+        for layer in (net.asr.key, net.asr.query):
+            layer.weight.mul_(1e20)
+            layer.bias.mul_(1e20)
+    net.train()
+    assert bool(torch.isfinite(net(IMAGES, MODALITY, HEATMAPS)["asr"]).all()) is finite
+
+
 # ------------------------------------------------------------------------------------------------ the network
 
 

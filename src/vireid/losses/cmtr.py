@@ -20,13 +20,16 @@ vireid's readings where the survey is silent (each documented again in
 * FC_id is the ID classifier of L_ID itself (the survey writes FC_id, the
   name of that classifier), applied to the modality-removed feature.
 
-A consequence of the equation as written: phi_m(e_m) is the same vector for
-every image of modality m, so it cancels in r - c_q^m, and L_MAC with
-per-modality centres does not depend on phi or e_m at all (its gradient there
-is zero; only the ViT and the BN neck learn from it). The survey's prose
-("narrow the gap between the modalities of one identity with what the ME
-learned") fits a centre over *both* modalities of the identity better, where
-the removal does matter: ``centre="identity"`` computes that reading.
+Which centre: the equation's c_q^m is the identity's centre *in modality m*.
+Then phi_m(e_m), the same vector for every image of modality m, cancels in
+r - c_q^m, and L_MAC does not depend on phi or e_m at all (zero gradient
+there; only the ViT and the BN neck learn from it): the "modality-aware"
+term is a plain per-modality centre loss. The survey's prose ("narrow the gap
+between the different modalities of one identity, using what the ME learned",
+seed 002:111) asks for a centre over *both* modalities of the identity, where
+the removal does not cancel and phi_m and e_m learn to take the modality
+offset out: ``centre="identity"``, the recipe's default since issue 21;
+``centre="modality"`` keeps the equation's literal centre (the default before).
 """
 
 from __future__ import annotations
@@ -52,8 +55,10 @@ def modality_aware_centre(removed: torch.Tensor, labels: torch.Tensor, modality:
     """L_MAC = mean_i log(1 + exp(|r_i - c_i|)): ``removed`` (B, D) = f - phi_m(e_m), ``labels``/``modality`` (B,).
 
     ``centre``: "modality" -- c_i is the mean removed feature of image i's
-    identity *in its modality* (the survey's c_q^m); "identity" -- of its
-    identity over both modalities. Computed in (at least) float32. -> scalar.
+    identity *in its modality* (the equation's c_q^m, where phi_m(e_m)
+    cancels); "identity" -- of its identity over both modalities (the prose's
+    reading, the recipe's default: phi_m and e_m get a gradient). Computed in
+    (at least) float32. -> scalar.
     """
     if centre not in CENTRES:
         raise ValueError(f"centre must be one of {', '.join(CENTRES)}, got {centre!r}")

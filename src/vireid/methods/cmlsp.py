@@ -3,7 +3,12 @@
     L_total = L_id^g + L_id^eg               ID on the global and the enhanced feature (BN-neck logits)
             + L_Tri^g + L_Tri^eg             hetero-center triplet on the global and enhanced feature (pre-BN)
             + L_id^lv + L_id^lt              ID per stripe, summed over the h stripes, visible + thermal images
-            + L_PA^vt                        batch-hard triplet on the local shortest-path distance
+            + L_PA^vt                        local triplet, ``loss.local_triplet_form``:
+                                             stripes (default): per-stripe L2 batch-hard on the
+                                             range-normalised stripes, summed over stripes 2..H, as
+                                             printed (seed 002:418);
+                                             shortest_path (before issue 21): one batch-hard triplet on
+                                             the local shortest-path distance
 
 each term with a weight (all 1, as the survey's sum). The survey's L_Tri^g is
 exactly the hetero-center triplet (per identity, the mean visible and mean
@@ -20,12 +25,14 @@ from dataclasses import dataclass
 import torch
 
 from vireid.losses import hetero_center_triplet, id_loss
-from vireid.losses.cmlsp import REDUCTIONS, local_triplet, stripe_id_loss
+from vireid.losses.cmlsp import REDUCTIONS, local_triplet, stripe_id_loss, stripe_triplet
 from vireid.methods import METHODS
 from vireid.methods.common import flip_average, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.models.cmlsp import TEST_FEATURES
 from vireid.schema import parse_section, setting
+
+LOCAL_TRIPLET_FORMS = ("stripes", "shortest_path")
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,11 @@ class CMLSPLossSettings:
     id_local: float = setting(1.0, low=0, doc="L_id^lv + L_id^lt")
     local_triplet: float = setting(1.0, low=0, doc="L_PA^vt")
     local_margin: float = setting(0.3, low=0, doc="m_l")
-    local_reduce: str = setting("mean", choices=REDUCTIONS, doc="L1 stripe distance: mean or sum over channels")
+    local_triplet_form: str = setting("stripes", choices=LOCAL_TRIPLET_FORMS,
+                                      doc="stripes: the printed per-stripe L2 L_PA over stripes 2..H; "
+                                          "shortest_path: batch-hard on the shortest-path distance")
+    local_reduce: str = setting("mean", choices=REDUCTIONS,
+                                doc="stripe distances: mean (L1 / D, L2 / sqrt(D)) or sum (the plain norms)")
     label_smoothing: float = setting(0.0, low=0, high=1)
 
 
@@ -73,6 +84,9 @@ class CMLSPRecipe:
         model = parse_section(CMLSPModelSettings, cfg.get("model"), "model")
         self.loss = parse_section(CMLSPLossSettings, cfg.get("loss"), "loss")
         self.recipe = parse_section(CMLSPRecipeSettings, cfg.get("recipe"), "recipe")
+        if self.loss.local_triplet and self.loss.local_triplet_form == "stripes" and model.stripes < 2:
+            raise ValueError(f"loss.local_triplet_form: stripes sums stripes 2..H and needs model.stripes >= 2, "
+                             f"got {model.stripes} (use shortest_path or set loss.local_triplet: 0)")
         self.model = build_model("cmlsp", num_classes=num_classes, **vars(model))
         self.flip = bool((cfg.get("eval") or {}).get("flip", False))
 
@@ -93,8 +107,11 @@ class CMLSPRecipe:
         if w.id_local:
             terms["id_local"] = w.id_local * stripe_id_loss(out["logits_local"], pids, smooth)
         if w.local_triplet:
-            terms["local_triplet"] = w.local_triplet * local_triplet(out["local"], pids, w.local_margin,
-                                                                     w.local_reduce)
+            if w.local_triplet_form == "stripes":
+                pa = stripe_triplet(out["local"], pids, w.local_margin, w.local_reduce)
+            else:
+                pa = local_triplet(out["local"], pids, w.local_margin, w.local_reduce)
+            terms["local_triplet"] = w.local_triplet * pa
         return {"loss": sum(terms.values()), **terms}
 
     @torch.no_grad()

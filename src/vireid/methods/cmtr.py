@@ -50,7 +50,9 @@ class CMTRLossSettings:
     mae: float = setting(1.0, low=0, doc="lambda, the weight of L_MAE")
     mac: float = setting(1.0, low=0, doc="L_MAC's weight inside L_MAE")
     maid: float = setting(1.0, low=0, doc="L_MAID's weight inside L_MAE")
-    mac_centre: str = setting("modality", choices=CENTRES)
+    mac_centre: str = setting("identity", choices=CENTRES,
+                              doc="identity: one centre per identity over both modalities (phi_m, e_m learn); "
+                                  "modality: the equation's per-modality centre (phi_m(e_m) cancels)")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Loss (the paper's eq. 17 as summarised in shared/reference/methods-reference.md 
 
     L = lambda_div L_div + lambda_t L_t                  synergy: trains the extractors only
       + lambda_local L_local + lambda_global L_global    complement: trains the synergy encoder only
-      + L_sub + L_intra + L_inter                        cascaded aggregation on the extractor feature
+      + L_sub                                            on the synergy feature f^s (seed 002, 3.4)
+      + L_intra + L_inter                                cascaded aggregation on the extractor feature
       (+ wrt L_WRT, off by default: eq. 17 has no triplet term)
 
 with lambda = 0.5 / 1.25 / 0.8 / 1.5. The paper trains the two parts with
@@ -18,11 +19,29 @@ optimiser step by routing gradients instead of keeping two optimisers:
   L_t, L_sub/L_intra/L_inter use extractor outputs only, so they reach the
   extractor only.
 
-The sum of the two parts' losses then gives each parameter exactly the
-gradient of its own objective. Cascaded aggregation uses the extractor's
-BN-neck feature, L2-normalised (``loss.ca_feature``, ``loss.ca_normalize``):
-the paper does not say which feature, and on unnormalised features L_inter
-(a negative squared distance) is unbounded below.
+The test feature is the extractor's, so a term can change what is evaluated
+only by reaching the extractor. ``loss.synergy_routing`` picks how L_sub does:
+
+* ``through_encoder`` (default since issue 21): L_sub is written on f^s
+  (seed 002:512), so it reads the synergy feature (the mean of the synergy
+  parts, L2-normalised with ``ca_normalize``) of the encoder run on the
+  *undetached* maps; its gradient trains theta_s and, through theta_s, the
+  extractor. The complement losses still train theta_s only (they read the
+  encoder's output on detached maps), but what they teach theta_s changes the
+  gradient L_sub sends to the extractor: every term can change the evaluated
+  feature, as the paper's ablation (MS + MC: +11 rank-1 over AGW*) needs. A
+  pair's sub-class is its visible image's camera (vireid's reading: the
+  paper's sub-class is "the camera of each image"; the camera pair would make
+  nearly every sub-class a singleton at K = 4).
+* ``detached`` (the reading before issue 21): the encoder only ever reads
+  detached maps and L_sub uses ``ca_feature`` like L_intra/L_inter; with
+  ``synergy_div: 0`` the complement losses then cannot change the evaluated
+  feature at all.
+
+L_intra and L_inter use the extractor's BN-neck feature, L2-normalised
+(``loss.ca_feature``, ``loss.ca_normalize``): the paper names no feature for
+their centres, and on unnormalised features L_inter (a negative squared
+distance) is unbounded below.
 
 L_global compares synergy centres with centres of the extractor's pooled
 (pre-BN) infrared feature f^r, both L2-normalised first (``loss.global_normalize``;
@@ -86,6 +105,10 @@ class LossSettings:
     global_normalize: bool = setting(True, doc="L2-normalise synergy and infrared features before L_global")
     ca_feature: str = setting("bn", choices=("bn", "pooled"))
     ca_normalize: bool = setting(True)
+    synergy_routing: str = setting("through_encoder", choices=("through_encoder", "detached"),
+                                   doc="through_encoder: L_sub on f^s, back through theta_s into the extractor; "
+                                       "detached: the pre-issue-21 reading (encoder on detached maps, L_sub on "
+                                       "ca_feature)")
     wrt: float = setting(0.0, low=0)
     label_smoothing: float = setting(0.0, low=0, high=1)
 
@@ -104,7 +127,8 @@ class MSCLNetRecipe:
         model = parse_section(ModelSettings, cfg.get("model"), "model")
         self.loss = parse_section(LossSettings, cfg.get("loss"), "loss")
         self.recipe = parse_section(RecipeSettings, cfg.get("recipe"), "recipe")
-        self.model = build_model("msclnet", num_classes=num_classes, **to_dict(model))
+        self.model = build_model("msclnet", num_classes=num_classes, **to_dict(model),
+                                 attached_synergy=self.loss.synergy_routing == "through_encoder")
         self.flip = bool((cfg.get("eval") or {}).get("flip", False))
 
     def param_groups(self):
@@ -133,7 +157,7 @@ class MSCLNetRecipe:
         if w.ca_normalize:
             feat = F.normalize(feat, dim=1)
         if w.ca_sub:
-            terms["sub"] = w.ca_sub * subclass_aggregation(feat, pids, camids)
+            terms["sub"] = w.ca_sub * self._sub_term(out, feat, pids, camids)
         if w.ca_intra:
             terms["intra"] = w.ca_intra * intra_aggregation(feat, pids, camids)
         if w.ca_inter:
@@ -143,6 +167,16 @@ class MSCLNetRecipe:
         if not terms:
             raise ValueError("every MSCLNet loss weight is 0; nothing to train")
         return {"loss": sum(terms.values()), **terms}
+
+    def _sub_term(self, out: dict, feat: torch.Tensor, pids: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
+        """L_sub on f^s (``through_encoder``: one row per pair, sub-class = the visible camera) or on ``feat``."""
+        if self.loss.synergy_routing == "detached":
+            return subclass_aggregation(feat, pids, camids)
+        synergy = out["synergy_attached"].mean(dim=1)
+        if self.loss.ca_normalize:
+            synergy = F.normalize(synergy, dim=1)
+        vis = out["pair_visible"]
+        return subclass_aggregation(synergy, pids[vis], camids[vis])
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from vireid.losses import id_loss
 from vireid.methods import METHODS
 from vireid.methods.common import MetricLosses, head_and_backbone_groups
 from vireid.models import build_model
-from vireid.models.spot import BRANCHES, TEST_FEATURES
+from vireid.models.spot import ATTENTIONS, BRANCHES, TEST_FEATURES
 from vireid.schema import parse_section, setting
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,9 @@ class SpotModelSettings:
     structure_channels: int = setting(256, low=1, doc="C_S, the relation network's output width")
     relation_width: int = setting(64, low=1)
     reduction: int = setting(8, low=1, doc="K/Q width = C_I / reduction")
+    attention: str = setting("cosine", choices=ATTENTIONS,
+                             doc="ASR logits: cosine (cos(K, Q) / temperature, bounded) or dot (the survey's K^T Q)")
+    attention_temperature: float = setting(0.1, low=1e-3, doc="tau of the cosine ASR logits (|logit| <= 1 / tau)")
     parts: int = setting(6, low=1, doc="p, part maps")
     heads: int = setting(8, low=1)
     transformer_layers: int = setting(1, low=1)

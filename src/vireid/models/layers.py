@@ -20,7 +20,12 @@ def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> to
     """
     if x.dim() != 4:
         raise ValueError(f"gem expects a (B, C, h, w) map, got shape {tuple(x.shape)}")
-    return x.clamp(min=eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+    return x.clamp(min=eps).pow(_per_map(p)).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+def _per_map(p: float | torch.Tensor) -> float | torch.Tensor:
+    """A per-channel exponent (C,) as (C, 1, 1), so it broadcasts over a (B, C, h, w) map; a scalar as it is."""
+    return p[:, None, None] if isinstance(p, torch.Tensor) and p.dim() == 1 else p
 
 
 def gem_root_eps(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-12) -> torch.Tensor:
@@ -34,7 +39,7 @@ def gem_root_eps(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e
     """
     if x.dim() != 4:
         raise ValueError(f"gem expects a (B, C, h, w) map, got shape {tuple(x.shape)}")
-    return (x.clamp_min(0).pow(p).mean(dim=(2, 3)) + eps).pow(1.0 / p)
+    return (x.clamp_min(0).pow(_per_map(p)).mean(dim=(2, 3)) + eps).pow(1.0 / p)
 
 
 GEM_FORMS = ("clamp", "root_eps")
@@ -47,12 +52,17 @@ class GeM(nn.Module):
     large learning rate cannot drive it to 0 or below (which gives inf/NaN).
     ``form``: "clamp" (IDKL's: clamp at ``eps`` = 1e-6, then the power) or
     "root_eps" (AGW's: ``eps`` = 1e-12 added inside the root, no clamp);
-    ``eps=None`` takes the form's reference value.
+    ``eps=None`` takes the form's reference value. ``channels`` (learnable p
+    only): one exponent per channel, a (channels,) parameter, as GeM's
+    per-feature-map p_k (MBFVRD's Eq. 3); None keeps one scalar p.
     """
 
     def __init__(self, p: float = 3.0, eps: float | None = None, learnable: bool = False,
-                 p_min: float | None = None, form: str = "clamp"):
+                 p_min: float | None = None, form: str = "clamp", channels: int | None = None):
         super().__init__()
+        if channels is not None and (not learnable or not isinstance(channels, int) or channels < 1):
+            raise ValueError(f"GeM channels (one p per channel) needs learnable=True and an integer >= 1, got "
+                             f"channels={channels!r}, learnable={learnable}")
         if p <= 0:
             raise ValueError(f"GeM p must be > 0, got {p}")
         if p_min is not None and not 0 < p_min <= p:
@@ -63,7 +73,8 @@ class GeM(nn.Module):
         self.eps = eps if eps is not None else (1e-6 if form == "clamp" else 1e-12)
         self.p_min = p_min
         # a fixed p stays a Python float: x.pow(3.0) is much cheaper than x.pow(tensor)
-        self.p = nn.Parameter(torch.tensor(float(p))) if learnable else float(p)
+        shape = () if channels is None else (channels,)
+        self.p = nn.Parameter(torch.full(shape, float(p))) if learnable else float(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.p
@@ -74,8 +85,9 @@ class GeM(nn.Module):
         return gem(x, p, self.eps)
 
     def extra_repr(self) -> str:
-        return (f"p={float(self.p):.2f}, eps={self.eps}, learnable={isinstance(self.p, nn.Parameter)}, "
-                f"form={self.form}")
+        p = torch.as_tensor(self.p).detach()
+        p = f"{float(p):.2f}" if p.dim() == 0 else f"per channel ({p.numel()}, mean {float(p.mean()):.2f})"
+        return f"p={p}, eps={self.eps}, learnable={isinstance(self.p, nn.Parameter)}, form={self.form}"
 
 
 class BNNeck(nn.BatchNorm1d):

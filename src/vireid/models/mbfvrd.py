@@ -2,7 +2,9 @@
 
 AGW's two-stream backbone (:class:`vireid.models.baseline.Backbone`) with
 
-* DIAM, two heads on the layer4 map, each with its own learnable-p GeM:
+* DIAM, two heads on the layer4 map, each with its own learnable-p GeM
+  (one p per channel, Eq. 3's p_k, seed 003:84-89; ``gem_p_per_channel:
+  false`` = one scalar p per branch, vireid's form before issue 21):
   global1: f1 = GeM1(x), b1 = BN1(f1) -> FC1;
   global2: f2 = b1 + GeM2(x), b2 = BN2(f2) -> FC2.
   Metric losses use f1, f2 (before BN), ID losses b1, b2 (BNNeck convention).
@@ -51,6 +53,7 @@ class MBFVRD(nn.Module):
         depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone: see
             :class:`vireid.models.baseline.Backbone` (AGW's settings by default).
         gem_p, gem_learnable: initial GeM exponent of both branches (3, learnable).
+        gem_p_per_channel: a learnable p per channel (Eq. 3, the default) or one per branch (False).
         gem_p_min: lower clamp of a learnable p (1 = average pooling; None = no clamp). Ours: trained at
             the heads' lr 0.1, an unclamped p went below zero within 30 steps (NaN).
         ib_widths: widths of the shared information-bottleneck MLP (1024, 512).
@@ -64,7 +67,7 @@ class MBFVRD(nn.Module):
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
                  two_stream: bool = True, non_local=AGW_NON_LOCAL, non_local_width: str | int = "agw",
                  gem_p: float = 3.0, gem_learnable: bool = True, gem_p_min: float | None = 1.0,
-                 ib_widths=(1024, 512),
+                 gem_p_per_channel: bool = True, ib_widths=(1024, 512),
                  classifier_std: float | None = 0.001, test_feature: str = "cat", test_normalize: bool = True,
                  backbone: str = "resnet"):
         super().__init__()
@@ -72,8 +75,12 @@ class MBFVRD(nn.Module):
             raise ValueError(f"MBFVRD test_feature must be one of {TEST_FEATURES}, got {test_feature!r}")
         self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone)
         dim = self.backbone.out_channels
-        self.pool1 = GeM(gem_p, learnable=gem_learnable, p_min=gem_p_min)
-        self.pool2 = GeM(gem_p, learnable=gem_learnable, p_min=gem_p_min)
+        if gem_p_per_channel and not gem_learnable:
+            raise ValueError("MBFVRD gem_p_per_channel: true needs gem_learnable: true (a fixed p is one number); "
+                             "set gem_p_per_channel: false for a fixed p")
+        channels = dim if gem_p_per_channel else None
+        self.pool1 = GeM(gem_p, learnable=gem_learnable, p_min=gem_p_min, channels=channels)
+        self.pool2 = GeM(gem_p, learnable=gem_learnable, p_min=gem_p_min, channels=channels)
         self.bn1, self.bn2 = BNNeck(dim), BNNeck(dim)
         self.ib = InformationBottleneck(dim, ib_widths)
         self.classifier1 = init_classifier(classifier(dim, num_classes), classifier_std)

@@ -26,10 +26,17 @@ with in the global complement term does not) and the per-stripe pooling are
 vireid's reading.
 
 Gradient routing (the paper trains the synergy encoder with the complement
-losses only): the encoder reads *detached* extractor maps, so nothing flows
-back from it into the extractor; ``div_visible``/``div_infrared`` (for the
-divergence loss, which must update only the extractor) are computed with the
-instance norms' affine parameters detached.
+losses only): "synergy_parts", what the complement losses read, is the
+encoder's output on *detached* extractor maps, so those losses reach theta_s
+only; ``div_visible``/``div_infrared`` (for the divergence loss, which must
+update only the extractor) are computed with the instance norms' affine
+parameters detached. With ``attached_synergy`` (the recipe's default
+``loss.synergy_routing: through_encoder``) the encoder also runs on the
+undetached maps ("synergy_attached"): L_sub, written on f^s (seed 002, 3.4),
+reads that one, so its gradient passes through theta_s into the extractor and
+whatever the complement losses taught theta_s changes what the extractor
+learns. Without it (``detached``, the reading before issue 21) nothing flows
+from the encoder into the extractor.
 """
 
 from __future__ import annotations
@@ -156,16 +163,20 @@ class MSCLNet(nn.Module):
     (:func:`pair_by_identity`): "pair_visible", "pair_infrared" (batch rows,
     (P,)), "visible_parts" (P, n, C: stripes of the raw visible maps),
     "synergy_parts" (P, n, C), "div_visible", "div_infrared" (P, n * C:
-    instance-normalised stripes, affine detached). Without ``labels`` only the
-    extractor's outputs. Eval mode: the extractor's test feature.
+    instance-normalised stripes, affine detached) and, with
+    ``attached_synergy``, "synergy_attached" (P, n, C: the encoder on the
+    undetached maps). Without ``labels`` only the extractor's outputs. Eval
+    mode: the extractor's test feature.
     """
 
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
                  two_stream: bool = True, non_local=AGW_NON_LOCAL, non_local_width: str | int = "agw",
                  pool: str = "gem", gem_p: float = 3.0, classifier_std: float | None = 0.001,
                  test_feature: str = "bn", test_normalize: bool = True, parts: int = 6,
-                 mogrifier_rounds: int = 5, mogrifier_rank: int | None = None, backbone: str = "resnet"):
+                 mogrifier_rounds: int = 5, mogrifier_rank: int | None = None, backbone: str = "resnet",
+                 attached_synergy: bool = False):
         super().__init__()
+        self.attached_synergy = attached_synergy
         self.extractor = ReIDNet(num_classes, depth=depth, last_stride=last_stride, pretrained=pretrained,
                                  two_stream=two_stream, non_local=non_local, non_local_width=non_local_width,
                                  pool=pool, gem_p=gem_p, classifier_std=classifier_std,
@@ -195,7 +206,14 @@ class MSCLNet(nn.Module):
         out["visible_parts"] = stripes(map_v, parts)
         out["div_visible"] = stripes(self.synergy.normalise(map_v, VISIBLE, detach_affine=True), parts).flatten(1)
         out["div_infrared"] = stripes(self.synergy.normalise(map_r, INFRARED, detach_affine=True), parts).flatten(1)
-        norm_v = stripes(self.synergy.normalise(map_v.detach(), VISIBLE), parts)
-        norm_r = stripes(self.synergy.normalise(map_r.detach(), INFRARED), parts)
-        out["synergy_parts"] = self.synergy(norm_v, norm_r)
+        out["synergy_parts"] = self.synergise(map_v.detach(), map_r.detach())
+        if self.attached_synergy:
+            out["synergy_attached"] = self.synergise(map_v, map_r)
         return out
+
+    def synergise(self, map_v: torch.Tensor, map_r: torch.Tensor) -> torch.Tensor:
+        """Paired visible and infrared maps (P, C, H, W) -> synergy parts (P, n, C): S(f^_v, f^_r)."""
+        parts = self.synergy.parts
+        norm_v = stripes(self.synergy.normalise(map_v, VISIBLE), parts)
+        norm_r = stripes(self.synergy.normalise(map_r, INFRARED), parts)
+        return self.synergy(norm_v, norm_r)

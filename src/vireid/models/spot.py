@@ -13,7 +13,17 @@ not give is a setting (``configs/spot_sysu.yaml`` marks which are vireid's):
   ``16 / 4 = 4`` land on the feature map's H x W;
 * ASR: F̄_S = phi_2(ReLU(phi_1([F_I, F_S]))) (1x1 conv-BN-ReLU each),
   m_{t,j} = softmax_j(K(F̄_S,t)^T Q(F̄_S,j)), F̄_I,t = sum_j m_{t,j} V(F_I,j),
-  F_IS = F̄_I + BN(F_I)  (:func:`structure_attention`);
+  F_IS = F̄_I + BN(F_I)  (:func:`structure_attention`). ``attention``: "cosine"
+  (default since issue 21) uses cos(K_t, Q_j) / ``attention_temperature`` as
+  the logit; "dot" is the survey's K^T Q as written. Why: K^T Q is bilinear
+  in the key and query weights, each one's gradient grows with the other, and
+  nothing bounds it. On a 24-identity smoke run at lr 0.1 the largest logit
+  went 4.6, 17, 81, 295, 1.4e3, 2.9e3 over the first 10 steps: the softmax
+  becomes a hard argmax that jumps between positions, the ASR feature jumps
+  with it, its triplet term went 3.9 -> 25 -> 1e9 and the run ended with a
+  NaN triplet (so did one of three seeds of the CPU ablation, in its last
+  pass). Scaling by 1/sqrt(c) only slows the growth (that run NaNed too);
+  cosine logits are bounded by 1 / temperature whatever the weights do;
 * TPI: p part maps M = sigmoid(W_theta(F_S)) (1x1 conv), part features
   f_i = sum_hw M^i_hw F_I,hw / K^i with K^i = sum_hw M^i_hw (:func:`mask_pool`),
   then F̄_P = Transformer(F_P + PE) with sinusoidal encodings of the part index
@@ -88,14 +98,28 @@ def stripe_masks(parts: int, height: int, width: int) -> torch.Tensor:
     return masks[:, :, None].expand(parts, height, width).contiguous()
 
 
-def structure_attention(keys: torch.Tensor, queries: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """F̄_I,t = sum_j m_{t,j} V_j with m_{t,j} = softmax_j(K_t . Q_j) over the H W positions.
+ATTENTIONS = ("cosine", "dot")
 
-    keys, queries (B, c, H, W), values (B, C, H, W) -> (B, C, H, W). As the survey writes it: no 1/sqrt(c)
-    scaling.
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Unit vectors along dim 1, divided by the largest entry first so that entries beyond 1e19 (whose squares
+    overflow float32) still normalise; a zero vector stays zero."""
+    return F.normalize(x / x.abs().amax(dim=1, keepdim=True).clamp_min(1e-30), dim=1)
+
+
+def structure_attention(keys: torch.Tensor, queries: torch.Tensor, values: torch.Tensor,
+                        temperature: float | None = None) -> torch.Tensor:
+    """F̄_I,t = sum_j m_{t,j} V_j with m_{t,j} = softmax_j(logit_{t,j}) over the H W positions.
+
+    keys, queries (B, c, H, W), values (B, C, H, W) -> (B, C, H, W). ``temperature`` None: logit = K_t . Q_j,
+    as the survey writes it (no 1/sqrt(c) scaling, unbounded); a number tau: logit = cos(K_t, Q_j) / tau,
+    within [-1/tau, 1/tau] whatever the scale of K and Q.
     """
     b, c, h, w = values.shape
-    affinity = keys.flatten(2).transpose(1, 2) @ queries.flatten(2)  # (B, N, N): [t, j] = K_t . Q_j
+    keys, queries = keys.flatten(2), queries.flatten(2)
+    if temperature is not None:
+        keys, queries = _unit(keys) / temperature, _unit(queries)
+    affinity = keys.transpose(1, 2) @ queries  # (B, N, N): [t, j] = logit of position j for position t
     attention = affinity.softmax(dim=2)
     return (values.flatten(2) @ attention.transpose(1, 2)).reshape(b, c, h, w)
 
@@ -128,8 +152,11 @@ class RelationNet(nn.Module):
 class AttendedStructure(nn.Module):
     """ASR: structure-guided attention over positions, F_IS = F̄_I + BN(F_I)."""
 
-    def __init__(self, channels: int, structure_channels: int, reduction: int = 8):
+    def __init__(self, channels: int, structure_channels: int, reduction: int = 8, temperature: float | None = None):
         super().__init__()
+        if temperature is not None and not temperature > 0:
+            raise ValueError(f"the ASR attention temperature must be > 0, got {temperature!r}")
+        self.temperature = temperature
         joint = channels + structure_channels
         inner = max(channels // reduction, 1)
         self.phi = nn.Sequential(_conv_bn_relu(joint, joint, 1), _conv_bn_relu(joint, channels, 1))
@@ -142,7 +169,8 @@ class AttendedStructure(nn.Module):
     def forward(self, appearance: torch.Tensor, structure: torch.Tensor | None) -> torch.Tensor:
         joint = appearance if structure is None else torch.cat([appearance, structure], dim=1)
         fused = self.phi(joint)
-        return structure_attention(self.key(fused), self.query(fused), self.value(appearance)) + self.bn(appearance)
+        attended = structure_attention(self.key(fused), self.query(fused), self.value(appearance), self.temperature)
+        return attended + self.bn(appearance)
 
 
 class PartInteraction(nn.Module):
@@ -181,8 +209,10 @@ class SPOTNet(nn.Module):
             :class:`vireid.models.baseline.Backbone`.
         pose: learn structure from keypoint heat-maps (SPOT) or use fixed stripes (``spot_nopose``).
         structure_channels: C_S; relation_width: the relation network's first width.
-        reduction: K/Q width = C_I / reduction. parts: p. heads, transformer_layers, transformer_ffn
-            (None = C_I), dropout, pe_base (Q of the encodings): the part transformer.
+        reduction: K/Q width = C_I / reduction. attention, attention_temperature: the ASR's logits,
+            "cosine" (cos(K, Q) / temperature, the default) or "dot" (the survey's K^T Q).
+        parts: p. heads, transformer_layers, transformer_ffn (None = C_I), dropout, pe_base (Q of the
+            encodings): the part transformer.
         pool, gem_p: pooling of F_I and F_IS. classifier_std: N(0, std) classifier init.
         test_feature: "fused" or "cat"; test_normalize: L2-normalise (each part, for "cat").
     """
@@ -190,18 +220,22 @@ class SPOTNet(nn.Module):
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
                  two_stream: bool = True, non_local=(0, 0, 0, 0), non_local_width: str | int = "agw",
                  backbone: str = "resnet", pose: bool = True, structure_channels: int = 256,
-                 relation_width: int = 64, reduction: int = 8, parts: int = 6, heads: int = 8,
+                 relation_width: int = 64, reduction: int = 8, attention: str = "cosine",
+                 attention_temperature: float = 0.1, parts: int = 6, heads: int = 8,
                  transformer_layers: int = 1, transformer_ffn: int | None = None, dropout: float = 0.1,
                  pe_base: float = 10000.0, pool: str = "avg", gem_p: float = 3.0,
                  classifier_std: float | None = 0.001, test_feature: str = "fused", test_normalize: bool = True):
         super().__init__()
         if test_feature not in TEST_FEATURES:
             raise ValueError(f"SPOT test_feature must be one of {TEST_FEATURES}, got {test_feature!r}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"SPOT attention must be one of {ATTENTIONS}, got {attention!r}")
         self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone)
         dim = self.backbone.out_channels
         self.pose = bool(pose)
         self.relation = RelationNet(structure_channels, relation_width) if self.pose else None
-        self.asr = AttendedStructure(dim, structure_channels if self.pose else 0, reduction)
+        self.asr = AttendedStructure(dim, structure_channels if self.pose else 0, reduction,
+                                     attention_temperature if attention == "cosine" else None)
         self.tpi = PartInteraction(dim, structure_channels if self.pose else None, parts, heads, transformer_layers,
                                    transformer_ffn, dropout, pe_base)
         self.fuse = nn.Linear(2 * dim, dim, bias=False)
