@@ -11,6 +11,7 @@ import torch
 
 from vireid.engine.distributed import init_distributed
 from vireid.engine.trainer import TrainConfig, Trainer
+from vireid.methods.base import Method
 
 WORLD = 2
 
@@ -33,7 +34,7 @@ class Batches:
             yield self.x[idx], self.y[idx]
 
 
-class Recipe:
+class Recipe(Method):
     name = "toy"
 
     def __init__(self):

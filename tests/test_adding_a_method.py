@@ -97,3 +97,32 @@ def test_example_losses_and_settings_errors(example_method):
         build_recipe({"method": "tiny_two_stem", "model": {"width": "wide"}}, 4)
     with pytest.raises(ValueError, match="unknown loss setting.s. centr; known: centre, id"):
         build_recipe({"method": "tiny_two_stem", "loss": {"centr": 1.0}}, 4)
+
+
+def doc_hooks() -> list[str]:
+    """The first column of the guide's hook table (``| hook | signature | ...``)."""
+    table = re.search(r"^\| hook \|.*?\n\| ---.*?\n((?:\|.*\n)+)", DOC.read_text(), re.M)
+    assert table, f"{DOC} has no '| hook | ...' table"
+    return [re.match(r"\| `(\w+)` \|", row).group(1) for row in table.group(1).splitlines()]
+
+
+def test_doc_lists_exactly_the_base_class_hooks():
+    from vireid.methods.base import Method
+
+    hooks = [name for name in vars(Method) if not name.startswith("_") and name != "offers"]
+    listed = doc_hooks()
+    assert len(listed) == len(set(listed)), listed
+    assert sorted(listed) == sorted(hooks)
+
+
+def test_every_registered_recipe_is_a_method():
+    from vireid.methods import METHODS, check_method
+    from vireid.methods.base import Method
+
+    check_method({"method": "plain"})  # imports every recipe module
+    names = METHODS.names()
+    assert len(names) >= 14, names
+    assert [n for n in names if not issubclass(METHODS.get(n), Method)] == []
+    assert METHODS.get("dan").offers("attach") and not METHODS.get("plain").offers("attach")
+    assert METHODS.get("nformer").offers("transductive") and not METHODS.get("idkl").offers("transductive")
+    assert METHODS.get("hicmd")({"method": "hicmd", "model": {"depth": 18}}, 4).optimizers()

@@ -14,6 +14,7 @@ from vireid.data.records import INFRARED, VISIBLE
 from vireid.data.target_batches import TargetBatches
 from vireid.engine.trainer import TrainConfig, Trainer
 from vireid.methods import build_recipe
+from vireid.methods.base import Method
 from vireid.synth.domains import synth_domain
 from vireid.synth.generator import generate
 
@@ -60,7 +61,7 @@ def test_target_batches_follow_pseudo_labels_and_hide_identities(roots):
         tb.set_labels(labels[:-1])
 
 
-class _Hooked:
+class _Hooked(Method):
     name = "hooked"
 
     def __init__(self):

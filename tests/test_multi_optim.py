@@ -8,6 +8,7 @@ import torch
 from resume_check import kill_and_resume
 from vireid.engine.optim import OptimizerSettings, iteration_factor, lr_factor
 from vireid.engine.trainer import TrainConfig, Trainer
+from vireid.methods.base import Method
 
 
 class ToyBatches:
@@ -25,7 +26,7 @@ class ToyBatches:
             yield self.x[order[b * self.batch:(b + 1) * self.batch]]
 
 
-class ToyGAN:
+class ToyGAN(Method):
     """A linear generator and a discriminator with dropout (so the RNG state matters), LSGAN losses."""
 
     name = "toy_gan"
@@ -166,7 +167,7 @@ def test_errors_name_the_optimiser(tmp_path):
 
 
 def test_a_single_optimiser_recipe_refuses_named_optimiser_settings(tmp_path):
-    class Single:
+    class Single(Method):
         name = "single"
         model = torch.nn.Linear(2, 2)
 

@@ -7,6 +7,7 @@ from vireid.app.runs import resolve_config_path, run_defaults
 from vireid.config import load_config
 from vireid.engine.trainer import TrainConfig, Trainer
 from vireid.methods import build_recipe
+from vireid.methods.base import Method
 from vireid.models.plain_cnn import PlainCNN
 
 
@@ -45,7 +46,7 @@ def test_baseline_config_builds_the_plain_recipe_and_a_step_learns():
     assert set(terms) == {"loss", "id", "triplet"} and float(terms["loss"].detach()) < first
 
 
-class Toy:
+class Toy(Method):
     name = "toy"
 
     def __init__(self):

@@ -23,6 +23,7 @@ from vireid.engine.trainer import TrainConfig, Trainer
 from vireid.losses import adp_loss, hetero_center_triplet, pairwise_sq_dist, triplet_hard, wrt_loss
 from vireid.losses.weighted import weighted_parts
 from vireid.methods import build_recipe
+from vireid.methods.base import Method
 from vireid.methods.common import MetricLosses
 
 # ------------------------------------------------------------------ epoch length on SYSU-MM01 counts
@@ -116,7 +117,7 @@ def test_trainer_logs_steps_per_epoch_and_total(tmp_path, caplog):
     assert info["steps_per_epoch"] in (194, 195) and not info["exact"] and "about" in caplog.text
 
 
-class _TinyRecipe:
+class _TinyRecipe(Method):
     name = "tiny"
 
     def __init__(self):

@@ -8,6 +8,7 @@ import torch
 from resume_check import kill_and_resume
 from vireid.engine.checkpoint import load_checkpoint
 from vireid.engine.trainer import TrainConfig, Trainer, TrainingDiverged
+from vireid.methods.base import Method
 
 
 class ToyBatches:
@@ -26,7 +27,7 @@ class ToyBatches:
             yield self.x[idx], self.y[idx]
 
 
-class ToyRecipe:
+class ToyRecipe(Method):
     name = "toy"
 
     def __init__(self, seed, nan_at=None):

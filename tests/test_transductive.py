@@ -17,6 +17,7 @@ from vireid.evaluation.protocols import get_protocol
 from vireid.evaluation.report import ProtocolResult, result_tags
 from vireid.evaluation.transductive import transductive_step
 from vireid.methods import build_recipe
+from vireid.methods.base import Method
 
 PROTOCOL = "sysu/all/single/seeded"
 
@@ -107,7 +108,7 @@ def test_a_method_without_a_step_is_refused_clearly(tmp_path, tiny_trees):
 
 
 def test_the_contract_wraps_a_recipe_step_on_the_device():
-    class Recipe:
+    class Recipe(Method):
         name = "toy"
 
         def transductive(self, features):

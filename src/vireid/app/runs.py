@@ -163,10 +163,8 @@ def heatmap_spec(data: dict) -> HeatmapSpec:
 def check_inputs(cfg: dict, data: dict, root) -> None:
     """Before any data is read: the method and its extra inputs agree (a method may also check its own)."""
     recipe_cls = check_method(cfg)
-    hook = getattr(recipe_cls, "check_inputs", None)
-    if hook is not None:
-        hook(cfg, root)
-    if data["keypoints"] and not getattr(recipe_cls, "uses_heatmaps", False):
+    recipe_cls.check_inputs(cfg, root)
+    if data["keypoints"] and not recipe_cls.uses_heatmaps:
         raise ValueError(f"data.keypoints is set ({data['keypoints']!r}) but method {cfg['method']!r} does not use "
                          "keypoint heat-maps; remove data.keypoints (only spot reads them)")
 
@@ -327,7 +325,7 @@ def adapt(config: str | Path, source: str | Path, target: str | Path, out: str |
     if info.world_size > 1:
         raise ValueError("vireid adapt runs on one process (the pseudo-label refresh is not distributed)")
     recipe_cls = check_method(cfg)
-    if not hasattr(recipe_cls, "attach"):
+    if not recipe_cls.offers("attach"):
         raise ValueError(f"method {cfg['method']!r} does not adapt to a target domain; use a method with "
                          "source+target training, e.g. method: dan")
     size = (data["height"], data["width"])
@@ -400,7 +398,7 @@ def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol:
                               workers=data["workers"], model=recipe.model, **_decoding(data),
                               **_extra_inputs(data, data_root))
     result = evaluate_protocol(protocol_obj, data_root, extract, rerank=rerank, trials=trials, transductive=step)
-    result.tags = tuple(getattr(recipe, "report_tags", ()))  # e.g. spot_nopose says it used no keypoints
+    result.tags = tuple(recipe.report_tags)  # e.g. spot_nopose says it used no keypoints
     return result
 
 

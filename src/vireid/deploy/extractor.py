@@ -212,7 +212,7 @@ class Extractor:
         self.model = self.recipe.model.to(self.device).eval()
         if flip is not None:
             self.recipe.flip = bool(flip)
-        self.flip = bool(getattr(self.recipe, "flip", False))
+        self.flip = bool(self.recipe.flip)
         self.amp = self.device.type == "cuda" if amp is None else bool(amp)
         self.batch_size, self.workers = int(batch_size), int(workers)
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)

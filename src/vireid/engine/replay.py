@@ -82,10 +82,9 @@ def replay(recipe: Recipe, batches: Sequence[Any], cfg: TrainConfig | dict, *, e
         if after_backward is not None:
             trainer.after_backward = lambda t: after_backward(t.global_step, t)
         recipe.model.train()
-        set_progress = getattr(recipe, "set_progress", None)
         records = []
         for i, batch in enumerate(batches):
-            trainer.apply_schedule(epoch + (i / steps_per_epoch if steps_per_epoch else 0.0), set_progress)
+            trainer.apply_schedule(epoch + (i / steps_per_epoch if steps_per_epoch else 0.0))
             if seeds is not None:
                 torch.manual_seed(int(seeds[i]))
             lrs = [group["lr"] for group in trainer.optimizer.param_groups]

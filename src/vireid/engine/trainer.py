@@ -41,27 +41,13 @@ from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state
 from vireid.engine.distributed import DistInfo, wrap_ddp
 from vireid.engine.metrics_log import trim_after
 from vireid.engine.optim import OPTIMIZERS, SCHEDULES, OptimizerSettings, build_optimizer, lr_factor, set_lr
+from vireid.methods.base import Method
 from vireid.schema import parse_section, setting
 
 log = logging.getLogger(__name__)
 
 
-class Recipe(Protocol):
-    """What the loop needs from a method."""
-
-    name: str
-    model: torch.nn.Module
-
-    def param_groups(self) -> Iterable[dict]: ...
-
-    def training_step(self, model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]: ...
-
-    # Optional: ``on_epoch_start(epoch, trainer)`` is called before each epoch's first (or resumed) step;
-    # ``set_progress(fraction)`` before every step, with the fraction of the schedule done (0..1);
-    # ``optimizers() -> {name: param_groups}`` instead of ``param_groups()``: several optimisers, and
-    # ``training_step`` then yields ``(name or (names...), terms)`` updates (see the module docstring).
-    # ``epoch_batches(epoch, batches)`` -> the recipe's own Batches for that epoch, or None for the data's
-    # (NFormer's second stage steps over sequences of cached features instead of image batches).
+Recipe = Method  # what the loop needs from a method: its hooks are declared, with defaults, there
 
 
 class Batches(Protocol):
@@ -139,7 +125,8 @@ class Trainer:
                              "at its own step and the gradient all-reduce would hang); set train.epochs instead")
         self.is_main, self.progress = self.dist.is_main, progress
         recipe.model.to(self.device)
-        self.optimizers = self._build_optimizers(recipe, cfg) if hasattr(recipe, "optimizers") else None
+        groups = recipe.optimizers()  # None: one optimiser over param_groups()
+        self.optimizers = self._build_optimizers(recipe, groups, cfg) if groups is not None else None
         if self.optimizers is None:
             if cfg.optimizers:
                 raise ValueError(f"train.optimizers names {', '.join(sorted(cfg.optimizers))}, but method "
@@ -166,9 +153,9 @@ class Trainer:
             self.train_model = torch.compile(self.train_model)
 
     @staticmethod
-    def _build_optimizers(recipe, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    def _build_optimizers(recipe, groups: dict, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         """One optimiser per name of ``recipe.optimizers()``, each with ``train.optimizers.<name>`` over ``train``."""
-        groups = dict(recipe.optimizers())
+        groups = dict(groups)
         unknown = sorted(set(cfg.optimizers) - set(groups))
         if unknown:
             raise ValueError(f"train.optimizers names {', '.join(unknown)}, which method {recipe.name!r} does not "
@@ -274,8 +261,7 @@ class Trainer:
 
     def batches_for(self, epoch: int) -> Batches:
         """The data's batches, or the recipe's own for ``epoch`` (optional hook ``epoch_batches``)."""
-        own = getattr(self.recipe, "epoch_batches", None)
-        batches = own(epoch, self.batches) if own is not None else None
+        batches = self.recipe.epoch_batches(epoch, self.batches)
         return self.batches if batches is None else batches
 
     def log_schedule(self) -> dict:
@@ -286,7 +272,8 @@ class Trainer:
         they set when each LR milestone falls.
         """
         steps = self.epoch_length(self.epoch)
-        fixed = getattr(self.batches, "fixed_epoch_length", True) and not hasattr(self.recipe, "epoch_batches")
+        own_batches = self.recipe.offers("epoch_batches")  # the recipe's batches may vary by epoch
+        fixed = getattr(self.batches, "fixed_epoch_length", True) and not own_batches
         total = steps * self.cfg.epochs
         info = {"steps_per_epoch": steps, "epochs": self.cfg.epochs, "total_steps": total, "exact": fixed}
         log.info("%s: %d steps per epoch (%s), %d epochs, %s%d steps in total (batch of %s images)",
@@ -309,10 +296,8 @@ class Trainer:
         self._stop_signal = signum  # acted on at the next step boundary, with a checkpoint
 
     def _run_epoch(self, on_step) -> None:
-        # Optional recipe hook, e.g. a pseudo-label refresh (DAN); ``self.step_in_epoch`` > 0 when resuming.
-        on_epoch_start = getattr(self.recipe, "on_epoch_start", None)
-        if on_epoch_start is not None:
-            on_epoch_start(self.epoch, self)
+        # e.g. a pseudo-label refresh (DAN); ``self.step_in_epoch`` > 0 when resuming.
+        self.recipe.on_epoch_start(self.epoch, self)
         model = self.recipe.model
         model.train()
         steps = self.epoch_length(self.epoch)
@@ -321,13 +306,11 @@ class Trainer:
                  else f"epoch {self.epoch + 1}/{self.cfg.epochs}")
         bar = tqdm(total=steps, initial=self.step_in_epoch, desc=label,
                    disable=None if (self.progress and self.is_main) else True, dynamic_ncols=True, leave=False)
-        # Optional recipe hook: the fraction of training done (0..1), e.g. for a loss-weight ramp (IDKL).
-        set_progress = getattr(self.recipe, "set_progress", None)
         seen, start, trained_before = 0, time.perf_counter(), self.trained_s
         for batch in self.batches_for(self.epoch).epoch(self.epoch, start=self.step_in_epoch):
             if self._stop_signal is not None:
                 break
-            self.apply_schedule(self._schedule_epoch(steps), set_progress)
+            self.apply_schedule(self._schedule_epoch(steps))
             batch = self.to_device(batch, self.device)
             terms = self.train_step(batch)
             self.step_in_epoch += 1
@@ -363,13 +346,12 @@ class Trainer:
                 f"stopped by {name} at epoch {self.epoch + 1}, step {self.step_in_epoch}; "
                 f"checkpoint saved to {self.checkpoint_path} (run the same command to resume)")
 
-    def apply_schedule(self, position: float, set_progress: Callable[[float], None] | None = None) -> None:
+    def apply_schedule(self, position: float) -> None:
         """Every optimiser's LR for schedule position ``position`` (epochs, fractional), and the recipe's
-        progress (``set_progress``, the fraction of ``cfg.epochs`` done) when it tracks one."""
+        progress (``set_progress``, the fraction of ``cfg.epochs`` done)."""
         for optimizer in self.optimizers.values() if self.optimizers is not None else (self.optimizer,):
             set_lr(optimizer, self._lr_factor(position))
-        if set_progress is not None:
-            set_progress(min(position / max(self.cfg.epochs, 1e-9), 1.0))
+        self.recipe.set_progress(min(position / max(self.cfg.epochs, 1e-9), 1.0))
 
     def train_step(self, batch) -> dict[str, float]:
         """One optimiser step (or one round of a several-optimiser recipe's updates) on a batch already on

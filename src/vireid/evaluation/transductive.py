@@ -32,17 +32,15 @@ def transductive_step(recipe, device: torch.device | str = "cpu") -> Transductiv
 
     Raises ValueError naming the method when its recipe has no ``transductive``.
     """
-    step = getattr(recipe, "transductive", None)
-    if not callable(step):
-        name = getattr(recipe, "name", type(recipe).__name__)
-        raise ValueError(f"method {name!r} has no transductive step, so eval.transductive / --transductive cannot "
-                         "be used with it; only methods whose recipe defines transductive(features) -> features "
+    if not recipe.offers("transductive"):
+        raise ValueError(f"method {recipe.name!r} has no transductive step, so eval.transductive / --transductive "
+                         "cannot be used with it; only methods whose recipe defines transductive(features) -> features "
                          "offer one (e.g. method: nformer). Evaluate without it (--no-transductive)")
     device = torch.device(device)
 
     @torch.no_grad()
     def apply(features: torch.Tensor) -> torch.Tensor:
-        return check_output(step(features.to(device)), len(features)).float().cpu()
+        return check_output(recipe.transductive(features.to(device)), len(features)).float().cpu()
 
     return apply
 

@@ -1,11 +1,9 @@
 """Methods as recipes: a model, its loss mix and ``training_step``, registered by name.
 
-A recipe is built from the resolved config and the number of training
-identities, and provides what the loop and the evaluation need:
-
-* ``model`` (an ``nn.Module``) and ``param_groups()`` for the optimiser;
-* ``training_step(model, batch) -> {"loss": total, ...logged terms}``;
-* ``embed(images, modality) -> features`` for testing (eval mode).
+A recipe subclasses ``vireid.methods.base.Method`` (which declares every hook,
+with its default) and is built from the resolved config and the number of
+training identities; it provides ``model``, ``param_groups()``,
+``training_step(model, batch)`` and ``embed(images, modality)``.
 """
 
 from vireid.registry import Registry, import_submodules
@@ -24,16 +22,11 @@ def check_method(cfg: dict):
 def single_modality_problem(cfg: dict) -> str | None:
     """Why the configured method cannot train on a single-modality (visible-only) dataset, or None if it can.
 
-    A recipe that can says so with a ``single_modality_problem(cfg)``
-    classmethod (returning None, or the reason a setting of ``cfg`` needs
-    infrared images); every other method is taken to need visible-infrared pairs.
+    A recipe that can says so by overriding ``Method.single_modality_problem``
+    (returning None, or the reason a setting of ``cfg`` needs infrared images);
+    the default says the method needs visible-infrared pairs.
     """
-    recipe_cls = check_method(cfg)
-    check = getattr(recipe_cls, "single_modality_problem", None)
-    if check is None:
-        return (f"method {cfg['method']!r} trains on visible and infrared images together (its losses or network "
-                "pair the two modalities)")
-    return check(cfg)
+    return check_method(cfg).single_modality_problem(cfg)
 
 
 def build_recipe(cfg: dict, num_classes: int):

@@ -31,6 +31,7 @@ from vireid.data.channel_aug import ChannelExchange
 from vireid.data.records import VISIBLE
 from vireid.losses import id_loss
 from vireid.methods import METHODS
+from vireid.methods.base import Method
 from vireid.methods.common import MetricLosses, flip_average, head_and_backbone_groups, recipe_sections
 from vireid.models.baseline import ReIDNet
 
@@ -64,7 +65,7 @@ def tri_modal(images: torch.Tensor, pids: torch.Tensor, modality: torch.Tensor, 
     return images, pids, modality
 
 
-class BaselineRecipe:
+class BaselineRecipe(Method):
     """ID + metric losses on :class:`ReIDNet` (``method: baseline``, ``agw`` or ``caj``).
 
     Config sections: ``model`` (ReIDNet arguments), ``loss`` (``id``,

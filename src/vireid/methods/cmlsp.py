@@ -27,6 +27,7 @@ import torch
 from vireid.losses import hetero_center_triplet, id_loss
 from vireid.losses.cmlsp import REDUCTIONS, local_triplet, stripe_id_loss, stripe_triplet
 from vireid.methods import METHODS
+from vireid.methods.base import Method
 from vireid.methods.common import flip_average, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.models.cmlsp import TEST_FEATURES
@@ -76,7 +77,7 @@ class CMLSPRecipeSettings:
 
 
 @METHODS.register("cmlsp")
-class CMLSPRecipe:
+class CMLSPRecipe(Method):
     """``method: cmlsp``; config sections ``model``, ``loss``, ``recipe`` (the dataclasses above), ``eval.flip``."""
 
     def __init__(self, cfg: dict, num_classes: int):

@@ -23,6 +23,7 @@ import torch
 from vireid.losses import id_loss
 from vireid.losses.cmtr import CENTRES, modality_aware_centre, modality_aware_id
 from vireid.methods import METHODS
+from vireid.methods.base import Method
 from vireid.methods.common import MetricLosses, check_keys, flip_average, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.models.backbones.vit import vit_config
@@ -64,7 +65,7 @@ OWN_LOSS_KEYS = tuple(CMTRLossSettings.__dataclass_fields__)
 
 
 @METHODS.register("cmtr")
-class CMTRRecipe:
+class CMTRRecipe(Method):
     """``method: cmtr``; config sections ``model``, ``loss`` (the dataclasses above + the metric-loss keys),
     ``recipe``, ``eval.flip``."""
 

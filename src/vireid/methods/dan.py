@@ -61,6 +61,7 @@ from vireid.losses.dan import (
     soft_label_loss,
 )
 from vireid.methods import METHODS
+from vireid.methods.base import Method
 from vireid.methods.common import check_keys, flip_average, head_and_backbone_groups
 from vireid.models.baseline import ReIDNet
 from vireid.models.dan import DANNet
@@ -110,7 +111,7 @@ def dann_ramp(progress: float) -> float:
     return 2.0 / (1.0 + math.exp(-10.0 * min(max(progress, 0.0), 1.0))) - 1.0
 
 
-class DANRecipe:
+class DANRecipe(Method):
     """``method: dan`` (see the module docstring). Needs :meth:`attach` (``vireid adapt`` calls it)."""
 
     def __init__(self, cfg: dict, num_classes: int):

@@ -50,6 +50,7 @@ from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vireid.losses import id_loss, triplet_hard
 from vireid.losses.hicmd import kl_to_standard_normal, l1_reconstruction, lsgan_discriminator_loss, lsgan_generator_loss
 from vireid.methods import METHODS
+from vireid.methods.base import Method
 from vireid.methods.common import flip_average
 from vireid.models import build_model
 from vireid.models.hicmd import mix_codes
@@ -111,7 +112,7 @@ PICTURE_COLUMNS = ("visible", "infrared", "swap->vis", "swap->ir", "illum->vis",
 
 
 @METHODS.register("hicmd")
-class HiCMDRecipe:
+class HiCMDRecipe(Method):
     """``method: hicmd``; sections ``model``, ``loss``, ``recipe`` (the dataclasses above); optimisers gen, dis, id."""
 
     def __init__(self, cfg: dict, num_classes: int):

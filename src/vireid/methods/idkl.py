@@ -18,6 +18,7 @@ import torch
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.losses.idkl import IDKLLossSettings, idkl_total_loss
 from vireid.methods import METHODS
+from vireid.methods.base import Method
 from vireid.methods.common import MetricLosses, check_keys
 from vireid.models.idkl import IDKL
 
@@ -96,7 +97,7 @@ def aux_scale(progress: float, warmup: float) -> float:
     return 1.0 if warmup <= 0 else min(max(progress / warmup, 0.0), 1.0)
 
 
-class IDKLRecipe:
+class IDKLRecipe(Method):
     """Config sections: ``model``, ``loss``, ``terms`` (see :func:`vireid.models.idkl.build_idkl`), ``recipe``
     (``aux_warmup``: fraction of the training over which the terms beyond L_b ramp up from 0; 0 = off,
     as published), ``eval.flip``."""

@@ -28,6 +28,7 @@ from vireid.data.records import INFRARED, VISIBLE
 from vireid.losses import id_loss
 from vireid.losses.maum import modality_specific_ce, unidirectional_loss
 from vireid.methods import METHODS
+from vireid.methods.base import Method
 from vireid.methods.common import flip_average, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.schema import parse_section, setting
@@ -64,7 +65,7 @@ class MAUMRecipeSettings:
 
 
 @METHODS.register("maum")
-class MAUMRecipe:
+class MAUMRecipe(Method):
     """``method: maum``; config sections ``model``, ``loss``, ``recipe`` (the dataclasses above), ``eval.flip``."""
 
     def __init__(self, cfg: dict, num_classes: int):

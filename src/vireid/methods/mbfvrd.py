@@ -20,6 +20,7 @@ import torch
 
 from vireid.losses import id_loss, vsd_loss
 from vireid.methods import METHODS
+from vireid.methods.base import Method
 from vireid.methods.common import MetricLosses, flip_average, head_and_backbone_groups, recipe_sections
 from vireid.models.mbfvrd import MBFVRD
 
@@ -28,7 +29,7 @@ LOSS_KEYS = ("id", "id_z", "label_smoothing", "vsd", "vsd_temperature", "metric_
 RECIPE_KEYS = ("backbone_lr_mult",)
 
 
-class MBFVRDRecipe:
+class MBFVRDRecipe(Method):
     """``method: mbfvrd``; config sections ``model`` (MBFVRD arguments), ``loss``, ``recipe``, ``eval.flip``.
 
     ``loss.id`` weighs the two branch CE terms, ``loss.id_z`` the two IB

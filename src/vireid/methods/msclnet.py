@@ -69,6 +69,7 @@ from vireid.losses.msclnet import (
     subclass_aggregation,
 )
 from vireid.methods import METHODS
+from vireid.methods.base import Method
 from vireid.methods.common import flip_average, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.schema import parse_section, setting, to_dict
@@ -119,7 +120,7 @@ class RecipeSettings:
 
 
 @METHODS.register("msclnet")
-class MSCLNetRecipe:
+class MSCLNetRecipe(Method):
     """``method: msclnet``; config sections ``model``, ``loss``, ``recipe`` (the dataclasses above), ``eval.flip``."""
 
     def __init__(self, cfg: dict, num_classes: int):

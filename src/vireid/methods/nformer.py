@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader
 from vireid.losses import id_loss, triplet_hard
 from vireid.losses.nformer import centre_loss, centre_step
 from vireid.methods import METHODS
+from vireid.methods.base import Method
 from vireid.methods.common import flip_average
 from vireid.models import build_model
 from vireid.schema import parse_section, setting
@@ -140,7 +141,7 @@ class FeatureSequences:
 
 
 @METHODS.register("nformer")
-class NFormerRecipe:
+class NFormerRecipe(Method):
     """``method: nformer``; sections ``model``, ``loss``, ``recipe`` (the dataclasses above), ``eval.flip``."""
 
     def __init__(self, cfg: dict, num_classes: int):

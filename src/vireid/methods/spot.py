@@ -30,6 +30,7 @@ from vireid.data.image_dataset import batch_extras
 from vireid.data.keypoints import DEFAULT_FILE, flip_heatmaps, keypoint_file
 from vireid.losses import id_loss
 from vireid.methods import METHODS
+from vireid.methods.base import Method
 from vireid.methods.common import MetricLosses, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.models.spot import ATTENTIONS, BRANCHES, TEST_FEATURES
@@ -82,13 +83,12 @@ class SpotLossSettings:
 
 
 @METHODS.register("spot")
-class SpotRecipe:
+class SpotRecipe(Method):
     """``method: spot``; sections ``model`` (:class:`SpotModelSettings`), ``loss`` (:class:`SpotLossSettings`
     plus the metric-loss keys of :class:`MetricLosses`), ``recipe``, ``eval.flip``."""
 
     pose = True
     uses_heatmaps = True
-    report_tags: tuple[str, ...] = ()
 
     def __init__(self, cfg: dict, num_classes: int):
         self.name = cfg["method"]
