@@ -125,3 +125,21 @@ def test_vsd_by_hand_and_teacher_detached():
     assert vsd_loss(torch.zeros(2, 3), torch.zeros(2, 3)).item() == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         vsd_loss(obs, rep, temperature=0)
+
+
+def test_one_batch_hard_mining_serves_every_triplet():
+    from vireid.losses.cmlsp import batch_hard_triplet_from_dist
+    from vireid.losses.reid import hardest_pairs, pairwise_sq_dist, triplet_hard
+
+    dist = torch.tensor([[0.0, 2.0, 1.0, 5.0], [2.0, 0.0, 3.0, 0.5], [1.0, 3.0, 0.0, 4.0], [5.0, 0.5, 4.0, 0.0]])
+    labels = torch.tensor([7, 7, 9, 9])
+    d_ap, d_an = hardest_pairs(dist, labels)
+    assert d_ap.tolist() == [2.0, 2.0, 4.0, 4.0] and d_an.tolist() == [1.0, 0.5, 1.0, 0.5]
+    feat = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    l2 = pairwise_sq_dist(feat).clamp(min=1e-12).sqrt()
+    torch.testing.assert_close(triplet_hard(feat, labels), batch_hard_triplet_from_dist(l2, labels, 0.3))
+    with pytest.raises(ValueError, match="triplet_hard needs at least two identities"):
+        triplet_hard(feat, torch.zeros(6, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"batch-hard triplet needs dist \(B, B\) and labels \(B,\), got \(4, 3\)"):
+        hardest_pairs(dist[:, :3], labels[:4])

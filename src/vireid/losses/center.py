@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.records import INFRARED, VISIBLE
-from .reid import HALF_DTYPES, pairwise_sq_dist
+from .reid import HALF_DTYPES, hardest_pairs, pairwise_sq_dist
 
 
 def modality_centers(feat: torch.Tensor, labels: torch.Tensor, modality: torch.Tensor):
@@ -79,9 +79,7 @@ def hetero_center_parts(feat: torch.Tensor, labels: torch.Tensor, modality: torc
         raise ValueError(f"hetero-center triplet needs at least two identities, got {p}")
     dist = pairwise_sq_dist(centres).clamp(min=1e-12).sqrt()
     owner = torch.arange(p, device=feat.device).repeat(2)
-    same = owner[:, None] == owner[None, :]
-    positive = dist.masked_fill(~same, float("-inf")).amax(dim=1)
-    negative = dist.masked_fill(same, float("inf")).amin(dim=1)
+    positive, negative = hardest_pairs(dist, owner, "hetero-center triplet")
     return {"loss": F.relu(margin + positive - negative).mean(), "dist_ap": positive, "dist_an": negative,
             "ids": ids}
 

@@ -58,7 +58,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .reid import id_loss, triplet_hard
+from .reid import hardest_pairs, id_loss, triplet_hard
 
 REDUCTIONS = ("mean", "sum")
 
@@ -104,14 +104,7 @@ def local_distance(local: torch.Tensor, reduce: str = "mean") -> torch.Tensor:
 
 def batch_hard_triplet_from_dist(dist: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
     """mean_a max(0, margin + max_{p: same id} dist[a, p] - min_{n: other id} dist[a, n]); dist (B, B)."""
-    if dist.dim() != 2 or dist.shape[0] != dist.shape[1] or labels.shape != dist.shape[:1]:
-        raise ValueError(f"batch-hard triplet needs dist (B, B) and labels (B,), got {tuple(dist.shape)} "
-                         f"and {tuple(labels.shape)}")
-    same = labels[:, None] == labels[None, :]
-    if bool(same.all()):
-        raise ValueError("batch-hard triplet needs at least two identities in the batch")
-    hardest_pos = dist.masked_fill(~same, float("-inf")).amax(dim=1)
-    hardest_neg = dist.masked_fill(same, float("inf")).amin(dim=1)
+    hardest_pos, hardest_neg = hardest_pairs(dist, labels)
     return F.relu(margin + hardest_pos - hardest_neg).mean()
 
 

@@ -34,6 +34,24 @@ def pairwise_sq_dist(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Te
         return torch.addmm(xx + yy.t(), x, y.t(), beta=1, alpha=-2)
 
 
+def hardest_pairs(dist: torch.Tensor, labels: torch.Tensor,
+                  who: str = "batch-hard triplet") -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch-hard mining on a (B, B) distance: per anchor, the largest distance to its own identity (itself
+    included) and the smallest to any other identity -> (d_ap (B,), d_an (B,)).
+
+    The one mining step of every batch-hard triplet (L2 on features here, the
+    CM-LSP shortest-path distance in ``losses.cmlsp``); ``who`` names the
+    loss in the errors.
+    """
+    if dist.dim() != 2 or dist.shape[0] != dist.shape[1] or labels.shape != dist.shape[:1]:
+        raise ValueError(f"{who} needs dist (B, B) and labels (B,), got {tuple(dist.shape)} "
+                         f"and {tuple(labels.shape)}")
+    same = labels[:, None] == labels[None, :]
+    if bool(same.all()):
+        raise ValueError(f"{who} needs at least two identities in the batch")
+    return dist.masked_fill(~same, float("-inf")).amax(dim=1), dist.masked_fill(same, float("inf")).amin(dim=1)
+
+
 def triplet_hard(feat: torch.Tensor, labels: torch.Tensor, margin: float = 0.3,
                  sq_clamp_min: float = 1e-12, return_dists: bool = False):
     """Batch-hard triplet loss over the whole batch (both modalities mined together).
@@ -46,11 +64,6 @@ def triplet_hard(feat: torch.Tensor, labels: torch.Tensor, margin: float = 0.3,
     if feat.dim() != 2 or labels.shape != feat.shape[:1]:
         raise ValueError(f"triplet_hard needs feat (B, D) and labels (B,), got {tuple(feat.shape)} "
                          f"and {tuple(labels.shape)}")
-    dist = pairwise_sq_dist(feat).clamp(min=sq_clamp_min).sqrt()
-    same = labels[:, None] == labels[None, :]
-    if same.all():
-        raise ValueError("triplet_hard needs at least two identities in the batch")
-    d_ap = dist.masked_fill(~same, float("-inf")).amax(dim=1)
-    d_an = dist.masked_fill(same, float("inf")).amin(dim=1)
+    d_ap, d_an = hardest_pairs(pairwise_sq_dist(feat).clamp(min=sq_clamp_min).sqrt(), labels, "triplet_hard")
     loss = F.relu(d_ap - d_an + margin).mean()
     return (loss, d_ap, d_an) if return_dists else loss
