@@ -32,7 +32,7 @@ from vireid.data.records import VISIBLE
 from vireid.losses import id_loss
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import MetricLosses, flip_average, head_and_backbone_groups, recipe_sections
+from vireid.methods.common import MetricLosses, eval_flip, flip_average, head_and_backbone_groups, recipe_sections
 from vireid.models.baseline import ReIDNet
 
 MODEL_KEYS = tuple(inspect.signature(ReIDNet.__init__).parameters)[1:]
@@ -83,7 +83,7 @@ class BaselineRecipe(Method):
         self.metric = MetricLosses.from_dict(loss)
         self.backbone_lr_mult = recipe.get("backbone_lr_mult", 1.0)
         self.channel_exchange = bool(recipe.get("channel_exchange", False))
-        self.flip = bool((cfg.get("eval") or {}).get("flip", False))
+        self.flip = eval_flip(cfg)
         self.num_classes = num_classes
 
     @classmethod

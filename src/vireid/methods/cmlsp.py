@@ -28,7 +28,7 @@ from vireid.losses import hetero_center_triplet, id_loss
 from vireid.losses.cmlsp import REDUCTIONS, local_triplet, stripe_id_loss, stripe_triplet
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import flip_average, head_and_backbone_groups
+from vireid.methods.common import eval_flip, flip_average, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.models.cmlsp import TEST_FEATURES
 from vireid.schema import parse_section, setting
@@ -89,7 +89,7 @@ class CMLSPRecipe(Method):
             raise ValueError(f"loss.local_triplet_form: stripes sums stripes 2..H and needs model.stripes >= 2, "
                              f"got {model.stripes} (use shortest_path or set loss.local_triplet: 0)")
         self.model = build_model("cmlsp", num_classes=num_classes, **vars(model))
-        self.flip = bool((cfg.get("eval") or {}).get("flip", False))
+        self.flip = eval_flip(cfg)
 
     def param_groups(self):
         return head_and_backbone_groups(self.model, self.recipe.backbone_lr_mult)

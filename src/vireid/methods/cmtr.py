@@ -24,7 +24,7 @@ from vireid.losses import id_loss
 from vireid.losses.cmtr import CENTRES, modality_aware_centre, modality_aware_id
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import MetricLosses, check_keys, flip_average, head_and_backbone_groups
+from vireid.methods.common import MetricLosses, check_keys, eval_flip, flip_average, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.models.backbones.vit import vit_config
 from vireid.models.cmtr import PHI
@@ -80,7 +80,7 @@ class CMTRRecipe(Method):
         data = cfg.get("data") or {}
         img_size = (int(data.get("height", 256)), int(data.get("width", 128)))
         self.model = build_model("cmtr", num_classes=num_classes, img_size=img_size, **to_dict(model))
-        self.flip = bool((cfg.get("eval") or {}).get("flip", False))
+        self.flip = eval_flip(cfg)
 
     def param_groups(self):
         return head_and_backbone_groups(self.model, self.recipe.backbone_lr_mult)

@@ -99,6 +99,11 @@ def head_and_backbone_groups(model, backbone_lr_mult: float) -> list[dict]:
     return [{"params": backbone, "lr_mult": float(backbone_lr_mult)}, {"params": heads}]
 
 
+def eval_flip(cfg: dict) -> bool:
+    """``eval.flip`` of the resolved config (False when absent): a recipe's initial ``Method.flip``."""
+    return bool((cfg.get("eval") or {}).get("flip", False))
+
+
 def flip_average(embed, images: torch.Tensor, modality: torch.Tensor, flip: bool) -> torch.Tensor:
     """``embed(images)``, averaged with the horizontally flipped images' feature when ``flip`` (CAJ's test)."""
     feat = embed(images, modality)

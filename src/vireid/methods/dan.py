@@ -62,7 +62,7 @@ from vireid.losses.dan import (
 )
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import check_keys, flip_average, head_and_backbone_groups
+from vireid.methods.common import check_keys, eval_flip, flip_average, head_and_backbone_groups
 from vireid.models.baseline import ReIDNet
 from vireid.models.dan import DANNet
 from vireid.schema import parse_section, setting
@@ -140,7 +140,7 @@ class DANRecipe(Method):
         self.triplet_weight, self.triplet_margin = loss.triplet, loss.triplet_margin
         self.model = DANNet(num_classes, self.num_target, self.m, disc_hidden=settings.disc_hidden,
                             disc_dropout=settings.disc_dropout, **model_cfg)
-        self.flip = bool((cfg.get("eval") or {}).get("flip", False))
+        self.flip = eval_flip(cfg)
         self.num_classes = num_classes
         self.epoch = 0
         self.source_samples = self.target = None

@@ -51,7 +51,7 @@ from vireid.losses import id_loss, triplet_hard
 from vireid.losses.hicmd import kl_to_standard_normal, l1_reconstruction, lsgan_discriminator_loss, lsgan_generator_loss
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import flip_average
+from vireid.methods.common import eval_flip, flip_average
 from vireid.models import build_model
 from vireid.models.hicmd import mix_codes
 from vireid.models.msclnet import pair_by_identity
@@ -121,7 +121,7 @@ class HiCMDRecipe(Method):
         self.loss = parse_section(HiCMDLossSettings, cfg.get("loss"), "loss")
         self.recipe = parse_section(HiCMDRecipeSettings, cfg.get("recipe"), "recipe")
         self.model = build_model("hicmd", num_classes=num_classes, **vars(model))
-        self.flip = bool((cfg.get("eval") or {}).get("flip", False))
+        self.flip = eval_flip(cfg)
         self.trainer = None
 
     def optimizers(self) -> dict[str, list[dict]]:

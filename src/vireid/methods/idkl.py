@@ -19,7 +19,7 @@ from vireid.data.records import INFRARED, VISIBLE
 from vireid.losses.idkl import IDKLLossSettings, idkl_total_loss
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import MetricLosses, check_keys
+from vireid.methods.common import MetricLosses, check_keys, eval_flip
 from vireid.models.idkl import IDKL
 
 
@@ -116,7 +116,7 @@ class IDKLRecipe(Method):
         # IDKL's own loss keys (triplet_margin) stay with IDKL; the rest of MetricLosses' keys are extras
         self.extra = MetricLosses.from_dict({k: loss.pop(k) for k in EXTRA_KEYS if k in loss})
         self.model, self.settings = build_idkl(cfg)
-        self.flip = bool(cfg.get("eval", {}).get("flip", False))
+        self.flip = eval_flip(cfg)
         self.num_classes = num_classes
 
     def param_groups(self):

@@ -29,7 +29,7 @@ from vireid.losses import id_loss
 from vireid.losses.maum import modality_specific_ce, unidirectional_loss
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import flip_average, head_and_backbone_groups
+from vireid.methods.common import eval_flip, flip_average, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.schema import parse_section, setting
 
@@ -74,7 +74,7 @@ class MAUMRecipe(Method):
         self.loss = parse_section(MAUMLossSettings, cfg.get("loss"), "loss")
         self.recipe = parse_section(MAUMRecipeSettings, cfg.get("recipe"), "recipe")
         self.model = build_model("maum", num_classes=num_classes, **vars(model))
-        self.flip = bool((cfg.get("eval") or {}).get("flip", False))
+        self.flip = eval_flip(cfg)
         self.epoch = 0
 
     def param_groups(self):

@@ -21,7 +21,7 @@ import torch
 from vireid.losses import id_loss, vsd_loss
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import MetricLosses, flip_average, head_and_backbone_groups, recipe_sections
+from vireid.methods.common import MetricLosses, eval_flip, flip_average, head_and_backbone_groups, recipe_sections
 from vireid.models.mbfvrd import MBFVRD
 
 MODEL_KEYS = tuple(inspect.signature(MBFVRD.__init__).parameters)[1:]
@@ -53,7 +53,7 @@ class MBFVRDRecipe(Method):
         self.metric_branches = tuple(sorted(set(branches)))
         self.metric = MetricLosses.from_dict({"wrt": 1.0, "hetero_center": 1.0, **loss})
         self.backbone_lr_mult = recipe.get("backbone_lr_mult", 1.0)
-        self.flip = bool((cfg.get("eval") or {}).get("flip", False))
+        self.flip = eval_flip(cfg)
 
     def param_groups(self):
         return head_and_backbone_groups(self.model, self.backbone_lr_mult)

@@ -70,7 +70,7 @@ from vireid.losses.msclnet import (
 )
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import flip_average, head_and_backbone_groups
+from vireid.methods.common import eval_flip, flip_average, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.schema import parse_section, setting, to_dict
 
@@ -130,7 +130,7 @@ class MSCLNetRecipe(Method):
         self.recipe = parse_section(RecipeSettings, cfg.get("recipe"), "recipe")
         self.model = build_model("msclnet", num_classes=num_classes, **to_dict(model),
                                  attached_synergy=self.loss.synergy_routing == "through_encoder")
-        self.flip = bool((cfg.get("eval") or {}).get("flip", False))
+        self.flip = eval_flip(cfg)
 
     def param_groups(self):
         return head_and_backbone_groups(self.model, self.recipe.backbone_lr_mult)

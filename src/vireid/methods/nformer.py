@@ -51,7 +51,7 @@ from vireid.losses import id_loss, triplet_hard
 from vireid.losses.nformer import centre_loss, centre_step
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import flip_average
+from vireid.methods.common import eval_flip, flip_average
 from vireid.models import build_model
 from vireid.schema import parse_section, setting
 
@@ -159,7 +159,7 @@ class NFormerRecipe(Method):
                              f"({epochs}): stage 2 (the NFormer) trains in epochs stage2_start..epochs-1; the paper "
                              f"trains 120 + 30 (stage2_start: 120, epochs: 150)")
         self.model = build_model("nformer", num_classes=num_classes, **vars(model))
-        self.flip = bool((cfg.get("eval") or {}).get("flip", False))
+        self.flip = eval_flip(cfg)
         self.workers = int((cfg.get("data") or {}).get("workers", 0))
         self.seed = int(train.get("seed") or 0)
         self.epoch, self.rank = 0, 0

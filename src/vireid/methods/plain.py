@@ -13,7 +13,7 @@ import inspect
 
 from vireid.methods import METHODS
 from vireid.methods.baseline import LOSS_KEYS, BaselineRecipe
-from vireid.methods.common import MetricLosses, recipe_sections
+from vireid.methods.common import MetricLosses, eval_flip, recipe_sections
 from vireid.models.plain_cnn import PlainCNN
 
 MODEL_KEYS = tuple(inspect.signature(PlainCNN.__init__).parameters)[1:]
@@ -35,5 +35,5 @@ class PlainRecipe(BaselineRecipe):
         self.metric = MetricLosses.from_dict(loss)
         self.backbone_lr_mult = recipe.get("backbone_lr_mult", 1.0)
         self.channel_exchange = False
-        self.flip = bool((cfg.get("eval") or {}).get("flip", False))
+        self.flip = eval_flip(cfg)
         self.num_classes = num_classes

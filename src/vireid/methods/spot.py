@@ -31,7 +31,7 @@ from vireid.data.keypoints import DEFAULT_FILE, flip_heatmaps, keypoint_file
 from vireid.losses import id_loss
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import MetricLosses, head_and_backbone_groups
+from vireid.methods.common import MetricLosses, eval_flip, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.models.spot import ATTENTIONS, BRANCHES, TEST_FEATURES
 from vireid.schema import parse_section, setting
@@ -99,7 +99,7 @@ class SpotRecipe(Method):
         self.metric = MetricLosses.from_dict(loss)
         self.recipe = parse_section(SpotRecipeSettings, cfg.get("recipe"), "recipe")
         self.model = build_model("spot", num_classes=num_classes, pose=self.pose, **vars(model))
-        self.flip = bool((cfg.get("eval") or {}).get("flip", False))
+        self.flip = eval_flip(cfg)
         if not self.pose:
             log.info("%s: part maps are fixed horizontal stripes and attention sees appearance only; "
                      "no keypoints are used (this is not SPOT as published)", self.name)
