@@ -275,3 +275,11 @@ def test_preset_trains_and_evaluates(tmp_path):
     assert set(load_checkpoint(out / "checkpoint.pt")["optimizers"]) == {"gen", "dis", "id"}
     result = evaluate_run(out, root, "sysu/all/single/seeded", device="cpu", trials=[0])
     assert len(result.trials) == 1 and 0.0 <= result.mean["mAP"] <= 1.0
+
+
+def test_a_resnet_hicmd_embeds_test_images():
+    # the preset's ID trunk is a ResNet layer3 slice; its width was taken from layer4 and embedding failed
+    recipe = tiny_recipe("model.backbone=resnet", "model.id_layers=[layer3]")
+    recipe.model.eval()
+    feat = recipe.embed(torch.randn(3, 3, 32, 16), torch.tensor([0, 1, 1]))
+    assert feat.shape == (3, 16) and torch.isfinite(feat).all()

@@ -132,3 +132,17 @@ def test_a_resnet50_file_other_than_the_reference_is_named_with_its_hash(tmp_pat
     assert require_pretrained({"depth": 50, "pretrained": str(path)}) == str(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert f"sha256 {digest}" in caplog.text and REFERENCE_WEIGHTS in caplog.text
+
+
+@pytest.mark.parametrize("parts", [("layer3",), ("stem", "layer1", "layer2"), ("layer3", "layer4"), ("stem",)])
+def test_a_slice_reports_the_channels_it_outputs(parts):
+    # Hi-CMD's ID trunk is a layer3-only slice: it reported layer4's width and its bottleneck failed at test time
+    from vireid.models.backbones.resnet import PARTS, resnet18
+
+    net = resnet18(parts=parts).eval()
+    first = PARTS.index(parts[0])
+    cin = 3 if first == 0 else (64 if first == 1 else net.stage_channels[first - 2])
+    size = 64 // (2 ** max(first, 1)) if first else 64
+    with torch.no_grad():
+        out = net(torch.randn(1, cin, size, size // 2))
+    assert out.shape[1] == net.out_channels

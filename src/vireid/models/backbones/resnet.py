@@ -121,8 +121,9 @@ class ResNet(nn.Module):
             layer = self._make_layer(block, 64 * 2 ** i, layers[i], strides[i], build=name in parts)
             if layer is not None:
                 setattr(self, name, layer)
-        self.out_channels = self.inplanes if parts[-1] != "stem" else 64
         self.stage_channels = tuple(64 * 2 ** i * block.expansion for i in range(4))
+        # the channels of the last part built (a slice ending at layer3 gives layer3's, not layer4's)
+        self.out_channels = self.stage_channels[PARTS.index(parts[-1]) - 1] if parts[-1] != "stem" else 64
         self.fc = nn.Linear(self.out_channels, num_classes) if num_classes else None
         self._init_weights(zero_init_residual)
 
