@@ -41,6 +41,7 @@ from vireid.deploy.search import (
     default_ann_params,
     exact_topk,
     make_ann,
+    merge_topk,
     recall_at_k,
 )
 
@@ -72,19 +73,14 @@ def exact_pass(source, keep: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     """(queries, exact top-K indices, the gallery if ``keep``, generation seconds) in one streamed pass."""
     chunks, queries = source()
     q = torch.from_numpy(queries)
-    best_s = best_i = None
+    best_s, best_i = torch.empty(len(q), 0), torch.empty(len(q), 0, dtype=torch.long)
     kept, offset, generate = [], 0, 0.0
     t = time.perf_counter()
     for chunk in chunks:
         generate += time.perf_counter() - t
         g = torch.from_numpy(chunk)
         s, i = exact_topk(q, g, K)
-        i = i + offset
-        if best_s is not None:  # merge the running top-K with this chunk's (ties: the lower index first)
-            s, i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
-            order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :K]
-            s, i = s.gather(1, order), i.gather(1, order)
-        best_s, best_i = s, i
+        best_s, best_i = merge_topk(best_s, best_i, s, i + offset, K)
         offset += len(g)
         if keep:
             kept.append(g)
@@ -130,15 +126,14 @@ def build_streamed(source, kind: str, params: dict, dim: int, items: int, seed: 
     return index, params
 
 
-SWEEPS = {"ivf": [("nprobe", "nprobe")], "hnsw": [("ef_search", "ef_search")],
-          "ivfpq": [("nprobe", "nprobe"), ("k_factor", "k_factor")]}
+SWEEPS = {"ivf": ("nprobe",), "hnsw": ("ef_search",), "ivfpq": ("nprobe", "k_factor")}  # = their --options
 
 
 def sweep(kind: str, args) -> list[dict]:
     """Search-time settings to try (the cross product for IVF-PQ)."""
     settings = [{}]
-    for key, arg in SWEEPS.get(kind, []):
-        settings = [{**s, key: v} for s in settings for v in getattr(args, arg)]
+    for key in SWEEPS.get(kind, ()):
+        settings = [{**s, key: v} for s in settings for v in getattr(args, key)]
     return settings
 
 

@@ -55,16 +55,22 @@ def exact_topk(queries: torch.Tensor, gallery: torch.Tensor, k: int, chunk: int 
         for gs in range(0, n, chunk):
             scores = q @ gallery[gs:gs + chunk].T
             s, i = torch.topk(scores, min(k, scores.shape[1]), dim=1, sorted=False)
-            cand_s = torch.cat([best_s, s], 1)
-            cand_i = torch.cat([best_i, i + gs], 1)
-            # order by (score desc, index asc): sort by index first, then a stable sort by score
-            by_index = torch.argsort(cand_i, dim=1)
-            cand_s, cand_i = cand_s.gather(1, by_index), cand_i.gather(1, by_index)
-            order = torch.sort(cand_s, dim=1, descending=True, stable=True).indices[:, :k]
-            best_s, best_i = cand_s.gather(1, order), cand_i.gather(1, order)
+            best_s, best_i = merge_topk(best_s, best_i, s, i + gs, k)
         out_s.append(best_s)
         out_i.append(best_i)
     return torch.cat(out_s).cpu(), torch.cat(out_i).cpu()
+
+
+def merge_topk(best_s: torch.Tensor, best_i: torch.Tensor, s: torch.Tensor, i: torch.Tensor,
+               k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best of two (scores, gallery indices) candidate sets per query, ordered by (score desc, index asc):
+    the running top-k of a search that walks the gallery in chunks."""
+    cand_s, cand_i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
+    # sort by index first, then a stable sort by score
+    by_index = torch.argsort(cand_i, dim=1)
+    cand_s, cand_i = cand_s.gather(1, by_index), cand_i.gather(1, by_index)
+    order = torch.sort(cand_s, dim=1, descending=True, stable=True).indices[:, :k]
+    return cand_s.gather(1, order), cand_i.gather(1, order)
 
 
 def recall_at_k(approx: torch.Tensor, exact: torch.Tensor) -> float:
