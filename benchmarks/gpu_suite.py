@@ -412,12 +412,13 @@ class MethodContext:
         from vireid.app.runs import data_settings, resolve_config_path, run_defaults
         from vireid.config import load_config
         from vireid.engine.optim import set_lr
-        from vireid.engine.trainer import TrainConfig, Trainer
+        from vireid.engine.trainer import Trainer
         from vireid.methods import build_recipe
+        from vireid.schema import TrainSettings, parse_section
 
         spec = suite.profile["methods"][name]
         self.name, self.device = name, suite.device
-        self.cfg = load_config(resolve_config_path(spec["config"]), spec["overrides"], defaults=run_defaults())
+        self.cfg = load_config(resolve_config_path(spec["config"]), spec["overrides"], defaults=run_defaults)
         self.data = data_settings(self.cfg)
         torch.manual_seed(0)
         self.recipe = build_recipe(self.cfg, suite.profile["num_classes"])
@@ -426,8 +427,8 @@ class MethodContext:
         train.pop("deterministic", None)
         # The run's own optimiser and schedule; bf16 autocast + channels_last as a GPU run would set them.
         # Compilation is applied per stage below (exactly what the trainer does for train.compile=true).
-        self.train_cfg = dataclasses.replace(TrainConfig.from_dict(train), amp="bf16", channels_last=True,
-                                             compile=False, log_every=10**9)
+        self.train_cfg = dataclasses.replace(parse_section(TrainSettings, train, "train"), amp="bf16",
+                                             channels_last=True, compile=False, log_every=10**9)
         self.trainer = Trainer(self.recipe, None, self.train_cfg, suite.out / "runs" / name, device=suite.device,
                                progress=False)
         set_lr(self.trainer.optimizer, self.trainer._lr_factor(0.0))  # the LR of a run's first step

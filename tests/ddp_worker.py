@@ -10,8 +10,9 @@ import sys
 import torch
 
 from vireid.engine.distributed import init_distributed
-from vireid.engine.trainer import TrainConfig, Trainer
+from vireid.engine.trainer import Trainer
 from vireid.methods.base import Method
+from vireid.schema import TrainSettings
 
 WORLD = 2
 
@@ -53,6 +54,6 @@ if __name__ == "__main__":
     out, whole = sys.argv[1], "--global" in sys.argv
     info = init_distributed("cpu")
     trainer = Trainer(Recipe(), Batches(info.rank, info.world_size, whole),
-                      TrainConfig(epochs=2, optimizer="sgd", lr=0.5, momentum=0.0), out, dist_info=info,
+                      TrainSettings(epochs=2, optimizer="sgd", lr=0.5, momentum=0.0), out, dist_info=info,
                       progress=False)
     trainer.fit()

@@ -30,7 +30,7 @@ CONFIGS = {"idkl": "demo_idkl", "agw": "agw_sysu", "mbfvrd": "mbfvrd_sysu", "pla
 
 def make_run(out: Path, method: str = "idkl", num_classes: int = 4, seed: int = 0, extra=()) -> Path:
     overrides = [f"data.height={SIZE[0]}", f"data.width={SIZE[1]}", "data.workers=0", *TINY[method], *extra]
-    cfg = load_config(resolve_config_path(CONFIGS[method]), overrides, defaults=run_defaults())
+    cfg = load_config(resolve_config_path(CONFIGS[method]), overrides, defaults=run_defaults)
     torch.manual_seed(seed)
     recipe = build_recipe(cfg, num_classes)
     with torch.no_grad():

@@ -101,7 +101,7 @@ def test_shipped_plans_resolve_and_every_row_builds(name, tmp_path):
     for i, row in enumerate(plan["rows"]):
         path = tmp_path / f"row{i}.yaml"
         path.write_text(yaml.safe_dump(row_config(row, plan["budget"], seed=plan["seeds"][-1])))
-        cfg = load_config(path, defaults=run_defaults())
+        cfg = load_config(path, defaults=run_defaults)
         assert cfg["train"]["seed"] == plan["seeds"][-1]
         budget = plan["budget"]["train"]
         if budget.get("time_budget_s"):  # equal seconds ...

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vireid.models import MODELS
-from vireid.models.baseline import Backbone, NonLocal, ReIDNet
+from vireid.models.reid_net import Backbone, NonLocal, ReIDNet
 
 
 def test_non_local_matches_its_equation():

@@ -151,13 +151,13 @@ def test_recipe_uses_the_printed_form_by_default_and_keeps_the_shortest_path_swi
                            ("shortest_path", lambda local, pids: local_triplet(local, pids, 0.3, "mean"))):
         torch.manual_seed(0)
         recipe = build_recipe(_cfg(f"loss.local_triplet_form={form}"), num_classes=3)
-        assert recipe.loss.local_triplet_form == form
+        assert recipe.settings.loss.local_triplet_form == form
         torch.manual_seed(1)
         terms = recipe.training_step(recipe.model, batch)
         torch.manual_seed(1)
         local = recipe.model(batch[0], batch[3])["local"]
         torch.testing.assert_close(terms["local_triplet"], expected(local, batch[1]))
-    assert build_recipe(_cfg(), num_classes=3).loss.local_triplet_form == "stripes"
+    assert build_recipe(_cfg(), num_classes=3).settings.loss.local_triplet_form == "stripes"
     with pytest.raises(ValueError, match="needs model.stripes >= 2, got 1"):
         build_recipe(_cfg("model.stripes=1"), num_classes=3)
     build_recipe(_cfg("model.stripes=1", "loss.local_triplet_form=shortest_path"), num_classes=3)

@@ -3,6 +3,7 @@ without ViT weights, presets, and a train + evaluate run on synthetic data."""
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -152,8 +153,7 @@ def _grads(recipe, term):
     loss = {"id": 0.0, "mae": 1.0, "mac": 0.0, "maid": 0.0}
     if term in loss:
         loss[term] = 1.0
-    recipe.loss = type(recipe.loss)(**{**recipe.loss.__dict__, **loss})
-    recipe.metric = type(recipe.metric)(**{**recipe.metric.__dict__, "wrt": 1.0 if term == "wrt" else 0.0})
+    recipe.settings.loss = replace(recipe.settings.loss, **loss, wrt=1.0 if term == "wrt" else 0.0)
     recipe.model.zero_grad(set_to_none=True)
     terms = recipe.training_step(recipe.model, BATCH)
     assert set(terms) == {"loss", term}
@@ -182,7 +182,7 @@ def test_each_loss_reaches_only_what_it_should(term, reaches, blocked):
 
 def test_mac_trains_phi_by_default_and_not_with_modality_centres():
     default = _recipe()
-    assert default.loss.mac_centre == type(default.loss)().mac_centre == "identity"
+    assert default.settings.loss.mac_centre == type(default.settings.loss)().mac_centre == "identity"
     assert _reached(_grads(default, "mac"), "phi.")
     assert not _reached(_grads(_recipe("modality"), "mac"), "phi.")  # the switch: phi_m(e_m) cancels
 
@@ -283,7 +283,7 @@ def test_a_cmtr_run_exports_with_the_modality_embedding_per_image(tmp_path):
     from vireid.deploy.export import export_run
     from vireid.engine.checkpoint import CHECKPOINT_NAME, save_checkpoint
 
-    cfg = load_config(resolve_config_path("cmtr_sysu"), [*TINY_MODEL, "data.workers=0"], defaults=run_defaults())
+    cfg = load_config(resolve_config_path("cmtr_sysu"), [*TINY_MODEL, "data.workers=0"], defaults=run_defaults)
     torch.manual_seed(0)
     recipe = build_recipe(cfg, num_classes=4)
     with torch.no_grad():

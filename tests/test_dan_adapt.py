@@ -12,9 +12,10 @@ from vireid.cli.main import main
 from vireid.data.datasets import open_dataset
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.data.target_batches import TargetBatches
-from vireid.engine.trainer import TrainConfig, Trainer
+from vireid.engine.trainer import Trainer
 from vireid.methods import build_recipe
 from vireid.methods.base import Method
+from vireid.schema import TrainSettings
 from vireid.synth.domains import synth_domain
 from vireid.synth.generator import generate
 
@@ -89,7 +90,7 @@ class _Batches:
 
 def test_trainer_calls_the_epoch_start_hook(tmp_path):
     recipe = _Hooked()
-    Trainer(recipe, _Batches(), TrainConfig(epochs=3, lr=0.01), tmp_path, progress=False).fit()
+    Trainer(recipe, _Batches(), TrainSettings(epochs=3, lr=0.01), tmp_path, progress=False).fit()
     assert [(e, s) for e, s, _ in recipe.seen] == [(0, 0), (1, 0), (2, 0)]
 
 

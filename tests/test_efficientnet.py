@@ -93,7 +93,7 @@ def test_a_training_step_from_imagenet(method):
     if method == "agw":
         overrides.append("model.non_local=[0,1,1,0]")
     cfg = load_config(resolve_config_path({"agw": "agw_sysu", "idkl": "demo_idkl"}[method]), overrides,
-                      defaults=run_defaults())
+                      defaults=run_defaults)
     torch.manual_seed(0)
     recipe = build_recipe(cfg, 4)
     model = recipe.model.train()

@@ -13,12 +13,13 @@ from PIL import Image
 from vireid.app.runs import evaluate_run, resolve_config_path, train
 from vireid.config import load_config
 from vireid.engine.checkpoint import load_checkpoint
-from vireid.engine.trainer import TrainConfig, Trainer
+from vireid.engine.trainer import Trainer
 from vireid.evaluation.evaluator import cosine_distance, euclidean_distance
 from vireid.losses.hicmd import kl_to_standard_normal, l1_reconstruction, lsgan_discriminator_loss, lsgan_generator_loss
 from vireid.methods import build_recipe
 from vireid.methods.hicmd import PICTURE_COLUMNS, write_picture
 from vireid.models.hicmd import adain, attribute_indices, mix_codes
+from vireid.schema import TrainSettings, parse_section
 from vireid.synth.generator import generate
 
 
@@ -190,7 +191,7 @@ def test_the_discriminator_step_moves_only_d_and_the_joint_step_only_g_and_hfl(t
 
     recipe.training_step = spy
     preset = load_config(resolve_config_path("hicmd_sysu"), ["train.epochs=1"])["train"]
-    trainer = Trainer(recipe, OneBatch(), TrainConfig.from_dict(preset), tmp_path, progress=False)
+    trainer = Trainer(recipe, OneBatch(), parse_section(TrainSettings, preset, "train"), tmp_path, progress=False)
     assert set(trainer.optimizers) == {"gen", "dis", "id"}
     assert trainer.optimizers["gen"].defaults["betas"] == (0.5, 0.999)
     assert isinstance(trainer.optimizers["id"], torch.optim.SGD)
@@ -231,7 +232,7 @@ def test_write_picture_undoes_the_normalisation(tmp_path):
 def test_presets_resolve(name, dataset, step_iters):
     cfg = load_config(resolve_config_path(name))
     assert cfg["method"] == "hicmd" and cfg["data"]["dataset"] == dataset
-    tc = TrainConfig.from_dict(cfg["train"])
+    tc = parse_section(TrainSettings, cfg["train"], "train")
     assert tc.schedule == "iter_step" and tc.step_iters == step_iters and tc.gamma == 0.5
     assert tc.optimizers["gen"].betas == (0.5, 0.999) and tc.optimizers["id"].optimizer == "sgd"
     assert cfg["loss"]["same"] == cfg["loss"]["cross"] == cfg["loss"]["cycle"] == 50.0

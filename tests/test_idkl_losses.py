@@ -11,6 +11,7 @@ import torch
 
 from vireid import losses as L
 from vireid.losses.idkl import PAPER, REFERENCE_SMALL_BATCH, IDKLLossSettings
+from vireid.schema import parse_section
 
 # two identities, K = 1 per modality, sampler layout I, V, I, V
 LABELS = torch.tensor([0, 0, 1, 1])
@@ -205,10 +206,10 @@ def test_confuser_targets_half_flipped_on_sampler_layout():
 
 
 def test_settings_validation():
-    with pytest.raises(ValueError, match="graph='nope'"):
-        IDKLLossSettings(graph="nope")
-    with pytest.raises(ValueError, match=r"unknown IDKL loss settings \['lambda9'\]"):
-        IDKLLossSettings.from_dict({"lambda9": 1})
+    with pytest.raises(ValueError, match="loss.graph must be one of reference, paper, got 'nope'"):
+        parse_section(IDKLLossSettings, {"graph": "nope"}, "loss")
+    with pytest.raises(ValueError, match=r"unknown loss setting\(s\) lambda9"):
+        parse_section(IDKLLossSettings, {"lambda9": 1}, "loss")
 
 
 def test_triplet_hard_by_hand_and_single_identity_error():

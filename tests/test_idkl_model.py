@@ -12,6 +12,7 @@ from vireid.methods.idkl import build_idkl
 from vireid.models import MODELS
 from vireid.models.idkl import IDKL
 from vireid.models.layers import gem
+from vireid.schema import parse_section
 
 CONFIGS = ["idkl_sysu.yaml", "idkl_regdb.yaml", "idkl_llcm.yaml", "idkl_paper_sysu.yaml"]
 PAPER_MODEL = dict(gates="se", in_affine=False, confuser="grl", head_input="pooled", entropy_classifier="specific",
@@ -146,9 +147,9 @@ def test_bad_inputs_raise_clear_errors():
         model(x[:, :1], m)
     with pytest.raises(ValueError, match="gates='nope'"):
         tiny(gates="nope")
-    with pytest.raises(ValueError, match=r"unknown IDKL model settings \['dropout'\]"):
+    with pytest.raises(ValueError, match=r"unknown model setting\(s\) dropout"):
         build_idkl({"model": {"num_classes": 3, "dropout": 0.1}})
-    with pytest.raises(ValueError, match=r"unknown IDKL terms \['lb'\]"):
+    with pytest.raises(ValueError, match=r"unknown terms setting\(s\) lb"):
         build_idkl({"model": {"num_classes": 3}, "terms": {"lb": False}})
     with pytest.raises(ValueError, match="does not fit"):
         build_idkl({"model": {"num_classes": 3, "confuser": "grl"}, "loss": {"confuser_targets": "pseudo"}})
@@ -232,5 +233,5 @@ def test_batch_switch_gives_the_code_small_batch_weights_elsewhere():
     off = IDKLLossSettings(batch_switch=120, tgsa=0.0, csa=0.0).for_batch(60)
     assert (off.tgsa, off.csa, off.mdr_graph) == (0.0, 0.0, 0.1)
     assert IDKLLossSettings().for_batch(8) == IDKLLossSettings()  # 0: the written weights at every size
-    with pytest.raises(ValueError, match="batch_switch"):
-        IDKLLossSettings(batch_switch=-1)
+    with pytest.raises(ValueError, match="loss.batch_switch must be an integer >= 0, got -1"):
+        parse_section(IDKLLossSettings, {"batch_switch": -1}, "loss")

@@ -29,8 +29,8 @@ from vireid.engine.optim import REFERENCE_SCHEDULES, lr_factor, set_lr
 from vireid.losses.center import hetero_center_parts
 from vireid.losses.vsd_code import BRANCHES, VSDCodeSettings, vsd_code_terms
 from vireid.losses.weighted import esd_terms, weighted_parts
-from vireid.models.baseline import NonLocal, make_pool, non_local_state_from_agw
 from vireid.models.layers import BNNeck, classifier
+from vireid.models.reid_net import NonLocal, make_pool, non_local_state_from_agw
 
 F32 = dict(rtol=1e-4, atol=1e-5)
 F64 = dict(rtol=1e-7, atol=1e-9)

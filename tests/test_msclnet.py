@@ -3,6 +3,7 @@ shapes, which parameters each loss may reach, the schedule, config errors and a 
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,8 +11,8 @@ import yaml
 
 from vireid.app.runs import evaluate_run, resolve_config_path, train
 from vireid.config import load_config, merge
+from vireid.data.pairing import pair_by_identity
 from vireid.engine.optim import lr_factor
-from vireid.engine.trainer import TrainConfig
 from vireid.losses.msclnet import (
     divergence,
     global_complement,
@@ -23,7 +24,8 @@ from vireid.losses.msclnet import (
 )
 from vireid.methods import build_recipe
 from vireid.models import build_model
-from vireid.models.msclnet import MogrifierLSTMCell, pair_by_identity, stripes
+from vireid.models.msclnet import MogrifierLSTMCell, stripes
+from vireid.schema import TrainSettings, parse_section
 from vireid.synth.generator import generate
 
 
@@ -195,7 +197,7 @@ def _recipe(routing="through_encoder", **weights):
 
 def _grads(recipe, **weights):
     """Parameter name -> gradient (None where the loss did not reach it) after one backward of the total."""
-    recipe.loss = type(recipe.loss)(**{**recipe.loss.__dict__, **{k: weights.get(k, 0.0) for k in ALL_WEIGHTS}})
+    recipe.settings.loss = replace(recipe.settings.loss, **{k: weights.get(k, 0.0) for k in ALL_WEIGHTS})
     recipe.model.zero_grad(set_to_none=True)
     terms = recipe.training_step(recipe.model, BATCH)
     terms["loss"].backward()
@@ -313,10 +315,10 @@ def test_per_milestone_lr_factors():
     kw = dict(schedule="multistep", epochs=200, milestones=[20, 50, 100], factors=[0.5, 0.1, 0.01])
     assert [lr_factor(e, **kw) for e in (0, 19.9, 20, 50, 99, 100, 199)] == [1, 1, 0.5, 0.1, 0.1, 0.01, 0.01]
     cfg = load_config(resolve_config_path("msclnet_sysu"))
-    tc = TrainConfig.from_dict(cfg["train"])
+    tc = parse_section(TrainSettings, cfg["train"], "train")
     assert tc.lr_factors == (0.5, 0.1, 0.01) and tc.milestones == (20, 50, 100) and tc.warmup_epochs == 0
     with pytest.raises(ValueError, match=r"train.lr_factors must give one factor per milestone \(3 milestones"):
-        TrainConfig.from_dict({**cfg["train"], "lr_factors": [0.5]})
+        parse_section(TrainSettings, {**cfg["train"], "lr_factors": [0.5]}, "train")
 
 
 @pytest.mark.parametrize("override, message", [

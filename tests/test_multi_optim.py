@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from resume_check import kill_and_resume
-from vireid.engine.optim import OptimizerSettings, iteration_factor, lr_factor
-from vireid.engine.trainer import TrainConfig, Trainer
+from vireid.engine.optim import iteration_factor, lr_factor
+from vireid.engine.trainer import Trainer
 from vireid.methods.base import Method
+from vireid.schema import OptimizerSettings, TrainSettings, parse_section
 
 
 class ToyBatches:
@@ -60,7 +61,7 @@ class ToyGAN(Method):
             self.record.append((before, between, self._snapshot()))
 
 
-CFG = TrainConfig(epochs=3, optimizer="adam", lr=1e-2, schedule="iter_step", step_iters=4, gamma=0.5,
+CFG = TrainSettings(epochs=3, optimizer="adam", lr=1e-2, schedule="iter_step", step_iters=4, gamma=0.5,
                   log_every=1, optimizers={"dis": {"betas": [0.5, 0.999]}, "gen": {"optimizer": "sgd", "lr": 0.1}})
 
 
@@ -99,7 +100,7 @@ def test_killed_run_resumes_to_identical_weights_and_optimiser_states(tmp_path):
 def test_each_update_steps_only_its_optimisers_parameters(tmp_path):
     recipe = ToyGAN(seed=0)
     recipe.record = []
-    Trainer(recipe, ToyBatches(), TrainConfig(epochs=1, lr=1e-2), tmp_path, progress=False).fit()
+    Trainer(recipe, ToyBatches(), TrainSettings(epochs=1, lr=1e-2), tmp_path, progress=False).fit()
     assert len(recipe.record) == 5
     for before, between, after in recipe.record:
         for key in before:
@@ -130,7 +131,7 @@ def test_iteration_schedule_factor():
     with pytest.raises(ValueError, match="train.step_iters must be an integer >= 1"):
         iteration_factor(3, 0, 0.5)
     with pytest.raises(ValueError, match="iter_step needs train.step_iters >= 1"):
-        TrainConfig.from_dict({"epochs": 1, "schedule": "iter_step"})
+        parse_section(TrainSettings, {"epochs": 1, "schedule": "iter_step"}, "train")
 
 
 def test_an_update_may_step_two_optimisers_at_once(tmp_path):
@@ -142,7 +143,7 @@ def test_an_update_may_step_two_optimisers_at_once(tmp_path):
             loss = ((model["dis"](model["gen"](real)) - 1) ** 2).mean()
             yield ("a", "b"), {"loss": loss}
 
-    trainer = Trainer(Joint(seed=0), ToyBatches(), TrainConfig(epochs=1, lr=1e-2, log_every=1), tmp_path,
+    trainer = Trainer(Joint(seed=0), ToyBatches(), TrainSettings(epochs=1, lr=1e-2, log_every=1), tmp_path,
                       progress=False)
     trainer.fit()
     assert all(o.state_dict()["state"][0]["step"] == 5 for o in trainer.optimizers.values())
@@ -152,9 +153,9 @@ def test_an_update_may_step_two_optimisers_at_once(tmp_path):
 def test_errors_name_the_optimiser(tmp_path):
     with pytest.raises(ValueError, match=r"train.optimizers names gan, which method 'toy_gan' does not have; "
                                          r"its optimisers are dis, gen"):
-        Trainer(ToyGAN(seed=0), ToyBatches(), TrainConfig(epochs=1, optimizers={"gan": {}}), tmp_path)
+        Trainer(ToyGAN(seed=0), ToyBatches(), TrainSettings(epochs=1, optimizers={"gan": {}}), tmp_path)
     with pytest.raises(ValueError, match=r"train.optimizers.gen.betas must be two numbers in \[0, 1\)"):
-        TrainConfig.from_dict({"epochs": 1, "optimizers": {"gen": {"betas": [0.5]}}})
+        parse_section(TrainSettings, {"epochs": 1, "optimizers": {"gen": {"betas": [0.5]}}}, "train")
     with pytest.raises(ValueError, match=r"unknown train.optimizers.gen setting\(s\) beta"):
         OptimizerSettings.parse("gen", {"beta": 0.5})
 
@@ -163,7 +164,7 @@ def test_errors_name_the_optimiser(tmp_path):
             yield "generator", {"loss": model["gen"](real).sum()}
 
     with pytest.raises(ValueError, match=r"yielded an update for \['generator'\]; its optimisers are dis, gen"):
-        Trainer(Wrong(seed=0), ToyBatches(), TrainConfig(epochs=1), tmp_path / "w", progress=False).fit()
+        Trainer(Wrong(seed=0), ToyBatches(), TrainSettings(epochs=1), tmp_path / "w", progress=False).fit()
 
 
 def test_a_single_optimiser_recipe_refuses_named_optimiser_settings(tmp_path):
@@ -175,4 +176,4 @@ def test_a_single_optimiser_recipe_refuses_named_optimiser_settings(tmp_path):
             return [{"params": self.model.parameters()}]
 
     with pytest.raises(ValueError, match=r"train.optimizers names gen, but method 'single' has one optimiser"):
-        Trainer(Single(), ToyBatches(), TrainConfig(epochs=1, optimizers={"gen": {}}), tmp_path)
+        Trainer(Single({"method": "single"}, 2), ToyBatches(), TrainSettings(epochs=1, optimizers={"gen": {}}), tmp_path)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from vireid.models.backbones import build_trunk, load_pretrained, osnet
-from vireid.models.baseline import ReIDNet
 from vireid.models.idkl import IDKL
+from vireid.models.reid_net import ReIDNet
 
 
 def test_full_network_shapes_names_and_size():

@@ -5,10 +5,11 @@ import torch
 
 from vireid.app.runs import resolve_config_path, run_defaults
 from vireid.config import load_config
-from vireid.engine.trainer import TrainConfig, Trainer
+from vireid.engine.trainer import Trainer
 from vireid.methods import build_recipe
 from vireid.methods.base import Method
 from vireid.models.plain_cnn import PlainCNN
+from vireid.schema import TrainSettings, parse_section
 
 
 def test_plain_cnn_routes_each_modality_to_its_stem():
@@ -29,9 +30,9 @@ def test_plain_cnn_routes_each_modality_to_its_stem():
 
 
 def test_baseline_config_builds_the_plain_recipe_and_a_step_learns():
-    cfg = load_config(resolve_config_path("baseline_sysu"), ["model.width=4"], defaults=run_defaults())
+    cfg = load_config(resolve_config_path("baseline_sysu"), ["model.width=4"], defaults=run_defaults)
     recipe = build_recipe(cfg, num_classes=2)
-    assert recipe.name == "plain" and recipe.metric.triplet == 1.0 and recipe.metric.wrt == 0.0
+    assert recipe.name == "plain" and recipe.settings.loss.triplet == 1.0 and recipe.settings.loss.wrt == 0.0
     torch.manual_seed(0)
     images, pids = torch.randn(8, 3, 32, 16), torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
     batch = (images, pids, torch.zeros(8, dtype=torch.long), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]))
@@ -74,7 +75,7 @@ class Slow:
 
 
 def test_time_budget_stops_training_and_stretches_the_schedule(tmp_path):
-    cfg = TrainConfig(epochs=4, optimizer="sgd", lr=1.0, milestones=(2,), time_budget_s=0.3, log_every=1)
+    cfg = TrainSettings(epochs=4, optimizer="sgd", lr=1.0, milestones=(2,), time_budget_s=0.3, log_every=1)
     lrs = []
     trainer = Trainer(Toy(), Slow(), cfg, tmp_path, progress=False)
     trainer.fit(on_step=lambda t, rec: lrs.append(rec["lr"]))
@@ -86,7 +87,7 @@ def test_time_budget_stops_training_and_stretches_the_schedule(tmp_path):
     again.fit()
     assert again.global_step == steps  # a finished budget is not trained again
     with pytest.raises(ValueError, match="train.time_budget_s must be a number >= 0, got -1.0"):
-        TrainConfig.from_dict({"epochs": 1, "time_budget_s": -1})
+        parse_section(TrainSettings, {"epochs": 1, "time_budget_s": -1}, "train")
 
 
 def test_idkl_aux_warmup_ramps_the_terms_beyond_l_b():
@@ -95,7 +96,7 @@ def test_idkl_aux_warmup_ramps_the_terms_beyond_l_b():
     assert aux_scale(0.0, 0.5) == 0.0 and aux_scale(0.25, 0.5) == 0.5 and aux_scale(0.9, 0.5) == 1.0
     assert aux_scale(0.0, 0.0) == 1.0  # off: the published loss from the first step
     cfg = load_config(resolve_config_path("demo_idkl"), ["model.backbone=plain_w4", "recipe.aux_warmup=0.5"],
-                      defaults=run_defaults())
+                      defaults=run_defaults)
     recipe = build_recipe(cfg, num_classes=2)
     torch.manual_seed(0)
     batch = (torch.randn(8, 3, 32, 16), torch.tensor([0, 0, 1, 1, 0, 0, 1, 1]), torch.zeros(8, dtype=torch.long),
@@ -104,7 +105,7 @@ def test_idkl_aux_warmup_ramps_the_terms_beyond_l_b():
     recipe.set_progress(0.0)
     torch.manual_seed(1)  # the same dropout masks in both calls
     start = recipe.training_step(recipe.model, batch)
-    s = recipe.settings
+    s = recipe.loss_settings
     l_b = s.id_sh * start["ce"] + s.id_sp * start["id_pl"] + start["tri"]
     # demo_idkl's added hetero-center term is not one of IDKL's: the ramp leaves it at full weight
     assert float(start["hetero_center_sh"]) > 0
@@ -121,7 +122,7 @@ def test_idkl_aux_warmup_ramps_the_terms_beyond_l_b():
 def test_survey_methods_take_the_plain_trunk(config):
     """Every CNN method runs on the light plain trunk (the CPU ablation's backbone) and its loss has gradients."""
     cfg = load_config(resolve_config_path(config), ["model.backbone=plain_w4", "model.pretrained=none"],
-                      defaults=run_defaults())
+                      defaults=run_defaults)
     recipe = build_recipe(cfg, num_classes=2)
     assert any(name.endswith("layer4.0.weight") for name, _ in recipe.model.named_parameters())
     torch.manual_seed(0)

@@ -19,12 +19,13 @@ from vireid.data.records import INFRARED, VISIBLE, Sample
 from vireid.data.samplers import AGWIdentitySampler, IDKLIdentitySampler, build_sampler
 from vireid.data.transforms import PadCrop, RandomErasing, torchvision_erasing
 from vireid.engine.optim import lr_factor
-from vireid.engine.trainer import TrainConfig, Trainer
+from vireid.engine.trainer import Trainer
 from vireid.losses import adp_loss, hetero_center_triplet, pairwise_sq_dist, triplet_hard, wrt_loss
 from vireid.losses.weighted import weighted_parts
 from vireid.methods import build_recipe
 from vireid.methods.base import Method
 from vireid.methods.common import MetricLosses
+from vireid.schema import TrainSettings, parse_section
 
 # ------------------------------------------------------------------ epoch length on SYSU-MM01 counts
 
@@ -106,12 +107,12 @@ def test_trainer_logs_steps_per_epoch_and_total(tmp_path, caplog):
     listing, _ = _sysu_listing()
     batches = _preset_batches("agw_sysu", listing)
     recipe = _TinyRecipe()
-    trainer = Trainer(recipe, batches, TrainConfig(epochs=81, optimizer="sgd", lr=0.1), tmp_path, progress=False)
+    trainer = Trainer(recipe, batches, TrainSettings(epochs=81, optimizer="sgd", lr=0.1), tmp_path, progress=False)
     with caplog.at_level(logging.INFO, logger="vireid"):
         info = trainer.log_schedule()
     assert info == {"steps_per_epoch": 696, "epochs": 81, "total_steps": 56376, "exact": True}
     assert "696 steps per epoch" in caplog.text and "56376 steps in total" in caplog.text
-    idkl = Trainer(recipe, _preset_batches("idkl_sysu", listing), TrainConfig(epochs=160), tmp_path, progress=False)
+    idkl = Trainer(recipe, _preset_batches("idkl_sysu", listing), TrainSettings(epochs=160), tmp_path, progress=False)
     with caplog.at_level(logging.INFO, logger="vireid"):
         info = idkl.log_schedule()
     assert info["steps_per_epoch"] in (194, 195) and not info["exact"] and "about" in caplog.text
@@ -255,7 +256,7 @@ def test_caj_second_view_is_drawn_from_the_raw_image():
 
 def test_agw_preset_sets_the_rate_once_per_epoch():
     train = load_config(resolve_config_path("agw_sysu"))["train"]
-    cfg = TrainConfig.from_dict({k: v for k, v in train.items() if k not in ("seed", "deterministic")})
+    cfg = parse_section(TrainSettings, {k: v for k, v in train.items() if k not in ("seed", "deterministic")}, "train")
     factor = lambda e: lr_factor(e, schedule=cfg.schedule, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,  # noqa
                                  warmup_start=cfg.warmup_start, milestones=cfg.milestones, gamma=cfg.gamma)
     assert [factor(e) for e in (0, 0.99, 4, 9.5, 10, 19.9, 20, 49, 50, 80)] == pytest.approx(
@@ -272,7 +273,7 @@ def test_presets_select_the_reference_numerics():
         data = load_config(resolve_config_path(name))["data"]
         assert (data["sampler"], data["augment"], data["resize"]) == ("idkl", "idkl", "bilinear")
     with pytest.raises(ValueError, match="loss.weighted_numerics must be one of"):
-        MetricLosses.from_dict({"weighted_numerics": "exact"})
+        parse_section(MetricLosses, {"weighted_numerics": "exact"}, "loss")
 
 
 def test_reference_and_textbook_wrt_differ_only_at_scale():
@@ -418,7 +419,7 @@ def test_idkl_ignite04_epochs_are_the_loader_length_and_continue_across_passes()
 
 
 def test_agw_bn_neck_initialisation():
-    from vireid.models.baseline import ReIDNet
+    from vireid.models.reid_net import ReIDNet
 
     assert load_config(resolve_config_path("agw_sysu"))["model"]["bn_neck_std"] == 0.01
     torch.manual_seed(0)

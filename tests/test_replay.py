@@ -8,8 +8,9 @@ import torch
 from vireid.app.runs import resolve_config
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.engine.replay import _FixedBatches, replay
-from vireid.engine.trainer import TrainConfig, Trainer
+from vireid.engine.trainer import Trainer
 from vireid.methods import build_recipe
+from vireid.schema import TrainSettings, parse_section
 
 TINY_AGW = ["model.depth=18", "model.non_local=[0,2,2,0]"]
 TINY_IDKL = ["model.depth=18"]
@@ -37,7 +38,7 @@ def test_replay_is_the_trainers_own_epoch(tmp_path):
     batches = _batches(3)
     cfg, fitted = _recipe("agw_sysu", TINY_AGW)
     start = {k: v.clone() for k, v in fitted.model.state_dict().items()}
-    tc = TrainConfig.from_dict({**cfg["train"], "epochs": 1})
+    tc = parse_section(TrainSettings, {**cfg["train"], "epochs": 1}, "train")
     Trainer(fitted, _FixedBatches(batches), tc, tmp_path, progress=False).fit()
     _, replayed = _recipe("agw_sysu", TINY_AGW)
     records = replay(replayed, batches, tc, state_dict=start, steps_per_epoch=3)

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from vireid.app.runs import data_settings, run_defaults
-from vireid.engine.trainer import TrainConfig
-from vireid.schema import DataSettings, parse_section, section_defaults, setting
+from vireid.schema import DataSettings, TrainSettings, parse_section, section_defaults, setting
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ def test_values_are_converted_losslessly_and_defaults_written_once():
     # the run defaults come from the dataclasses, not from a second table
     defaults = run_defaults()
     assert defaults["data"] == section_defaults(DataSettings)
-    assert defaults["train"]["lr"] == TrainConfig.__dataclass_fields__["lr"].default
+    assert defaults["train"]["lr"] == TrainSettings.__dataclass_fields__["lr"].default
 
 
 def test_data_section_checked_with_the_same_messages():

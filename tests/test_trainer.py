@@ -7,8 +7,9 @@ import torch
 
 from resume_check import kill_and_resume
 from vireid.engine.checkpoint import load_checkpoint
-from vireid.engine.trainer import TrainConfig, Trainer, TrainingDiverged
+from vireid.engine.trainer import Trainer, TrainingDiverged
 from vireid.methods.base import Method
+from vireid.schema import TrainSettings, parse_section
 
 
 class ToyBatches:
@@ -49,7 +50,7 @@ class ToyRecipe(Method):
         return {"loss": loss + l2, "id": loss, "l2": l2}
 
 
-CFG = TrainConfig(epochs=3, optimizer="sgd", lr=0.1, schedule="multistep", milestones=(2,), warmup_epochs=1,
+CFG = TrainSettings(epochs=3, optimizer="sgd", lr=0.1, schedule="multistep", milestones=(2,), warmup_epochs=1,
                   log_every=1)
 
 
@@ -82,7 +83,7 @@ def test_nan_in_the_first_epoch_names_no_checkpoint_that_does_not_exist(tmp_path
 
 
 def test_metrics_jsonl_and_checkpoint_contents(tmp_path):
-    Trainer(ToyRecipe(seed=0), ToyBatches(), TrainConfig(epochs=1, log_every=2), tmp_path, progress=False).fit()
+    Trainer(ToyRecipe(seed=0), ToyBatches(), TrainSettings(epochs=1, log_every=2), tmp_path, progress=False).fit()
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [l["global_step"] for l in lines] == [2, 4, 6]
     assert {"id", "l2", "loss", "lr", "img_per_s", "epoch"} <= set(lines[0])
@@ -91,18 +92,18 @@ def test_metrics_jsonl_and_checkpoint_contents(tmp_path):
 
 
 def test_checkpoint_from_another_method_is_refused(tmp_path):
-    Trainer(ToyRecipe(seed=0), ToyBatches(), TrainConfig(epochs=1), tmp_path, progress=False).fit()
+    Trainer(ToyRecipe(seed=0), ToyBatches(), TrainSettings(epochs=1), tmp_path, progress=False).fit()
     other = ToyRecipe(seed=0)
     other.name = "agw"
     with pytest.raises(ValueError, match=r"written by method 'toy', not 'agw'"):
-        Trainer(other, ToyBatches(), TrainConfig(epochs=1), tmp_path, progress=False).resume()
+        Trainer(other, ToyBatches(), TrainSettings(epochs=1), tmp_path, progress=False).resume()
 
 
 def test_train_config_errors():
     with pytest.raises(ValueError, match="unknown train setting"):
-        TrainConfig.from_dict({"epochs": 1, "lrr": 3})
+        parse_section(TrainSettings, {"epochs": 1, "lrr": 3}, "train")
     with pytest.raises(ValueError, match="'train.epochs' is missing"):
-        TrainConfig.from_dict({})
-    assert TrainConfig.from_dict({"epochs": 2, "amp": True}).amp == "fp16"
+        parse_section(TrainSettings, {}, "train")
+    assert parse_section(TrainSettings, {"epochs": 2, "amp": True}, "train").amp == "fp16"
     with pytest.raises(ValueError, match="train.lr must be a number >= 0, got 'fast'"):
-        TrainConfig.from_dict({"epochs": 1, "lr": "fast"})
+        parse_section(TrainSettings, {"epochs": 1, "lr": "fast"}, "train")

@@ -14,8 +14,8 @@ from vireid.config import merge
 from vireid.models.backbones import build_trunk, build_vit, load_pretrained
 from vireid.models.backbones.resnet import require_pretrained
 from vireid.models.backbones.vit import checkpoint_grid, grid_size, resize_pos_embed, split_tokens, vit_config
-from vireid.models.baseline import ReIDNet
 from vireid.models.idkl import IDKL
+from vireid.models.reid_net import ReIDNet
 from vireid.synth.generator import generate
 
 TINY = dict(patch_size=8, patch_stride=6, img_size=(32, 16))  # a 5 x 2 grid

@@ -18,16 +18,21 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = (), defaults: dict | None = None) -> dict:
-    """The file (with its ``_base_``) merged over ``defaults``, then the overrides applied."""
+def load_config(path: str | Path, overrides: Iterable[str] = (),
+                defaults: dict | Callable[[dict], dict] | None = None) -> dict:
+    """The file (with its ``_base_``) merged over ``defaults``, then the overrides applied.
+
+    ``defaults`` may be a function of the file's config (the defaults depend on the method it names)."""
     cfg = _load_with_base(Path(path), seen=())
+    if callable(defaults):
+        defaults = defaults(cfg)
     if defaults:
         cfg = merge(defaults, cfg)
     for item in overrides:

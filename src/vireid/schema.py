@@ -41,7 +41,10 @@ def setting(default: Any = NO_DEFAULT, *, choices=None, low=None, high=None, ali
 
 
 def parse_section(cls, values: dict | None, where: str):
-    """``cls(**values)`` after checking every key and value; errors name ``where.key``, the value and what fits."""
+    """``cls(**values)`` after checking every key and value; errors name ``where.key``, the value and what fits.
+
+    The one way a config section becomes settings. A section class may define ``checked(self, where)``, which
+    checks rules that involve several keys and returns the (possibly completed) settings."""
     values = {} if values is None else values
     if not isinstance(values, dict):
         raise ValueError(f"config section {where!r} must be a mapping of keys to values, got {values!r}")
@@ -57,7 +60,10 @@ def parse_section(cls, values: dict | None, where: str):
             checked[name] = check_value(f"{where}.{name}", values[name], hints[name], field.metadata)
         elif field.default is NO_DEFAULT and field.default_factory is NO_DEFAULT:
             raise ValueError(f"config key '{where}.{name}' is missing")
-    return cls(**checked)
+    section = cls(**checked)
+    if hasattr(cls, "checked"):  # rules between keys (e.g. one LR factor per milestone)
+        section = section.checked(where)
+    return section
 
 
 def section_defaults(cls) -> dict:
@@ -217,3 +223,67 @@ class EvalSettings:
                                              "features together (e.g. NFormer); labelled [transductive]")
     flip: bool = setting(False)
     val_every: int = setting(1, low=1)
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("multistep", "cosine", "constant", "agw_step_warmup", "vsd_warmup_multistep", "iter_step")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+    """``train.optimizers.<name>``: one named optimiser's settings; a value left out (null) is ``train``'s."""
+
+    optimizer: str | None = setting(None, choices=OPTIMIZERS)
+    lr: float | None = setting(None, low=0)
+    weight_decay: float | None = setting(None, low=0)
+    momentum: float | None = setting(None, low=0)
+    betas: tuple[float, ...] | None = setting(None, doc="Adam's (beta1, beta2); null: torch's (0.9, 0.999)")
+
+    def checked(self, where: str) -> OptimizerSettings:
+        if self.betas is not None and (len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas)):
+            raise ValueError(f"{where}.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        return self
+
+    @classmethod
+    def parse(cls, name: str, values) -> OptimizerSettings:
+        """``train.optimizers.<name>`` as settings (already parsed settings are returned as they are)."""
+        return values if isinstance(values, cls) else parse_section(cls, values, f"train.optimizers.{name}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """``train:`` the loop's settings."""
+
+    epochs: int = setting(low=1)
+    optimizer: str = setting("adam", choices=OPTIMIZERS)
+    lr: float = setting(3.5e-4, low=0)
+    weight_decay: float = setting(5e-4, low=0)
+    momentum: float = setting(0.9, low=0)
+    schedule: str = setting("multistep", choices=SCHEDULES)
+    milestones: tuple[int, ...] = setting(())
+    gamma: float = setting(0.1, low=0)
+    lr_factors: tuple[float, ...] = setting((), doc="LR factor from each milestone on (replaces gamma)")
+    warmup_epochs: float = setting(0.0, low=0)
+    warmup_start: float = setting(0.1, low=0)
+    amp: str = setting("off", choices=("off", "bf16", "fp16"), aliases={False: "off", None: "off", True: "fp16"},
+                       doc="fp16 is CUDA only")
+    channels_last: bool = setting(False)
+    compile: bool = setting(False)
+    grad_clip: float = setting(0.0, low=0)
+    log_every: int = setting(10, low=1)
+    seed: int = setting(0)
+    deterministic: bool = setting(False)
+    time_budget_s: float = setting(0.0, low=0, doc="> 0: train this many seconds; the schedule spans the budget")
+    step_iters: int = setting(0, low=0, doc="schedule iter_step: x gamma every step_iters iterations")
+    optimizers: dict = setting({}, doc="name -> {optimizer, lr, weight_decay, momentum, betas} of a recipe's "
+                                       "named optimisers (what is left out is train's)")
+
+    def checked(self, where: str) -> TrainSettings:
+        if self.lr_factors and len(self.lr_factors) != len(self.milestones):
+            raise ValueError(f"{where}.lr_factors must give one factor per milestone ({len(self.milestones)} "
+                             f"milestones: {list(self.milestones)}), got {list(self.lr_factors)}")
+        if self.schedule == "iter_step" and self.step_iters < 1:
+            raise ValueError(f"{where}.schedule iter_step needs {where}.step_iters >= 1 (iterations between LR "
+                             "steps)")
+        return dataclasses.replace(self, optimizers={name: OptimizerSettings.parse(name, v)
+                                                     for name, v in self.optimizers.items()})

@@ -29,7 +29,7 @@ from vireid.data.records import INFRARED, VISIBLE
 from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from vireid.engine.distributed import barrier, init_distributed
 from vireid.engine.run_lock import run_directory_lock
-from vireid.engine.trainer import TrainConfig, Trainer
+from vireid.engine.trainer import Trainer
 from vireid.evaluation.evaluator import cosine_distance, evaluate_protocol
 from vireid.evaluation.features import image_extractor
 from vireid.evaluation.metrics import evaluate as evaluate_metrics
@@ -38,7 +38,7 @@ from vireid.evaluation.report import ProtocolResult
 from vireid.evaluation.transductive import transductive_step
 from vireid.methods import build_recipe, check_method
 from vireid.models.backbones.resnet import NO_PRETRAINED, file_sha256, pretrained_path, require_pretrained
-from vireid.schema import DataSettings, EvalSettings, parse_section, section_defaults, to_dict
+from vireid.schema import DataSettings, EvalSettings, TrainSettings, parse_section, section_defaults, to_dict
 from vireid.utils.io import remove_stale_temps, write_text_atomic
 from vireid.utils.outputs import output_dir
 
@@ -74,16 +74,20 @@ def resolve_config(config: str | Path, overrides=()) -> dict:
     Checks the method name and the data section, so ``vireid config show``
     fails on the same mistakes ``vireid train`` would.
     """
-    cfg = load_config(resolve_config_path(str(config)), overrides, defaults=run_defaults())
+    cfg = load_config(resolve_config_path(str(config)), overrides, defaults=run_defaults)
     check_method(cfg)
     data_settings(cfg)
     return cfg
 
 
-def run_defaults() -> dict:
-    """Values a config may leave out (so overrides can still set them), from the section dataclasses."""
-    train = section_defaults(TrainConfig)
-    return {"data": section_defaults(DataSettings), "train": train, "eval": section_defaults(EvalSettings)}
+def run_defaults(cfg: dict | None = None) -> dict:
+    """Every value a config may leave out (so overrides can still set it), from the section dataclasses: data,
+    train and eval, and with ``cfg`` naming a method, that method's own sections (``Method.sections``)."""
+    out = {"data": section_defaults(DataSettings), "train": section_defaults(TrainSettings),
+           "eval": section_defaults(EvalSettings)}
+    if cfg is not None:
+        out.update(check_method(cfg).defaults())
+    return out
 
 
 def data_settings(cfg: dict) -> dict:
@@ -103,14 +107,14 @@ def environment(seed: int) -> dict:
 
 
 def _prepare(config, overrides, device: str):
-    """Resolved config, data settings, TrainConfig, distributed info and seed; seeds every RNG."""
+    """Resolved config, data settings, TrainSettings, distributed info and seed; seeds every RNG."""
     cfg_path = resolve_config_path(str(config))
-    cfg = load_config(cfg_path, overrides, defaults=run_defaults())
+    cfg = load_config(cfg_path, overrides, defaults=run_defaults)
     check_method(cfg)  # fail on a misspelt method before any data is read
     _require_weights(cfg)  # ... or a ResNet-50 run with no word on its ImageNet weights
     data = data_settings(cfg)
     _require_modalities(cfg, data["dataset"])  # ... or a cross-modality method on a visible-only dataset
-    tc = TrainConfig.from_dict(get(cfg, "train", str(cfg_path)))
+    tc = parse_section(TrainSettings, get(cfg, "train", str(cfg_path)), "train")
     parse_section(EvalSettings, cfg.get("eval"), "eval")
     info = init_distributed(device)
     if tc.deterministic:
@@ -289,7 +293,7 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
 def _check_settings(out, cfg: dict, info, allow_changes, restart: bool) -> None:
     """Under the run lock, before any data is read or file written: the run's settings are its contract."""
     if info.is_main:
-        check_run_settings(out, cfg, allow_changes, restart, run_defaults())
+        check_run_settings(out, cfg, allow_changes, restart, run_defaults(cfg))
         remove_stale_temps(out)
 
 

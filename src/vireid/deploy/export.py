@@ -14,7 +14,7 @@ axis is checked too.
 
 Two-stream models route each image to its modality's stem; in an exported
 graph both stems run on every image and a per-sample select picks the
-result (:meth:`vireid.models.baseline.Backbone._stem_select`; a model with
+result (:meth:`vireid.models.reid_net.Backbone._stem_select`; a model with
 ``stems`` of its own, such as the ``plain`` baseline's, gets the same
 select while it is exported, :func:`select_stems`). Models whose
 feature does not depend on the modality (IDKL) still take the input, so one

@@ -30,34 +30,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import torch
 
-from vireid.schema import parse_section, setting
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("multistep", "cosine", "constant", "agw_step_warmup", "vsd_warmup_multistep", "iter_step")
-
-
-@dataclass(frozen=True)
-class OptimizerSettings:
-    """``train.optimizers.<name>``: one named optimiser's settings; a value left out (null) is ``train``'s."""
-
-    optimizer: str | None = setting(None, choices=OPTIMIZERS)
-    lr: float | None = setting(None, low=0)
-    weight_decay: float | None = setting(None, low=0)
-    momentum: float | None = setting(None, low=0)
-    betas: tuple[float, ...] | None = setting(None, doc="Adam's (beta1, beta2); null: torch's (0.9, 0.999)")
-
-    @classmethod
-    def parse(cls, name: str, values) -> OptimizerSettings:
-        if isinstance(values, cls):
-            return values
-        settings = parse_section(cls, values, f"train.optimizers.{name}")
-        if settings.betas is not None and (len(settings.betas) != 2 or not all(0 <= b < 1 for b in settings.betas)):
-            raise ValueError(f"train.optimizers.{name}.betas must be two numbers in [0, 1), got {list(settings.betas)}")
-        return settings
+from vireid.schema import OPTIMIZERS, SCHEDULES
 
 
 def build_optimizer(param_groups: Iterable[dict], name: str, lr: float, weight_decay: float,

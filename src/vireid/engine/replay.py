@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from vireid.engine.trainer import Recipe, TrainConfig, Trainer
+from vireid.engine.trainer import Recipe, Trainer
+from vireid.schema import TrainSettings, parse_section
 
 
 class _FixedBatches:
@@ -45,7 +46,7 @@ class _FixedBatches:
         return iter(self.items[start:])
 
 
-def replay(recipe: Recipe, batches: Sequence[Any], cfg: TrainConfig | dict, *, epoch: float = 0,
+def replay(recipe: Recipe, batches: Sequence[Any], cfg: TrainSettings | dict, *, epoch: float = 0,
            steps_per_epoch: int | None = None, state_dict: dict | None = None,
            seeds: Sequence[int] | None = None, dropout_masks: Sequence[Sequence[torch.Tensor]] | None = None,
            after_backward: Callable[[int, Trainer], None] | None = None,
@@ -68,7 +69,7 @@ def replay(recipe: Recipe, batches: Sequence[Any], cfg: TrainConfig | dict, *, e
     Returns one record per step: ``step``, ``lr`` (one per parameter group of the first optimiser) and
     every term the recipe logged.
     """
-    tc = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
+    tc = cfg if isinstance(cfg, TrainSettings) else parse_section(TrainSettings, cfg, "train")
     for name, given in (("seeds", seeds), ("dropout_masks", dropout_masks)):
         if given is not None and len(given) != len(batches):
             raise ValueError(f"replay got {len(given)} {name} for {len(batches)} batches; give one per batch")

@@ -30,7 +30,6 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,9 +39,9 @@ from tqdm import tqdm
 from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vireid.engine.distributed import DistInfo, wrap_ddp
 from vireid.engine.metrics_log import trim_after
-from vireid.engine.optim import OPTIMIZERS, SCHEDULES, OptimizerSettings, build_optimizer, lr_factor, set_lr
+from vireid.engine.optim import build_optimizer, lr_factor, set_lr
 from vireid.methods.base import Method
-from vireid.schema import parse_section, setting
+from vireid.schema import OptimizerSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -70,48 +69,8 @@ class TrainingInterrupted(RuntimeError):
     pass
 
 
-@dataclass
-class TrainConfig:
-    """``train:`` the loop's settings (the defaults here are the only ones; see :mod:`vireid.schema`)."""
-
-    epochs: int = setting(low=1)
-    optimizer: str = setting("adam", choices=OPTIMIZERS)
-    lr: float = setting(3.5e-4, low=0)
-    weight_decay: float = setting(5e-4, low=0)
-    momentum: float = setting(0.9, low=0)
-    schedule: str = setting("multistep", choices=SCHEDULES)
-    milestones: tuple[int, ...] = setting(())
-    gamma: float = setting(0.1, low=0)
-    lr_factors: tuple[float, ...] = setting((), doc="LR factor from each milestone on (replaces gamma)")
-    warmup_epochs: float = setting(0.0, low=0)
-    warmup_start: float = setting(0.1, low=0)
-    amp: str = setting("off", choices=("off", "bf16", "fp16"), aliases={False: "off", None: "off", True: "fp16"},
-                       doc="fp16 is CUDA only")
-    channels_last: bool = setting(False)
-    compile: bool = setting(False)
-    grad_clip: float = setting(0.0, low=0)
-    log_every: int = setting(10, low=1)
-    seed: int = setting(0)
-    deterministic: bool = setting(False)
-    time_budget_s: float = setting(0.0, low=0, doc="> 0: train this many seconds; the schedule spans the budget")
-    step_iters: int = setting(0, low=0, doc="schedule iter_step: x gamma every step_iters iterations")
-    optimizers: dict = setting({}, doc="name -> {optimizer, lr, weight_decay, momentum, betas} of a recipe's "
-                                       "named optimisers (what is left out is train's)")
-
-    @classmethod
-    def from_dict(cls, cfg: dict) -> TrainConfig:
-        tc = parse_section(cls, cfg, "train")
-        if tc.lr_factors and len(tc.lr_factors) != len(tc.milestones):
-            raise ValueError(f"train.lr_factors must give one factor per milestone ({len(tc.milestones)} "
-                             f"milestones: {list(tc.milestones)}), got {list(tc.lr_factors)}")
-        if tc.schedule == "iter_step" and tc.step_iters < 1:
-            raise ValueError("train.schedule iter_step needs train.step_iters >= 1 (iterations between LR steps)")
-        tc.optimizers = {name: OptimizerSettings.parse(name, v) for name, v in tc.optimizers.items()}
-        return tc
-
-
 class Trainer:
-    def __init__(self, recipe: Recipe, batches: Batches, cfg: TrainConfig, run_dir: str | Path,
+    def __init__(self, recipe: Recipe, batches: Batches, cfg: TrainSettings, run_dir: str | Path,
                  device: torch.device | str = "cpu", to_device: Callable[[Any, torch.device], Any] | None = None,
                  extra_state: dict | None = None, dist_info: DistInfo | None = None, progress: bool = True):
         self.recipe, self.batches, self.cfg = recipe, batches, cfg
@@ -153,7 +112,7 @@ class Trainer:
             self.train_model = torch.compile(self.train_model)
 
     @staticmethod
-    def _build_optimizers(recipe, groups: dict, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    def _build_optimizers(recipe, groups: dict, cfg: TrainSettings) -> dict[str, torch.optim.Optimizer]:
         """One optimiser per name of ``recipe.optimizers()``, each with ``train.optimizers.<name>`` over ``train``."""
         groups = dict(groups)
         unknown = sorted(set(cfg.optimizers) - set(groups))

@@ -10,10 +10,11 @@ computed), which is how the ablation rows of Table 4 are expressed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from ..schema import setting
 from .graph import tgsa_reference, tgsa_triplet
 from .kl import kl_rows, sm_kl, sym_kl
 from .modality import confuser_targets, modality_loss
@@ -24,54 +25,43 @@ from .reid import id_loss, triplet_hard
 
 @dataclass(frozen=True)
 class IDKLLossSettings:
-    """Weights and switches of the IDKL loss; defaults are the released SYSU/LLCM config (batch 120)."""
+    """Weights and switches of the IDKL loss; defaults are the released SYSU/LLCM config (batch 120).
+
+    Parsed from a config's ``loss`` section with :func:`vireid.schema.parse_section` (the recipe's section adds
+    the extra metric losses); a weight of 0 skips its term."""
 
     # ReID on both branches (Eq. 5); the specific branch uses the purified feature f~_sp.
-    id_sh: float = 1.0
-    tri_sh: float = 1.0
-    id_sp: float = 1.0
-    tri_sp: float = 1.0
-    reid_sp_raw: float = 0.0        # paper Eq. 5: L_reid on the unpurified f_sp (code: none)
-    triplet_margin: float = 1.3
+    id_sh: float = setting(1.0, low=0)
+    tri_sh: float = setting(1.0, low=0)
+    id_sp: float = setting(1.0, low=0)
+    tri_sp: float = setting(1.0, low=0)
+    reid_sp_raw: float = setting(0.0, low=0, doc="paper Eq. 5: L_reid on the unpurified f_sp (code: none)")
+    triplet_margin: float = setting(1.3, low=0)
     # modality classifiers (Eq. 2-4)
-    discriminator: float = 1.0      # L_D ("unad")
-    confuser: float = 1.0           # L_C ("pse")
-    confuser_targets: str = "pseudo"  # "pseudo": code's half-flipped labels; "modality": paper (GRL in model)
+    discriminator: float = setting(1.0, low=0, doc='L_D ("unad")')
+    confuser: float = setting(1.0, low=0, doc='L_C ("pse")')
+    confuser_targets: str = setting("pseudo", choices=("pseudo", "modality"),
+                                    doc="pseudo: the code's half-flipped labels; modality: the paper's (GRL)")
     # Information Purifier (Eq. 10, 11, 13)
-    ip_e: float = 0.1               # lambda1 * L_e
-    ip_r: float = 0.1               # lambda1 * L_r
-    ip_penalty: str = "reference"   # "reference": exp(relu)-1 for L_e, hinge for L_r; "softplus": paper
+    ip_e: float = setting(0.1, low=0, doc="lambda1 * L_e")
+    ip_r: float = setting(0.1, low=0, doc="lambda1 * L_r")
+    ip_penalty: str = setting("reference", choices=("reference", "softplus"),
+                              doc="reference: exp(relu)-1 for L_e, hinge for L_r; softplus: the paper's")
     # feature graph (Eq. 15-17, 20)
-    graph: str = "reference"        # "reference": code's symmetric KL of distance rows; "paper": Eq. 16
-    tgsa: float = 0.6               # lambda2 on shared-vs-specific graph alignment
-    mdr_graph: float = 1.0          # graph part of MDR (code: intra1 = V vs I)
-    mdr_graph_mixed: float = 1.0    # code only: intra2 + intra3 with the mixed half/half set
+    graph: str = setting("reference", choices=("reference", "paper"),
+                         doc="reference: the code's symmetric KL of distance rows; paper: Eq. 16")
+    tgsa: float = setting(0.6, low=0, doc="lambda2 on shared-vs-specific graph alignment")
+    mdr_graph: float = setting(1.0, low=0, doc="graph part of MDR (code: intra1 = V vs I)")
+    mdr_graph_mixed: float = setting(1.0, low=0, doc="code only: intra2 + intra3 with the mixed half/half set")
     # logits (Eq. 19, 20)
-    kl: str = "symmetric"           # "symmetric": code's symKL batchmean; "paper": KL(sh || sp) summed
-    csa: float = 0.8                # lambda3 on shared-vs-specific logits
-    mdr_logit: float = 1.0          # logit part of MDR (shared V vs shared I)
-    bg_kl: float = 1.0              # multiplier of the per-sample logit terms (code flag bg_kl)
-    sm_kl: float = 1.0              # multiplier of the code's regrouped copy (not in the paper)
-    # code: the weights above hold at batch == batch_switch only, REFERENCE_SMALL_BATCH's otherwise (0: off)
-    batch_switch: int = 0
-
-    def __post_init__(self):
-        choices = {"confuser_targets": ("pseudo", "modality"), "ip_penalty": ("reference", "softplus"),
-                   "graph": ("reference", "paper"), "kl": ("symmetric", "paper")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"IDKL loss setting {name}={getattr(self, name)!r}; expected one of {allowed}")
-        if isinstance(self.batch_switch, bool) or not isinstance(self.batch_switch, int) or self.batch_switch < 0:
-            raise ValueError(f"IDKL loss setting batch_switch must be an integer >= 0 (0 = off), "
-                             f"got {self.batch_switch!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> IDKLLossSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown IDKL loss settings {unknown}; known: {sorted(known)}")
-        return cls(**d)
+    kl: str = setting("symmetric", choices=("symmetric", "paper"),
+                      doc="symmetric: the code's symKL batchmean; paper: KL(sh || sp) summed")
+    csa: float = setting(0.8, low=0, doc="lambda3 on shared-vs-specific logits")
+    mdr_logit: float = setting(1.0, low=0, doc="logit part of MDR (shared V vs shared I)")
+    bg_kl: float = setting(1.0, low=0, doc="multiplier of the per-sample logit terms (code flag bg_kl)")
+    sm_kl: float = setting(1.0, low=0, doc="multiplier of the code's regrouped copy (not in the paper)")
+    batch_switch: int = setting(0, low=0, doc="the weights above hold at this batch size only, the code's "
+                                              "small-batch ones otherwise (0: off)")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -15,17 +15,49 @@ own batches, so the epoch length may vary). ``offers(hook)`` answers that.
 from __future__ import annotations
 
 import inspect
+from types import SimpleNamespace
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from vireid.schema import EvalSettings, parse_section, section_defaults
+
 
 class Method:
-    """Base class of every recipe: ``Recipe(cfg, num_classes)`` sets ``name`` and ``model``."""
+    """Base class of every recipe: ``Recipe(cfg, num_classes)`` calls ``super().__init__(cfg, num_classes)``
+    (which parses its config sections) and sets ``model``."""
 
     name: str  # the configured method name (``cfg['method']``)
     model: nn.Module  # what the loop optimises, checkpoints and moves to the device
+    num_classes: int  # training identities
+
+    sections: ClassVar[dict[str, type]] = {}
+    """The config sections the method reads besides ``data``/``train``/``eval``, each a frozen dataclass of
+    ``vireid.schema.setting`` fields, e.g. ``{"model": ModelSettings, "loss": LossSettings, "recipe":
+    RecipeSettings}``. Their defaults are the only ones: ``vireid config show`` prints them, overrides may set
+    them, and ``__init__`` parses the config's sections into ``self.settings.<section>``."""
+
+    settings: SimpleNamespace
+    """The parsed sections (``self.settings.loss.id``), set by ``Method.__init__``."""
+
+    def __init__(self, cfg: dict, num_classes: int):
+        """Parse the method's sections and ``eval.flip``; a recipe calls this first, then builds its model."""
+        self.name = cfg["method"]
+        self.num_classes = num_classes
+        self.settings = self.parse_settings(cfg)
+        self.flip = parse_section(EvalSettings, cfg.get("eval"), "eval").flip
+
+    @classmethod
+    def parse_settings(cls, cfg: dict) -> SimpleNamespace:
+        """Each of ``sections`` parsed from ``cfg`` (missing sections: all defaults); errors name ``section.key``."""
+        return SimpleNamespace(**{name: parse_section(kind, cfg.get(name), name)
+                                  for name, kind in cls.sections.items()})
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Section -> key -> default of the method's own sections (what a config may leave out)."""
+        return {name: section_defaults(kind) for name, kind in cls.sections.items()}
 
     uses_heatmaps: ClassVar[bool] = False
     """Class flag, read before any data: True when ``training_step``/``embed`` take keypoint heat-maps

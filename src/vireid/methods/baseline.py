@@ -1,6 +1,6 @@
 """The re-ID baseline recipe, and AGW and CAJ as its configurations.
 
-One recipe on :class:`vireid.models.baseline.ReIDNet`: ID loss on the BN-neck
+One recipe on :class:`vireid.models.reid_net.ReIDNet`: ID loss on the BN-neck
 logits plus the metric losses of :class:`vireid.methods.common.MetricLosses`
 on the pooled (pre-BN) feature. The names differ only in their configs:
 
@@ -22,8 +22,7 @@ without it (other augmentations) channel-exchanges the first view instead.
 
 from __future__ import annotations
 
-import copy
-import inspect
+from dataclasses import dataclass
 
 import torch
 
@@ -32,12 +31,43 @@ from vireid.data.records import VISIBLE
 from vireid.losses import id_loss
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import MetricLosses, eval_flip, flip_average, head_and_backbone_groups, recipe_sections
-from vireid.models.baseline import ReIDNet
+from vireid.methods.common import MetricLosses, flip_average, head_and_backbone_groups
+from vireid.models.layers import GEM_FORMS
+from vireid.models.reid_net import TEST_FEATURES, ReIDNet
+from vireid.models.trunk import AGW_NON_LOCAL, TwoStreamSettings
+from vireid.schema import setting, to_dict
 
-MODEL_KEYS = tuple(inspect.signature(ReIDNet.__init__).parameters)[1:]
-LOSS_KEYS = ("id", "label_smoothing", *MetricLosses.KEYS)
-RECIPE_KEYS = ("backbone_lr_mult", "channel_exchange")
+
+@dataclass(frozen=True)
+class ModelSettings(TwoStreamSettings):
+    """``model:`` :class:`ReIDNet`'s arguments (AGW's network: non-local blocks, GeM, BN neck)."""
+
+    non_local: tuple[int, ...] = setting(AGW_NON_LOCAL, doc="non-local blocks after the last n blocks of each "
+                                                            "stage (AGW: 2 in layer2, 3 in layer3)")
+    pool: str = setting("gem", choices=("gem", "avg", "cls"), doc="cls: a ViT's class token")
+    gem_p: float = setting(3.0, low=1)
+    gem_learnable: bool = setting(False)
+    gem_form: str = setting("clamp", choices=GEM_FORMS, doc="root_eps: AGW's eps inside the root")
+    classifier_std: float | None = setting(0.001, low=0, doc="null: PyTorch's default classifier init")
+    test_feature: str = setting("bn", choices=TEST_FEATURES)
+    test_normalize: bool = setting(True)
+    bn_neck_std: float = setting(0.0, low=0)
+    patch_size: int = setting(16, low=1, doc="ViT backbones only")
+    patch_stride: int = setting(12, low=1, doc="ViT backbones only (< patch_size: overlapping patches)")
+
+
+@dataclass(frozen=True)
+class LossSettings(MetricLosses):
+    """``loss:`` the ID loss on the BN-neck logits and the metric losses on the pooled feature."""
+
+    id: float = setting(1.0, low=0)
+    label_smoothing: float = setting(0.0, low=0, high=1)
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    backbone_lr_mult: float = setting(1.0, low=0, doc="the backbone's LR relative to train.lr (AGW: 0.1)")
+    channel_exchange: bool = setting(False, doc="CAJ's tri-modal batch")
 
 
 CHANNEL_EXCHANGE = ChannelExchange(gray=2)  # CAJ's: each visible image becomes its R, G or B channel (1/3 each)
@@ -68,48 +98,44 @@ def tri_modal(images: torch.Tensor, pids: torch.Tensor, modality: torch.Tensor, 
 class BaselineRecipe(Method):
     """ID + metric losses on :class:`ReIDNet` (``method: baseline``, ``agw`` or ``caj``).
 
-    Config sections: ``model`` (ReIDNet arguments), ``loss`` (``id``,
-    ``label_smoothing`` and the metric-loss keys), ``recipe``
-    (``backbone_lr_mult``, ``channel_exchange``), ``eval.flip``.
+    Config sections: ``model`` (:class:`ModelSettings`), ``loss`` (:class:`LossSettings`), ``recipe``
+    (:class:`RecipeSettings`).
     """
 
+    sections = {"model": ModelSettings, "loss": LossSettings, "recipe": RecipeSettings}
+
     def __init__(self, cfg: dict, num_classes: int):
-        cfg = copy.deepcopy(cfg)
-        self.name = cfg["method"]
-        model_cfg, loss, recipe = recipe_sections(cfg, num_classes, MODEL_KEYS, LOSS_KEYS, RECIPE_KEYS)
-        self.model = ReIDNet(**model_cfg)
-        self.id_weight = float(loss.get("id", 1.0))
-        self.label_smoothing = float(loss.get("label_smoothing", 0.0))
-        self.metric = MetricLosses.from_dict(loss)
-        self.backbone_lr_mult = recipe.get("backbone_lr_mult", 1.0)
-        self.channel_exchange = bool(recipe.get("channel_exchange", False))
-        self.flip = eval_flip(cfg)
-        self.num_classes = num_classes
+        super().__init__(cfg, num_classes)
+        self.model = self.build_model(num_classes)
+
+    def build_model(self, num_classes: int):
+        return ReIDNet(num_classes, **to_dict(self.settings.model))
 
     @classmethod
     def single_modality_problem(cls, cfg: dict) -> str | None:
         """ID + WRT/triplet/ADP need identities only; CAJ's tri-modal batch and the hetero-center triplet
         need infrared images (a two-stream stem just leaves its infrared copy unused)."""
-        method = cfg.get("method")
-        if (cfg.get("recipe") or {}).get("channel_exchange"):
+        method, settings = cfg.get("method"), cls.parse_settings(cfg)
+        if settings.recipe.channel_exchange:
             return (f"method {method!r} with recipe.channel_exchange: true builds CAJ's visible / channel-exchanged / "
                     "infrared batch, which needs infrared images; set recipe.channel_exchange: false")
-        if float((cfg.get("loss") or {}).get("hetero_center", 0.0) or 0.0) > 0:
+        if settings.loss.hetero_center > 0:
             return (f"method {method!r} with loss.hetero_center > 0 pulls each identity's visible and infrared "
                     "centres together, which needs infrared images; set loss.hetero_center: 0")
         return None
 
     def param_groups(self):
-        return head_and_backbone_groups(self.model, self.backbone_lr_mult)
+        return head_and_backbone_groups(self.model, self.settings.recipe.backbone_lr_mult)
 
     def training_step(self, model, batch) -> dict:
         images, pids, _, modality = batch[:4]
         second = batch[4] if len(batch) > 4 else None  # CAJ's raw-image second views (data.augment: caj)
-        if self.channel_exchange:
+        if self.settings.recipe.channel_exchange:
             images, pids, modality = tri_modal(images, pids, modality, second=second)
         out = model(images, modality)
-        terms = {"id": self.id_weight * id_loss(out["logits"], pids, self.label_smoothing)}
-        terms.update(self.metric.terms(out["pooled"], pids, modality))
+        loss = self.settings.loss
+        terms = {"id": loss.id * id_loss(out["logits"], pids, loss.label_smoothing)}
+        terms.update(loss.terms(out["pooled"], pids, modality))
         return {"loss": sum(terms.values()), **terms}
 
     @torch.no_grad()

@@ -28,16 +28,16 @@ from vireid.losses import hetero_center_triplet, id_loss
 from vireid.losses.cmlsp import REDUCTIONS, local_triplet, stripe_id_loss, stripe_triplet
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import eval_flip, flip_average, head_and_backbone_groups
+from vireid.methods.common import flip_average, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.models.cmlsp import TEST_FEATURES
-from vireid.schema import parse_section, setting
+from vireid.schema import setting, to_dict
 
 LOCAL_TRIPLET_FORMS = ("stripes", "shortest_path")
 
 
 @dataclass(frozen=True)
-class CMLSPModelSettings:
+class ModelSettings:
     depth: int = setting(50, choices=(18, 34, 50))
     last_stride: int = setting(1, choices=(1, 2))
     pretrained: str | None = setting(None, doc="torchvision-named ImageNet ResNet checkpoint")
@@ -55,7 +55,7 @@ class CMLSPModelSettings:
 
 
 @dataclass(frozen=True)
-class CMLSPLossSettings:
+class LossSettings:
     id: float = setting(1.0, low=0, doc="L_id^g")
     id_enhanced: float = setting(1.0, low=0, doc="L_id^eg")
     hetero_center: float = setting(1.0, low=0, doc="L_Tri^g and L_Tri^eg")
@@ -72,7 +72,7 @@ class CMLSPLossSettings:
 
 
 @dataclass(frozen=True)
-class CMLSPRecipeSettings:
+class RecipeSettings:
     backbone_lr_mult: float = setting(0.1, low=0)
 
 
@@ -80,24 +80,24 @@ class CMLSPRecipeSettings:
 class CMLSPRecipe(Method):
     """``method: cmlsp``; config sections ``model``, ``loss``, ``recipe`` (the dataclasses above), ``eval.flip``."""
 
+    sections = {"model": ModelSettings, "loss": LossSettings, "recipe": RecipeSettings}
+
     def __init__(self, cfg: dict, num_classes: int):
-        self.name = cfg["method"]
-        model = parse_section(CMLSPModelSettings, cfg.get("model"), "model")
-        self.loss = parse_section(CMLSPLossSettings, cfg.get("loss"), "loss")
-        self.recipe = parse_section(CMLSPRecipeSettings, cfg.get("recipe"), "recipe")
-        if self.loss.local_triplet and self.loss.local_triplet_form == "stripes" and model.stripes < 2:
+        super().__init__(cfg, num_classes)
+        model, loss = self.settings.model, self.settings.loss
+        if loss.local_triplet and loss.local_triplet_form == "stripes" and model.stripes < 2:
             raise ValueError(f"loss.local_triplet_form: stripes sums stripes 2..H and needs model.stripes >= 2, "
                              f"got {model.stripes} (use shortest_path or set loss.local_triplet: 0)")
-        self.model = build_model("cmlsp", num_classes=num_classes, **vars(model))
-        self.flip = eval_flip(cfg)
+        self.model = build_model("cmlsp", num_classes=num_classes, **to_dict(model))
 
     def param_groups(self):
-        return head_and_backbone_groups(self.model, self.recipe.backbone_lr_mult)
+        return head_and_backbone_groups(self.model, self.settings.recipe.backbone_lr_mult)
 
     def training_step(self, model, batch) -> dict:
         images, pids, _, modality = batch
         out = model(images, modality)
-        w, smooth = self.loss, self.loss.label_smoothing
+        w = self.settings.loss
+        smooth = w.label_smoothing
         terms = {"id": w.id * id_loss(out["logits"], pids, smooth)}
         if w.id_enhanced:
             terms["id_enhanced"] = w.id_enhanced * id_loss(out["logits_enhanced"], pids, smooth)

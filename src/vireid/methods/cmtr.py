@@ -24,15 +24,15 @@ from vireid.losses import id_loss
 from vireid.losses.cmtr import CENTRES, modality_aware_centre, modality_aware_id
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import MetricLosses, check_keys, eval_flip, flip_average, head_and_backbone_groups
+from vireid.methods.common import MetricLosses, flip_average, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.models.backbones.vit import vit_config
 from vireid.models.cmtr import PHI
-from vireid.schema import parse_section, setting, to_dict
+from vireid.schema import DataSettings, parse_section, setting, to_dict
 
 
 @dataclass(frozen=True)
-class CMTRModelSettings:
+class ModelSettings:
     backbone: str = setting("vit_base", doc="vit_base, vit_small, vit_tiny or vit_d<dim>_l<depth>_h<heads>")
     patch_size: int = setting(16, low=1)
     patch_stride: int = setting(12, low=1, doc="< patch_size: overlapping patches")
@@ -45,7 +45,7 @@ class CMTRModelSettings:
 
 
 @dataclass(frozen=True)
-class CMTRLossSettings:
+class LossSettings(MetricLosses):
     id: float = setting(1.0, low=0, doc="L_ID")
     label_smoothing: float = setting(0.0, low=0, high=1)
     mae: float = setting(1.0, low=0, doc="lambda, the weight of L_MAE")
@@ -57,11 +57,8 @@ class CMTRLossSettings:
 
 
 @dataclass(frozen=True)
-class CMTRRecipeSettings:
+class RecipeSettings:
     backbone_lr_mult: float = setting(1.0, low=0)
-
-
-OWN_LOSS_KEYS = tuple(CMTRLossSettings.__dataclass_fields__)
 
 
 @METHODS.register("cmtr")
@@ -69,30 +66,27 @@ class CMTRRecipe(Method):
     """``method: cmtr``; config sections ``model``, ``loss`` (the dataclasses above + the metric-loss keys),
     ``recipe``, ``eval.flip``."""
 
+    sections = {"model": ModelSettings, "loss": LossSettings, "recipe": RecipeSettings}
+
     def __init__(self, cfg: dict, num_classes: int):
-        self.name = cfg["method"]
-        model = parse_section(CMTRModelSettings, cfg.get("model"), "model")
+        super().__init__(cfg, num_classes)
+        model = self.settings.model
         vit_config(model.backbone)  # a clear error for a non-ViT name before anything is built
-        loss = check_keys(cfg.get("loss"), OWN_LOSS_KEYS + MetricLosses.KEYS, "loss")
-        self.loss = parse_section(CMTRLossSettings, {k: v for k, v in loss.items() if k in OWN_LOSS_KEYS}, "loss")
-        self.metric = MetricLosses.from_dict(loss)
-        self.recipe = parse_section(CMTRRecipeSettings, cfg.get("recipe"), "recipe")
-        data = cfg.get("data") or {}
-        img_size = (int(data.get("height", 256)), int(data.get("width", 128)))
-        self.model = build_model("cmtr", num_classes=num_classes, img_size=img_size, **to_dict(model))
-        self.flip = eval_flip(cfg)
+        data = parse_section(DataSettings, cfg.get("data"), "data")  # the position embedding's grid
+        self.model = build_model("cmtr", num_classes=num_classes, img_size=(data.height, data.width),
+                                 **to_dict(model))
 
     def param_groups(self):
-        return head_and_backbone_groups(self.model, self.recipe.backbone_lr_mult)
+        return head_and_backbone_groups(self.model, self.settings.recipe.backbone_lr_mult)
 
     def training_step(self, model, batch) -> dict:
         images, pids, _, modality = batch[:4]
         out = model(images, modality)
-        w = self.loss
+        w = self.settings.loss
         terms = {}
         if w.id:
             terms["id"] = w.id * id_loss(out["logits"], pids, w.label_smoothing)
-        terms.update(self.metric.terms(out["pooled"], pids, modality))
+        terms.update(self.settings.loss.terms(out["pooled"], pids, modality))
         if w.mae and w.mac:
             terms["mac"] = w.mae * w.mac * modality_aware_centre(out["removed"], pids, modality, w.mac_centre)
         if w.mae and w.maid:

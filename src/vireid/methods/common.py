@@ -1,4 +1,4 @@
-"""Pieces every re-ID recipe shares: the metric-loss switches, parameter groups, config checks.
+"""Pieces every re-ID recipe shares: the metric-loss switches, parameter groups, flip-averaged test features.
 
 The metric losses are switched by weight, so "any method + hetero-center
 triplet" is a config line (``loss.hetero_center: 1.0``), not code:
@@ -29,23 +29,7 @@ import torch
 
 from vireid.losses import adp_loss, hetero_center_triplet, triplet_hard, wrt_loss
 from vireid.losses.weighted import NUMERICS
-from vireid.schema import parse_section, setting
-
-
-def check_keys(section: dict, known, where: str) -> dict:
-    section = dict(section or {})
-    unknown = sorted(set(section) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {where} setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return section
-
-
-def recipe_sections(cfg: dict, num_classes: int, model_keys, loss_keys, recipe_keys) -> tuple[dict, dict, dict]:
-    """The checked ``model`` (with ``num_classes`` set), ``loss`` and ``recipe`` sections of a config."""
-    model_cfg = check_keys(cfg.get("model"), model_keys, "model")
-    model_cfg["num_classes"] = num_classes
-    loss = check_keys(cfg.get("loss"), loss_keys, "loss")
-    return model_cfg, loss, check_keys(cfg.get("recipe"), recipe_keys, "recipe")
+from vireid.schema import setting
 
 
 @dataclass(frozen=True)
@@ -64,11 +48,6 @@ class MetricLosses:
     weighted_numerics: str = setting("textbook", choices=NUMERICS)
 
     KEYS = ()  # filled below
-
-    @classmethod
-    def from_dict(cls, loss: dict) -> MetricLosses:
-        """The metric-loss keys of a ``loss`` section (other keys are left to the caller)."""
-        return parse_section(cls, {k: loss[k] for k in cls.KEYS if k in loss}, "loss")
 
     def terms(self, feat: torch.Tensor, labels: torch.Tensor, modality: torch.Tensor, suffix: str = "") -> dict:
         """The weighted, switched-on terms, named ``wrt``, ``adp``, ... (+ ``suffix``)."""
@@ -97,11 +76,6 @@ def head_and_backbone_groups(model, backbone_lr_mult: float) -> list[dict]:
     ids = {id(p) for p in heads}
     backbone = [p for p in model.parameters() if id(p) not in ids]
     return [{"params": backbone, "lr_mult": float(backbone_lr_mult)}, {"params": heads}]
-
-
-def eval_flip(cfg: dict) -> bool:
-    """``eval.flip`` of the resolved config (False when absent): a recipe's initial ``Method.flip``."""
-    return bool((cfg.get("eval") or {}).get("flip", False))
 
 
 def flip_average(embed, images: torch.Tensor, modality: torch.Tensor, flip: bool) -> torch.Tensor:

@@ -43,8 +43,6 @@ keeps the stored pseudo labels (not recomputed).
 
 from __future__ import annotations
 
-import copy
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -62,16 +60,14 @@ from vireid.losses.dan import (
 )
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import check_keys, eval_flip, flip_average, head_and_backbone_groups
-from vireid.models.baseline import ReIDNet
+from vireid.methods.baseline import ModelSettings
+from vireid.methods.common import flip_average, head_and_backbone_groups
 from vireid.models.dan import DANNet
-from vireid.schema import parse_section, setting
-
-MODEL_KEYS = tuple(inspect.signature(ReIDNet.__init__).parameters)[2:]  # num_classes comes from the data
+from vireid.schema import setting, to_dict
 
 
 @dataclass(frozen=True)
-class DANLoss:
+class LossSettings:
     """``loss:`` the supervised source terms."""
 
     id: float = setting(1.0, low=0)
@@ -81,7 +77,7 @@ class DANLoss:
 
 
 @dataclass(frozen=True)
-class DANSettings:
+class RecipeSettings:
     """``recipe:`` the adaptation terms, pseudo labels and discriminator (see the module docstring)."""
 
     num_target: int | None = setting(None, low=2, doc="target training images; 'vireid adapt' sets it")
@@ -114,34 +110,26 @@ def dann_ramp(progress: float) -> float:
 class DANRecipe(Method):
     """``method: dan`` (see the module docstring). Needs :meth:`attach` (``vireid adapt`` calls it)."""
 
+    sections = {"model": ModelSettings, "loss": LossSettings, "recipe": RecipeSettings}
+
     def __init__(self, cfg: dict, num_classes: int):
-        cfg = copy.deepcopy(cfg)
-        self.name = cfg["method"]
-        model_cfg = check_keys(cfg.get("model"), MODEL_KEYS, "model")
         if "grl_coef" in (cfg.get("recipe") or {}):
             raise ValueError("recipe.grl_coef is no longer a setting: the reversed gradient is scaled by "
                              "recipe.lambda1 (times the DANN ramp with recipe.grl_ramp: true) and the "
                              "discriminator's own loss by recipe.disc_weight; remove grl_coef from the config")
-        settings = parse_section(DANSettings, cfg.get("recipe"), "recipe")
-        loss = parse_section(DANLoss, cfg.get("loss"), "loss")
+        super().__init__(cfg, num_classes)
+        settings = self.settings.recipe
         if settings.num_target is None:
             raise ValueError("recipe.num_target (target training images) is missing; DAN runs through "
                              "'vireid adapt', which sets it from the target dataset")
-        for name in ("num_target", "lambda1", "lambda2", "lambda3", "lambda_hard", "disc_weight", "grl_ramp",
-                     "soft_lambda", "m", "eta", "refresh_every", "start_epoch", "backbone_lr_mult", "init"):
-            setattr(self, name, getattr(settings, name))
-        if self.lambda1 and not self.disc_weight:
+        if settings.lambda1 and not settings.disc_weight:
             raise ValueError("recipe.disc_weight must be > 0 when recipe.lambda1 > 0: an untrained discriminator "
                              "gives the feature extractor no adversarial signal")
-        if self.m >= self.num_target:
-            raise ValueError(f"recipe.m ({self.m}) must be smaller than the number of target images "
-                             f"({self.num_target})")
-        self.id_weight, self.label_smoothing = loss.id, loss.label_smoothing
-        self.triplet_weight, self.triplet_margin = loss.triplet, loss.triplet_margin
-        self.model = DANNet(num_classes, self.num_target, self.m, disc_hidden=settings.disc_hidden,
-                            disc_dropout=settings.disc_dropout, **model_cfg)
-        self.flip = eval_flip(cfg)
-        self.num_classes = num_classes
+        if settings.m >= settings.num_target:
+            raise ValueError(f"recipe.m ({settings.m}) must be smaller than the number of target images "
+                             f"({settings.num_target})")
+        self.model = DANNet(num_classes, settings.num_target, settings.m, disc_hidden=settings.disc_hidden,
+                            disc_dropout=settings.disc_dropout, **to_dict(self.settings.model))
         self.epoch = 0
         self.source_samples = self.target = None
         self.size, self.workers = None, 0
@@ -150,32 +138,34 @@ class DANRecipe(Method):
 
     @property
     def adapts(self) -> bool:
-        return bool(self.lambda1 or self.lambda2 or self.lambda3 or self.lambda_hard)
+        r = self.settings.recipe
+        return bool(r.lambda1 or r.lambda2 or r.lambda3 or r.lambda_hard)
 
     def progress(self) -> float:
         """Fraction of the adaptation phase (epochs start_epoch.. of the run) done before this step."""
         if self.trainer is None:
             raise ValueError("recipe.grl_ramp needs the training progress: run DAN through 'vireid adapt'")
         t = self.trainer
-        span = max(t.cfg.epochs - self.start_epoch, 1)
-        return (t.epoch - self.start_epoch + t.step_in_epoch / max(len(t.batches), 1)) / span
+        span = max(t.cfg.epochs - self.settings.recipe.start_epoch, 1)
+        return (t.epoch - self.settings.recipe.start_epoch + t.step_in_epoch / max(len(t.batches), 1)) / span
 
     def reversal_coef(self) -> float:
         """The coefficient of the gradient reversal, so that the feature extractor gets -lambda1 x ramp x dL_D/df
         while the discriminator's loss is weighted by disc_weight."""
-        ramp = dann_ramp(self.progress()) if self.grl_ramp else 1.0
-        return self.lambda1 * ramp / self.disc_weight
+        ramp = dann_ramp(self.progress()) if self.settings.recipe.grl_ramp else 1.0
+        return self.settings.recipe.lambda1 * ramp / self.settings.recipe.disc_weight
 
     def active(self, epoch: int) -> bool:
-        return self.adapts and epoch >= self.start_epoch
+        return self.adapts and epoch >= self.settings.recipe.start_epoch
 
     def attach(self, source_samples, target, size: tuple[int, int], workers: int = 0) -> None:
         """The labelled source listing, the :class:`TargetBatches` and the image size for refreshes."""
         self.source_samples, self.target, self.size, self.workers = list(source_samples), target, size, workers
-        if len(target) != self.num_target:
-            raise ValueError(f"the target set has {len(target)} images but recipe.num_target is {self.num_target}")
-        if self.init:
-            self.load_init(self.init)
+        if len(target) != self.settings.recipe.num_target:
+            raise ValueError(f"the target set has {len(target)} images but recipe.num_target is "
+                             f"{self.settings.recipe.num_target}")
+        if self.settings.recipe.init:
+            self.load_init(self.settings.recipe.init)
 
     def load_init(self, path) -> None:
         """Start from a trained run's network (``recipe.init``: a DAN run or a baseline/AGW run, same source).
@@ -202,7 +192,7 @@ class DANRecipe(Method):
                              f"identities needed): {str(exc).splitlines()[0]}") from None
 
     def param_groups(self):
-        return head_and_backbone_groups(self.model, self.backbone_lr_mult)
+        return head_and_backbone_groups(self.model, self.settings.recipe.backbone_lr_mult)
 
     # ------------------------------------------------------------ pseudo labels
 
@@ -213,7 +203,7 @@ class DANRecipe(Method):
             return
         if self.target is None:
             raise ValueError("DAN needs source and target data: run it with 'vireid adapt' (vireid.app.runs.adapt)")
-        due = (epoch - self.start_epoch) % self.refresh_every == 0
+        due = (epoch - self.settings.recipe.start_epoch) % self.settings.recipe.refresh_every == 0
         if (due and trainer.step_in_epoch == 0) or not self.model.has_labels:
             self.refresh(trainer.device)
             trainer.log({"epoch": epoch, "refresh": True, **self.last_refresh})
@@ -240,7 +230,7 @@ class DANRecipe(Method):
         protos, present = modality_prototypes(src, src_labels, src_mod, self.num_classes)
         tgt_mod = self.target.modality
         labels = hard_pseudo_labels(tgt, tgt_mod, protos, present)
-        neighbours = reliable_neighbours(tgt, self.m)
+        neighbours = reliable_neighbours(tgt, self.settings.recipe.m)
         self.model.pseudo_labels.copy_(labels)
         self.model.neighbours.copy_(neighbours)
         # Diagnostics only (the target identities never enter a loss): how often a reliable neighbour is
@@ -260,7 +250,7 @@ class DANRecipe(Method):
             source, target = batch, None
         images, pids, _, modality = source
         active = target is not None and self.active(self.epoch)
-        coef = self.reversal_coef() if active and self.lambda1 else 0.0
+        coef = self.reversal_coef() if active and self.settings.recipe.lambda1 else 0.0
         self.model.grl_coef = coef
         if active:
             t_images, t_index, _, t_mod = target
@@ -268,23 +258,23 @@ class DANRecipe(Method):
         else:
             out = model(images, modality)
         ns = len(images)
-        terms = {"cls": self.id_weight * id_loss(out["logits"][:ns], pids, self.label_smoothing)}
-        if self.triplet_weight:
-            terms["tri"] = self.triplet_weight * triplet_hard(out["pooled"][:ns], pids, self.triplet_margin)
+        w, r = self.settings.loss, self.settings.recipe
+        terms = {"cls": w.id * id_loss(out["logits"][:ns], pids, w.label_smoothing)}
+        if w.triplet:
+            terms["tri"] = w.triplet * triplet_hard(out["pooled"][:ns], pids, w.triplet_margin)
         if active:
             net = self.model
-            if self.lambda1:
-                terms["daa"] = self.disc_weight * domain_adversarial_loss(out["domain"][:ns], out["domain"][ns:])
-            if self.lambda_hard:
-                terms["hard"] = self.lambda_hard * id_loss(out["logits"][ns:], net.pseudo_labels[t_index])
-            if self.lambda2:
-                terms["soft"] = self.lambda2 * soft_label_loss(out["target_logits"][ns:], t_index,
-                                                               net.neighbours[t_index], self.soft_lambda)
-            if self.lambda3:
+            if r.lambda1:
+                terms["daa"] = r.disc_weight * domain_adversarial_loss(out["domain"][:ns], out["domain"][ns:])
+            if r.lambda_hard:
+                terms["hard"] = r.lambda_hard * id_loss(out["logits"][ns:], net.pseudo_labels[t_index])
+            if r.lambda2:
+                terms["soft"] = r.lambda2 * soft_label_loss(out["target_logits"][ns:], t_index, net.neighbours[t_index],
+                                                            r.soft_lambda)
+            if r.lambda3:
                 feat = F.normalize(out["bn"][ns:], dim=1)
-                terms["cma"] = self.lambda3 * cross_modal_alignment(feat, net.pseudo_labels[t_index], t_mod,
-                                                                    self.eta)
-        extra = {"grl": torch.tensor(coef)} if active and self.lambda1 else {}
+                terms["cma"] = r.lambda3 * cross_modal_alignment(feat, net.pseudo_labels[t_index], t_mod, r.eta)
+        extra = {"grl": torch.tensor(coef)} if active and r.lambda1 else {}
         return {"loss": sum(terms.values()), **terms, **extra}
 
     @torch.no_grad()

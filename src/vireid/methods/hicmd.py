@@ -45,21 +45,21 @@ from pathlib import Path
 
 import torch
 
+from vireid.data.pairing import pair_by_identity
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vireid.losses import id_loss, triplet_hard
 from vireid.losses.hicmd import kl_to_standard_normal, l1_reconstruction, lsgan_discriminator_loss, lsgan_generator_loss
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import eval_flip, flip_average
+from vireid.methods.common import flip_average
 from vireid.models import build_model
 from vireid.models.hicmd import mix_codes
-from vireid.models.msclnet import pair_by_identity
-from vireid.schema import parse_section, setting
+from vireid.schema import setting, to_dict
 
 
 @dataclass(frozen=True)
-class HiCMDModelSettings:
+class ModelSettings:
     """``model:`` sizes of every part (:class:`vireid.models.hicmd.HiCMDNet`); the defaults are the released code's."""
 
     backbone: str = setting("resnet", doc="attribute encoders' and ID trunk's CNN: resnet, osnet_*, plain_w<N>")
@@ -83,7 +83,7 @@ class HiCMDModelSettings:
 
 
 @dataclass(frozen=True)
-class HiCMDLossSettings:
+class LossSettings:
     """``loss:`` the weights of every term (released code ``set_option.py``) and the triplet margin."""
 
     same: float = setting(50.0, low=0, doc="w_recon_x")
@@ -99,7 +99,7 @@ class HiCMDLossSettings:
 
 
 @dataclass(frozen=True)
-class HiCMDRecipeSettings:
+class RecipeSettings:
     """``recipe:`` the combination weight's LR and the progress pictures."""
 
     combine_lr_mult: float = setting(0.01, low=0, doc="the learnt prototype/style weight at this x the id LR")
@@ -115,13 +115,12 @@ PICTURE_COLUMNS = ("visible", "infrared", "swap->vis", "swap->ir", "illum->vis",
 class HiCMDRecipe(Method):
     """``method: hicmd``; sections ``model``, ``loss``, ``recipe`` (the dataclasses above); optimisers gen, dis, id."""
 
+    sections = {"model": ModelSettings, "loss": LossSettings, "recipe": RecipeSettings}
+
     def __init__(self, cfg: dict, num_classes: int):
-        self.name = cfg["method"]
-        model = parse_section(HiCMDModelSettings, cfg.get("model"), "model")
-        self.loss = parse_section(HiCMDLossSettings, cfg.get("loss"), "loss")
-        self.recipe = parse_section(HiCMDRecipeSettings, cfg.get("recipe"), "recipe")
-        self.model = build_model("hicmd", num_classes=num_classes, **vars(model))
-        self.flip = eval_flip(cfg)
+        super().__init__(cfg, num_classes)
+        model = self.settings.model
+        self.model = build_model("hicmd", num_classes=num_classes, **to_dict(model))
         self.trainer = None
 
     def optimizers(self) -> dict[str, list[dict]]:
@@ -130,7 +129,7 @@ class HiCMDRecipe(Method):
         return {"gen": [{"params": m.generator_parameters()}],
                 "dis": [{"params": m.discriminator_parameters()}],
                 "id": [{"params": [p for p in m.id_parameters() if p is not combine]},
-                       {"params": [combine], "lr_mult": self.recipe.combine_lr_mult}]}
+                       {"params": [combine], "lr_mult": self.settings.recipe.combine_lr_mult}]}
 
     def on_epoch_start(self, epoch: int, trainer=None) -> None:
         self.trainer = trainer  # for the run directory and the step count of the pictures
@@ -144,7 +143,7 @@ class HiCMDRecipe(Method):
             raise ValueError("Hi-CMD needs, in every batch, identities with both a visible and an infrared image "
                              "(the P x (K visible + K infrared) sampler)") from None
         x_a, x_b, labels = images[vis], images[ir], pids[vis]
-        L, net = self.loss, self.model
+        L, net = self.settings.loss, self.model
         style, ex, illum = net.style_idx, net.ex_idx, net.illum_idx
         p_a, a_a = model.encode(x_a, VISIBLE)
         p_b, a_b = model.encode(x_b, INFRARED)
@@ -188,11 +187,11 @@ class HiCMDRecipe(Method):
 
     def _maybe_picture(self, columns) -> None:
         t = self.trainer
-        every = self.recipe.picture_every
+        every = self.settings.recipe.picture_every
         if t is None or not every or (t.global_step + 1) % every or not getattr(t, "is_main", True):
             return
         write_picture(Path(t.run_dir) / "pictures" / f"step_{t.global_step + 1:07d}.png",
-                      dict(zip(PICTURE_COLUMNS, columns)), self.recipe.picture_pairs)
+                      dict(zip(PICTURE_COLUMNS, columns)), self.settings.recipe.picture_pairs)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:

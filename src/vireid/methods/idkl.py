@@ -9,9 +9,7 @@ the two halves.
 
 from __future__ import annotations
 
-import copy
-import inspect
-from dataclasses import fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -19,8 +17,10 @@ from vireid.data.records import INFRARED, VISIBLE
 from vireid.losses.idkl import IDKLLossSettings, idkl_total_loss
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import MetricLosses, check_keys, eval_flip
+from vireid.methods.common import MetricLosses
 from vireid.models.idkl import IDKL
+from vireid.models.trunk import TrunkSettings
+from vireid.schema import parse_section, setting, to_dict
 
 
 def interleave_halves(modality: torch.Tensor) -> torch.Tensor:
@@ -33,58 +33,100 @@ def interleave_halves(modality: torch.Tensor) -> torch.Tensor:
     return torch.stack([visible + n, visible], dim=1).reshape(-1)
 
 
-MODEL_KEYS = tuple(inspect.signature(IDKL.__init__).parameters)[1:]  # the constructor's arguments
+@dataclass(frozen=True)
+class ModelSettings(TrunkSettings):
+    """``model:`` :class:`IDKL`'s arguments (its docstring says what each one is); defaults are the code's."""
+
+    gem_p: float = setting(3.0, low=1)
+    gem_learnable: bool = setting(False)
+    gates: str = setting("pixel", choices=("pixel", "se"), doc="pixel: the code's 1x1-conv gates; se: Eq. 8")
+    gate_pool: str = setting("gem", choices=("gem", "avg"))
+    in_affine: bool = setting(True)
+    reduction: int = setting(16, low=1)
+    confuser: str = setting("pseudo", choices=("pseudo", "grl"), doc="pseudo: the code; grl: Eq. 2")
+    grl_coef: float = setting(1.0, low=0, doc="used only with confuser: grl")
+    num_confusers: int = setting(1, low=1, doc="K of Eq. 4")
+    num_discriminators: int = setting(1, low=1)
+    head_input: str = setting("bnneck", choices=("bnneck", "pooled"))
+    entropy_classifier: str = setting("separate", choices=("separate", "specific"))
+    raw_sp_reid: bool = setting(False)
+    head_hidden: int = setting(100, low=1)
+    head_dropout: float = setting(0.5, low=0, high=1)
+    test_normalize: bool = setting(False)
+
+
+IDKL_LOSS_KEYS = tuple(f.name for f in fields(IDKLLossSettings))
+EXTRA_KEYS = tuple(k for k in MetricLosses.KEYS if k not in IDKL_LOSS_KEYS)  # the extra metric losses' keys
+
+
+@dataclass(frozen=True)
+class LossSettings(IDKLLossSettings, MetricLosses):
+    """``loss:`` IDKL's weights (:class:`IDKLLossSettings`) plus the switchable metric losses on the shared feature
+    (``loss.hetero_center``, ...; their triplet margin is MetricLosses' 0.3, IDKL's ``triplet_margin`` is its own)."""
+
+    confuser_targets: str | None = setting(None, choices=("pseudo", "modality"),
+                                           doc="null: follow model.confuser (grl -> modality, pseudo -> pseudo)")
+
+    def idkl(self, confuser: str) -> IDKLLossSettings:
+        """IDKL's own settings, ``confuser_targets`` resolved against the model's ``confuser``."""
+        values = {k: getattr(self, k) for k in IDKL_LOSS_KEYS}
+        if values["confuser_targets"] is None:
+            values["confuser_targets"] = "modality" if confuser == "grl" else "pseudo"
+        return IDKLLossSettings(**values)
+
+    def extra(self) -> MetricLosses:
+        """The extra metric losses (their own triplet margin: MetricLosses' default)."""
+        return MetricLosses(**{k: getattr(self, k) for k in EXTRA_KEYS})
+
+
+@dataclass(frozen=True)
+class TermsSettings:
+    """``terms:`` Table 4's components (L_b is always on); false zeroes that component's weights."""
+
+    ip: bool = setting(True, doc="the Information Purifier: ip_e, ip_r")
+    tgsa: bool = setting(True, doc="tgsa")
+    csa: bool = setting(True, doc="csa")
+    mdr: bool = setting(True, doc="mdr_graph, mdr_graph_mixed, mdr_logit")
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    aux_warmup: float = setting(0.0, low=0, high=1, doc="fraction of training over which the terms beyond L_b "
+                                                        "ramp up from 0 (0: off, as published)")
 
 
 # Table 4 of the paper: each component can be switched off; L_b is always on.
 TERMS = {"ip": ("ip_e", "ip_r"), "tgsa": ("tgsa",), "csa": ("csa",),
          "mdr": ("mdr_graph", "mdr_graph_mixed", "mdr_logit")}
+SECTIONS = {"model": ModelSettings, "loss": LossSettings, "terms": TermsSettings, "recipe": RecipeSettings}
 
 
-def apply_terms(loss_cfg: dict, terms: dict | None) -> dict:
-    """Zero the weights of the components switched off in ``terms`` (e.g. {"tgsa": False})."""
-    terms = terms or {}
-    unknown = sorted(set(terms) - set(TERMS))
-    if unknown:
-        raise ValueError(f"unknown IDKL terms {unknown}; known: {sorted(TERMS)}")
-    out = dict(loss_cfg)
-    for term, on in terms.items():
-        if not isinstance(on, bool):
-            raise ValueError(f"terms.{term} must be true or false, got {on!r}")
-        if not on:
-            out.update({w: 0.0 for w in TERMS[term]})
-    return out
+def apply_terms(loss: IDKLLossSettings, terms: TermsSettings) -> IDKLLossSettings:
+    """Zero the weights of the components switched off in ``terms``."""
+    off = {w: 0.0 for term, weights in TERMS.items() if not getattr(terms, term) for w in weights}
+    return replace(loss, **off)
 
 
-def build_idkl(cfg: dict) -> tuple[IDKL, IDKLLossSettings]:
-    """Build (model, loss settings) from a plain dict with ``model``, ``loss`` and ``terms`` sections.
+def build_idkl(cfg: dict, num_classes: int | None = None) -> tuple[IDKL, IDKLLossSettings]:
+    """(model, loss settings) from a dict with ``model``, ``loss``, ``terms`` sections (others are ignored).
 
-    ``cfg["model"]`` holds :class:`IDKL` constructor arguments, ``cfg["loss"]``
-    the fields of :class:`IDKLLossSettings`, ``cfg["terms"]`` the Table 4
-    switches (ip, tgsa, csa, mdr: false zeroes that component's weights);
-    other sections (data, train, eval) are left to the caller. The confuser's loss targets follow the model's
-    ``confuser`` switch ("pseudo" -> pseudo labels, "grl" -> true modality labels) unless
-    ``loss.confuser_targets`` says otherwise explicitly.
+    The confuser's loss targets follow the model's ``confuser`` switch ("pseudo" -> pseudo labels, "grl" ->
+    true modality labels) unless ``loss.confuser_targets`` says otherwise explicitly. ``num_classes`` may
+    instead be given as ``model.num_classes``.
     """
     if not isinstance(cfg, dict) or "model" not in cfg:
         raise ValueError("an IDKL config needs a 'model' section (and usually a 'loss' section)")
     model_cfg = dict(cfg["model"])
-    unknown = sorted(set(model_cfg) - set(MODEL_KEYS))
-    if unknown:
-        raise ValueError(f"unknown IDKL model settings {unknown}; known: {sorted(MODEL_KEYS)}")
-    loss_cfg = apply_terms(dict(cfg.get("loss") or {}), cfg.get("terms"))
-    loss_cfg.setdefault("confuser_targets", "modality" if model_cfg.get("confuser") == "grl" else "pseudo")
-    settings = IDKLLossSettings.from_dict(loss_cfg)
-    if (model_cfg.get("confuser", "pseudo") == "grl") != (settings.confuser_targets == "modality"):
-        raise ValueError(f"model.confuser={model_cfg.get('confuser', 'pseudo')!r} does not fit "
+    num_classes = model_cfg.pop("num_classes", num_classes)
+    model = parse_section(ModelSettings, model_cfg, "model")
+    loss = parse_section(LossSettings, cfg.get("loss"), "loss")
+    settings = apply_terms(loss.idkl(model.confuser), parse_section(TermsSettings, cfg.get("terms"), "terms"))
+    if (model.confuser == "grl") != (settings.confuser_targets == "modality"):
+        raise ValueError(f"model.confuser={model.confuser!r} does not fit "
                          f"loss.confuser_targets={settings.confuser_targets!r} (grl <-> modality, pseudo <-> pseudo)")
-    if settings.reid_sp_raw and not model_cfg.get("raw_sp_reid", False):
+    if settings.reid_sp_raw and not model.raw_sp_reid:
         raise ValueError("loss.reid_sp_raw > 0 needs model.raw_sp_reid: true")
-    return IDKL(**model_cfg), settings
-
-
-EXTRA_KEYS = tuple(k for k in MetricLosses.KEYS if k not in {f.name for f in fields(IDKLLossSettings)})
-RECIPE_KEYS = ("aux_warmup",)
+    return IDKL(num_classes, **to_dict(model)), settings
 
 
 def aux_scale(progress: float, warmup: float) -> float:
@@ -98,26 +140,15 @@ def aux_scale(progress: float, warmup: float) -> float:
 
 
 class IDKLRecipe(Method):
-    """Config sections: ``model``, ``loss``, ``terms`` (see :func:`vireid.models.idkl.build_idkl`), ``recipe``
-    (``aux_warmup``: fraction of the training over which the terms beyond L_b ramp up from 0; 0 = off,
-    as published), ``eval.flip``."""
+    """Config sections: ``model``, ``loss``, ``terms``, ``recipe`` (the dataclasses above; see :func:`build_idkl`)."""
+
+    sections = SECTIONS
 
     def __init__(self, cfg: dict, num_classes: int):
-        cfg = copy.deepcopy(cfg)
-        cfg.setdefault("model", {})["num_classes"] = num_classes
-        self.name = cfg["method"]
-        recipe = check_keys(cfg.get("recipe"), RECIPE_KEYS, "recipe")
-        self.aux_warmup = recipe.get("aux_warmup", 0.0)
-        if isinstance(self.aux_warmup, bool) or not isinstance(self.aux_warmup, (int, float)) \
-                or not 0 <= self.aux_warmup <= 1:
-            raise ValueError(f"recipe.aux_warmup must be a number in [0, 1], got {self.aux_warmup!r}")
+        super().__init__(cfg, num_classes)
         self.progress = 1.0
-        loss = cfg.get("loss") or {}
-        # IDKL's own loss keys (triplet_margin) stay with IDKL; the rest of MetricLosses' keys are extras
-        self.extra = MetricLosses.from_dict({k: loss.pop(k) for k in EXTRA_KEYS if k in loss})
-        self.model, self.settings = build_idkl(cfg)
-        self.flip = eval_flip(cfg)
-        self.num_classes = num_classes
+        self.extra = self.settings.loss.extra()
+        self.model, self.loss_settings = build_idkl(cfg, num_classes)
 
     def param_groups(self):
         return [{"params": self.model.parameters()}]
@@ -132,10 +163,10 @@ class IDKLRecipe(Method):
         if int(pids.max()) >= self.num_classes:
             raise ValueError(f"label {int(pids.max())} does not fit {self.num_classes} classes")
         out = model(images, modality)
-        total, terms = idkl_total_loss(out, pids, modality, self.settings)
-        scale = aux_scale(self.progress, self.aux_warmup)
+        total, terms = idkl_total_loss(out, pids, modality, self.loss_settings)
+        scale = aux_scale(self.progress, self.settings.recipe.aux_warmup)
         if scale < 1.0:
-            s = self.settings
+            s = self.loss_settings
             base = sum(w * terms[k] for k, w in (("ce", s.id_sh), ("id_pl", s.id_sp), ("reid_sp_raw", s.reid_sp_raw))
                        if w and k in terms) + terms.get("tri", 0.0)
             total = base + scale * (total - base)

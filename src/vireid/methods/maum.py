@@ -29,13 +29,13 @@ from vireid.losses import id_loss
 from vireid.losses.maum import modality_specific_ce, unidirectional_loss
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import eval_flip, flip_average, head_and_backbone_groups
+from vireid.methods.common import flip_average, head_and_backbone_groups
 from vireid.models import build_model
-from vireid.schema import parse_section, setting
+from vireid.schema import setting, to_dict
 
 
 @dataclass(frozen=True)
-class MAUMModelSettings:
+class ModelSettings:
     depth: int = setting(50, choices=(18, 34, 50))
     last_stride: int = setting(1, choices=(1, 2))
     pretrained: str | None = setting(None, doc="torchvision-named ImageNet ResNet checkpoint")
@@ -49,7 +49,7 @@ class MAUMModelSettings:
 
 
 @dataclass(frozen=True)
-class MAUMLossSettings:
+class LossSettings:
     id: float = setting(1.0, low=0, doc="shared-classifier CE")
     specific: float = setting(1.0, low=0, doc="L_RGB + L_IR")
     unidirectional: float = setting(1.0, low=0, doc="L_R->I + L_I->R")
@@ -59,7 +59,7 @@ class MAUMLossSettings:
 
 
 @dataclass(frozen=True)
-class MAUMRecipeSettings:
+class RecipeSettings:
     backbone_lr_mult: float = setting(0.1, low=0)
     memory_warmup_epochs: int = setting(10, low=0, doc="epochs before the memories start (CE only)")
 
@@ -68,42 +68,41 @@ class MAUMRecipeSettings:
 class MAUMRecipe(Method):
     """``method: maum``; config sections ``model``, ``loss``, ``recipe`` (the dataclasses above), ``eval.flip``."""
 
+    sections = {"model": ModelSettings, "loss": LossSettings, "recipe": RecipeSettings}
+
     def __init__(self, cfg: dict, num_classes: int):
-        self.name = cfg["method"]
-        model = parse_section(MAUMModelSettings, cfg.get("model"), "model")
-        self.loss = parse_section(MAUMLossSettings, cfg.get("loss"), "loss")
-        self.recipe = parse_section(MAUMRecipeSettings, cfg.get("recipe"), "recipe")
-        self.model = build_model("maum", num_classes=num_classes, **vars(model))
-        self.flip = eval_flip(cfg)
+        super().__init__(cfg, num_classes)
+        model = self.settings.model
+        self.model = build_model("maum", num_classes=num_classes, **to_dict(model))
         self.epoch = 0
 
     def param_groups(self):
-        return head_and_backbone_groups(self.model, self.recipe.backbone_lr_mult)
+        return head_and_backbone_groups(self.model, self.settings.recipe.backbone_lr_mult)
 
     def on_epoch_start(self, epoch: int, trainer=None) -> None:
         self.epoch = epoch
 
     @property
     def memory_active(self) -> bool:
-        return self.loss.unidirectional > 0 and self.epoch >= self.recipe.memory_warmup_epochs
+        return self.settings.loss.unidirectional > 0 and self.epoch >= self.settings.recipe.memory_warmup_epochs
 
     def training_step(self, model, batch) -> dict:
         images, pids, _, modality = batch
         if self.memory_active:
             self.model.push_proxies()  # the proxies as the last optimiser step left them
         out = model(images, modality)
-        smooth = self.loss.label_smoothing
-        terms = {"id": self.loss.id * id_loss(out["logits"], pids, smooth)}
-        if self.loss.specific:
+        smooth = self.settings.loss.label_smoothing
+        terms = {"id": self.settings.loss.id * id_loss(out["logits"], pids, smooth)}
+        if self.settings.loss.specific:
             spec = out["logits_specific"]
-            terms["ce_rgb"] = self.loss.specific * modality_specific_ce(spec, pids, modality, VISIBLE)
-            terms["ce_ir"] = self.loss.specific * modality_specific_ce(spec, pids, modality, INFRARED)
+            terms["ce_rgb"] = self.settings.loss.specific * modality_specific_ce(spec, pids, modality, VISIBLE)
+            terms["ce_ir"] = self.settings.loss.specific * modality_specific_ce(spec, pids, modality, INFRARED)
         if self.memory_active:
-            feat, a, d = out["feat"], self.loss.alpha, self.loss.delta
+            feat, a, d = out["feat"], self.settings.loss.alpha, self.settings.loss.delta
             rgb, ir = modality == VISIBLE, modality == INFRARED
-            terms["uni_r2i"] = self.loss.unidirectional * unidirectional_loss(
+            terms["uni_r2i"] = self.settings.loss.unidirectional * unidirectional_loss(
                 feat[rgb], pids[rgb], self.model.memory(INFRARED), a, d)
-            terms["uni_i2r"] = self.loss.unidirectional * unidirectional_loss(
+            terms["uni_i2r"] = self.settings.loss.unidirectional * unidirectional_loss(
                 feat[ir], pids[ir], self.model.memory(VISIBLE), a, d)
         return {"loss": sum(terms.values()), **terms}
 

@@ -13,64 +13,88 @@ feature; we apply them to both branches' pre-BN features (f1 and f2), which
 
 from __future__ import annotations
 
-import copy
-import inspect
+from dataclasses import dataclass
 
 import torch
 
 from vireid.losses import id_loss, vsd_loss
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import MetricLosses, eval_flip, flip_average, head_and_backbone_groups, recipe_sections
-from vireid.models.mbfvrd import MBFVRD
+from vireid.methods.common import MetricLosses, flip_average, head_and_backbone_groups
+from vireid.models.mbfvrd import MBFVRD, TEST_FEATURES
+from vireid.models.trunk import AGW_NON_LOCAL, TwoStreamSettings
+from vireid.schema import setting, to_dict
 
-MODEL_KEYS = tuple(inspect.signature(MBFVRD.__init__).parameters)[1:]
-LOSS_KEYS = ("id", "id_z", "label_smoothing", "vsd", "vsd_temperature", "metric_branches", *MetricLosses.KEYS)
-RECIPE_KEYS = ("backbone_lr_mult",)
+
+@dataclass(frozen=True)
+class ModelSettings(TwoStreamSettings):
+    """``model:`` :class:`MBFVRD`'s arguments (AGW's trunk, two GeM heads, the information bottleneck)."""
+
+    non_local: tuple[int, ...] = setting(AGW_NON_LOCAL, doc="non-local blocks per stage (AGW's layout)")
+    gem_p: float = setting(3.0, low=1)
+    gem_learnable: bool = setting(True)
+    gem_p_min: float | None = setting(1.0, low=0, doc="lower clamp of a learnable p (null: none)")
+    gem_p_per_channel: bool = setting(True, doc="one p per channel (Eq. 3); false: one per branch")
+    ib_widths: tuple[int, ...] = setting((1024, 512), doc="the information bottleneck's layer widths")
+    classifier_std: float | None = setting(0.001, low=0)
+    test_feature: str = setting("cat", choices=TEST_FEATURES)
+    test_normalize: bool = setting(True)
+
+
+@dataclass(frozen=True)
+class LossSettings(MetricLosses):
+    """``loss:`` the weights of Eq. 9 (WRT and hetero-center on by default, on ``metric_branches``)."""
+
+    wrt: float = setting(1.0, low=0)
+    hetero_center: float = setting(1.0, low=0)
+    id: float = setting(1.0, low=0, doc="the two branch CE terms")
+    id_z: float = setting(1.0, low=0, doc="the two IB representation CE terms")
+    label_smoothing: float = setting(0.0, low=0, high=1)
+    vsd: float = setting(1.0, low=0, doc="both VSD terms (0: the DIAM-only row)")
+    vsd_temperature: float = setting(1.0, low=1e-6)
+    metric_branches: tuple[int, ...] = setting((1, 2), doc="the branches whose pooled features the metric losses "
+                                                               "see: [1], [2] or [1, 2]")
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    backbone_lr_mult: float = setting(1.0, low=0)
 
 
 class MBFVRDRecipe(Method):
-    """``method: mbfvrd``; config sections ``model`` (MBFVRD arguments), ``loss``, ``recipe``, ``eval.flip``.
+    """``method: mbfvrd``; config sections ``model``, ``loss``, ``recipe`` (the dataclasses above).
 
     ``loss.id`` weighs the two branch CE terms, ``loss.id_z`` the two IB
     representation CE terms, ``loss.vsd`` both VSD terms (0 switches VRD's
     distillation off: the DIAM-only row of the paper's ablation).
     """
 
+    sections = {"model": ModelSettings, "loss": LossSettings, "recipe": RecipeSettings}
+
     def __init__(self, cfg: dict, num_classes: int):
-        cfg = copy.deepcopy(cfg)
-        self.name = cfg["method"]
-        model_cfg, loss, recipe = recipe_sections(cfg, num_classes, MODEL_KEYS, LOSS_KEYS, RECIPE_KEYS)
-        self.model = MBFVRD(**model_cfg)
-        self.id_weight = float(loss.get("id", 1.0))
-        self.id_z_weight = float(loss.get("id_z", 1.0))
-        self.vsd_weight = float(loss.get("vsd", 1.0))
-        self.vsd_temperature = float(loss.get("vsd_temperature", 1.0))
-        self.label_smoothing = float(loss.get("label_smoothing", 0.0))
-        branches = loss.get("metric_branches", [1, 2])
-        if not isinstance(branches, (list, tuple)) or not set(branches) <= {1, 2}:
-            raise ValueError(f"loss.metric_branches must be a list drawn from [1, 2], got {branches!r}")
+        super().__init__(cfg, num_classes)
+        branches = self.settings.loss.metric_branches
+        if not branches or not set(branches) <= {1, 2}:
+            raise ValueError(f"loss.metric_branches must be a list drawn from [1, 2], got {list(branches)!r}")
         self.metric_branches = tuple(sorted(set(branches)))
-        self.metric = MetricLosses.from_dict({"wrt": 1.0, "hetero_center": 1.0, **loss})
-        self.backbone_lr_mult = recipe.get("backbone_lr_mult", 1.0)
-        self.flip = eval_flip(cfg)
+        self.model = MBFVRD(num_classes, **to_dict(self.settings.model))
 
     def param_groups(self):
-        return head_and_backbone_groups(self.model, self.backbone_lr_mult)
+        return head_and_backbone_groups(self.model, self.settings.recipe.backbone_lr_mult)
 
     def training_step(self, model, batch) -> dict:
         images, pids, _, modality = batch
         out = model(images, modality)
-        ce = lambda logits: id_loss(logits, pids, self.label_smoothing)  # noqa: E731
-        terms = {"id": self.id_weight * (ce(out["logits1"]) + ce(out["logits2"]))}
-        if self.id_z_weight:
-            terms["id_z"] = self.id_z_weight * (ce(out["z_logits1"]) + ce(out["z_logits2"]))
-        if self.vsd_weight:
-            terms["vsd"] = self.vsd_weight * (
-                vsd_loss(out["logits1"], out["z_logits1"], self.vsd_temperature)
-                + vsd_loss(out["logits2"], out["z_logits2"], self.vsd_temperature))
+        w = self.settings.loss
+        ce = lambda logits: id_loss(logits, pids, w.label_smoothing)  # noqa: E731
+        terms = {"id": w.id * (ce(out["logits1"]) + ce(out["logits2"]))}
+        if w.id_z:
+            terms["id_z"] = w.id_z * (ce(out["z_logits1"]) + ce(out["z_logits2"]))
+        if w.vsd:
+            terms["vsd"] = w.vsd * (vsd_loss(out["logits1"], out["z_logits1"], w.vsd_temperature)
+                                    + vsd_loss(out["logits2"], out["z_logits2"], w.vsd_temperature))
         for branch in self.metric_branches:
-            for name, value in self.metric.terms(out[f"pooled{branch}"], pids, modality).items():
+            for name, value in w.terms(out[f"pooled{branch}"], pids, modality).items():
                 terms[name] = terms.get(name, 0) + value
         return {"loss": sum(terms.values()), **terms}
 

@@ -70,9 +70,9 @@ from vireid.losses.msclnet import (
 )
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import eval_flip, flip_average, head_and_backbone_groups
+from vireid.methods.common import flip_average, head_and_backbone_groups
 from vireid.models import build_model
-from vireid.schema import parse_section, setting, to_dict
+from vireid.schema import setting, to_dict
 
 
 @dataclass(frozen=True)
@@ -123,22 +123,21 @@ class RecipeSettings:
 class MSCLNetRecipe(Method):
     """``method: msclnet``; config sections ``model``, ``loss``, ``recipe`` (the dataclasses above), ``eval.flip``."""
 
+    sections = {"model": ModelSettings, "loss": LossSettings, "recipe": RecipeSettings}
+
     def __init__(self, cfg: dict, num_classes: int):
-        self.name = cfg["method"]
-        model = parse_section(ModelSettings, cfg.get("model"), "model")
-        self.loss = parse_section(LossSettings, cfg.get("loss"), "loss")
-        self.recipe = parse_section(RecipeSettings, cfg.get("recipe"), "recipe")
+        super().__init__(cfg, num_classes)
+        model = self.settings.model
         self.model = build_model("msclnet", num_classes=num_classes, **to_dict(model),
-                                 attached_synergy=self.loss.synergy_routing == "through_encoder")
-        self.flip = eval_flip(cfg)
+                                 attached_synergy=self.settings.loss.synergy_routing == "through_encoder")
 
     def param_groups(self):
-        return head_and_backbone_groups(self.model, self.recipe.backbone_lr_mult)
+        return head_and_backbone_groups(self.model, self.settings.recipe.backbone_lr_mult)
 
     def training_step(self, model, batch) -> dict:
         images, pids, camids, modality = batch
         out = model(images, modality, pids)
-        w = self.loss
+        w = self.settings.loss
         terms = {}
         if w.synergy_ce:
             terms["ce"] = w.synergy_ce * modality_ce(out["logits"], pids, modality, w.label_smoothing)
@@ -171,10 +170,10 @@ class MSCLNetRecipe(Method):
 
     def _sub_term(self, out: dict, feat: torch.Tensor, pids: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
         """L_sub on f^s (``through_encoder``: one row per pair, sub-class = the visible camera) or on ``feat``."""
-        if self.loss.synergy_routing == "detached":
+        if self.settings.loss.synergy_routing == "detached":
             return subclass_aggregation(feat, pids, camids)
         synergy = out["synergy_attached"].mean(dim=1)
-        if self.loss.ca_normalize:
+        if self.settings.loss.ca_normalize:
             synergy = F.normalize(synergy, dim=1)
         vis = out["pair_visible"]
         return subclass_aggregation(synergy, pids[vis], camids[vis])

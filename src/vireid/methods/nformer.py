@@ -51,15 +51,15 @@ from vireid.losses import id_loss, triplet_hard
 from vireid.losses.nformer import centre_loss, centre_step
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import eval_flip, flip_average
+from vireid.methods.common import flip_average
 from vireid.models import build_model
-from vireid.schema import parse_section, setting
+from vireid.schema import DataSettings, TrainSettings, parse_section, setting, to_dict
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class NFormerModelSettings:
+class ModelSettings:
     backbone: str = setting("resnet", doc="resnet (model.depth), an OSNet width or plain_w32")
     depth: int = setting(50, choices=(18, 34, 50))
     last_stride: int = setting(1, choices=(1, 2))
@@ -77,7 +77,7 @@ class NFormerModelSettings:
 
 
 @dataclass(frozen=True)
-class NFormerLossSettings:
+class LossSettings:
     id: float = setting(1.0, low=0)
     label_smoothing: float = setting(0.1, low=0, high=1)
     triplet: float = setting(1.0, low=0)
@@ -87,7 +87,7 @@ class NFormerLossSettings:
 
 
 @dataclass(frozen=True)
-class NFormerRecipeSettings:
+class RecipeSettings:
     stage2_start: int = setting(120, low=1, doc="first epoch of stage 2 (the NFormer on frozen features)")
     nformer_lr: float = setting(1.0e-5, low=0, doc="the NFormer's fixed Adam rate (no schedule)")
     sequence_length: int = setting(7000, low=2, doc="features per neighbour sequence (at most the training set)")
@@ -124,7 +124,7 @@ class FeatureSequences:
 
     def __init__(self, recipe: NFormerRecipe, num_images: int, seed: int):
         self.recipe, self.num_images, self.seed = recipe, num_images, seed
-        settings = recipe.settings
+        settings = recipe.settings.recipe
         self.per_step, self.length = settings.sequences_per_step, settings.sequence_length
         self.steps = max(1, math.ceil(max(1, num_images // settings.images_per_sequence) / self.per_step))
 
@@ -144,24 +144,23 @@ class FeatureSequences:
 class NFormerRecipe(Method):
     """``method: nformer``; sections ``model``, ``loss``, ``recipe`` (the dataclasses above), ``eval.flip``."""
 
+    sections = {"model": ModelSettings, "loss": LossSettings, "recipe": RecipeSettings}
+
     def __init__(self, cfg: dict, num_classes: int):
-        self.name = cfg["method"]
-        model = parse_section(NFormerModelSettings, cfg.get("model"), "model")
-        self.loss = parse_section(NFormerLossSettings, cfg.get("loss"), "loss")
-        self.settings = parse_section(NFormerRecipeSettings, cfg.get("recipe"), "recipe")
-        train = cfg.get("train") or {}
-        if float(train.get("time_budget_s") or 0) > 0:
+        super().__init__(cfg, num_classes)
+        stage2_start = self.settings.recipe.stage2_start
+        # a recipe is also built from a config without a train section (tests, deploy): its checks need one
+        train = parse_section(TrainSettings, cfg["train"], "train") if cfg.get("train") else None
+        if train is not None and train.time_budget_s > 0:
             raise ValueError("NFormer's two stages are counted in epochs (recipe.stage2_start); train.time_budget_s "
                              "cannot be used with method: nformer, set train.epochs instead")
-        epochs = train.get("epochs")
-        if isinstance(epochs, int) and self.settings.stage2_start >= epochs:
-            raise ValueError(f"recipe.stage2_start ({self.settings.stage2_start}) must be smaller than train.epochs "
-                             f"({epochs}): stage 2 (the NFormer) trains in epochs stage2_start..epochs-1; the paper "
-                             f"trains 120 + 30 (stage2_start: 120, epochs: 150)")
-        self.model = build_model("nformer", num_classes=num_classes, **vars(model))
-        self.flip = eval_flip(cfg)
-        self.workers = int((cfg.get("data") or {}).get("workers", 0))
-        self.seed = int(train.get("seed") or 0)
+        if train is not None and stage2_start >= train.epochs:
+            raise ValueError(f"recipe.stage2_start ({stage2_start}) must be smaller than train.epochs "
+                             f"({train.epochs}): stage 2 (the NFormer) trains in epochs stage2_start..epochs-1; the "
+                             f"paper trains 120 + 30 (stage2_start: 120, epochs: 150)")
+        self.model = build_model("nformer", num_classes=num_classes, **to_dict(self.settings.model))
+        self.workers = parse_section(DataSettings, cfg.get("data"), "data").workers
+        self.seed = train.seed if train is not None else 0
         self.epoch, self.rank = 0, 0
         self._features: tuple[torch.Tensor, torch.Tensor] | None = None
         self._sequences: FeatureSequences | None = None
@@ -174,10 +173,11 @@ class NFormerRecipe(Method):
 
     def param_groups(self):
         return [{"params": self.model.stage1_parameters()},
-                {"params": self.model.stage2_parameters(), "fixed_lr": self.settings.nformer_lr, "weight_decay": 0.0}]
+                {"params": self.model.stage2_parameters(), "fixed_lr": self.settings.recipe.nformer_lr,
+                 "weight_decay": 0.0}]
 
     def in_stage2(self, epoch: int | None = None) -> bool:
-        return (self.epoch if epoch is None else epoch) >= self.settings.stage2_start
+        return (self.epoch if epoch is None else epoch) >= self.settings.recipe.stage2_start
 
     # ------------------------------------------------------------ the switch to stage 2
 
@@ -208,8 +208,8 @@ class NFormerRecipe(Method):
         images = ImageDataset(dataset.samples, dataset.size, eval_transform(), dataset.cache,
                               resample=dataset.resample)
         # Own generator: extraction must not consume the global RNG (a resumed run would diverge).
-        loader = DataLoader(images, batch_size=self.settings.feature_batch, generator=torch.Generator(),
-                            num_workers=self.workers if len(images) > self.settings.feature_batch else 0)
+        loader = DataLoader(images, batch_size=self.settings.recipe.feature_batch, generator=torch.Generator(),
+                            num_workers=self.workers if len(images) > self.settings.recipe.feature_batch else 0)
         was_training = self.model.training
         self.model.eval()
         rows, labels = [], []
@@ -220,7 +220,7 @@ class NFormerRecipe(Method):
         finally:
             self.model.train(was_training)
         features = torch.cat(rows)
-        if self.settings.normalize_input:
+        if self.settings.recipe.normalize_input:
             features = F.normalize(features, dim=1)
         self._features = (features, torch.cat(labels).to(device))
         log.info("NFormer stage 2: cached %d training features of the frozen extractor", len(features))
@@ -234,7 +234,7 @@ class NFormerRecipe(Method):
     # ------------------------------------------------------------ training
 
     def _terms(self, logits, feat, labels, centres: str, prefix: str = "") -> dict:
-        s = self.loss
+        s = self.settings.loss
         terms = {"id": s.id * id_loss(logits, labels, s.label_smoothing)}
         if s.triplet:
             terms["triplet"] = s.triplet * triplet_hard(feat, labels, s.triplet_margin)
@@ -273,7 +273,7 @@ class NFormerRecipe(Method):
         """
         if int(self.model.nformer_steps) == 0:
             raise ValueError("this run's NFormer (stage 2) has not been trained yet (its checkpoint is from stage 1, "
-                             f"before epoch recipe.stage2_start = {self.settings.stage2_start}); evaluate it "
+                             f"before epoch recipe.stage2_start = {self.settings.recipe.stage2_start}); evaluate it "
                              "without --transductive, or finish training")
         was_training = self.model.training
         self.model.eval()

@@ -8,32 +8,28 @@ only the network differs.
 
 from __future__ import annotations
 
-import copy
-import inspect
+from dataclasses import dataclass
 
 from vireid.methods import METHODS
-from vireid.methods.baseline import LOSS_KEYS, BaselineRecipe
-from vireid.methods.common import MetricLosses, eval_flip, recipe_sections
+from vireid.methods.baseline import BaselineRecipe, LossSettings, RecipeSettings
 from vireid.models.plain_cnn import PlainCNN
+from vireid.schema import setting, to_dict
 
-MODEL_KEYS = tuple(inspect.signature(PlainCNN.__init__).parameters)[1:]
-RECIPE_KEYS = ("backbone_lr_mult",)
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """``model:`` :class:`PlainCNN`'s arguments."""
+
+    width: int = setting(32, low=1, doc="channels of the first conv layer (doubling twice)")
+    two_stream: bool = setting(True, doc="one stem per modality")
+    test_normalize: bool = setting(True)
 
 
 @METHODS.register("plain")
 class PlainRecipe(BaselineRecipe):
-    """Config sections: ``model`` (PlainCNN arguments), ``loss`` (as the baseline recipe's), ``recipe``
-    (``backbone_lr_mult``), ``eval.flip``."""
+    """Config sections: ``model`` (:class:`ModelSettings`), ``loss`` and ``recipe`` (the baseline recipe's)."""
 
-    def __init__(self, cfg: dict, num_classes: int):
-        cfg = copy.deepcopy(cfg)
-        self.name = cfg["method"]
-        model_cfg, loss, recipe = recipe_sections(cfg, num_classes, MODEL_KEYS, LOSS_KEYS, RECIPE_KEYS)
-        self.model = PlainCNN(**model_cfg)
-        self.id_weight = float(loss.get("id", 1.0))
-        self.label_smoothing = float(loss.get("label_smoothing", 0.0))
-        self.metric = MetricLosses.from_dict(loss)
-        self.backbone_lr_mult = recipe.get("backbone_lr_mult", 1.0)
-        self.channel_exchange = False
-        self.flip = eval_flip(cfg)
-        self.num_classes = num_classes
+    sections = {"model": ModelSettings, "loss": LossSettings, "recipe": RecipeSettings}
+
+    def build_model(self, num_classes: int):
+        return PlainCNN(num_classes, **to_dict(self.settings.model))

@@ -31,10 +31,10 @@ from vireid.data.keypoints import DEFAULT_FILE, flip_heatmaps, keypoint_file
 from vireid.losses import id_loss
 from vireid.methods import METHODS
 from vireid.methods.base import Method
-from vireid.methods.common import MetricLosses, eval_flip, head_and_backbone_groups
+from vireid.methods.common import MetricLosses, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.models.spot import ATTENTIONS, BRANCHES, TEST_FEATURES
-from vireid.schema import parse_section, setting
+from vireid.schema import DataSettings, parse_section, setting, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ NOPOSE_TAG = "spot_nopose: fixed stripes, no keypoints"
 
 
 @dataclass(frozen=True)
-class SpotModelSettings:
+class ModelSettings:
     depth: int = setting(50, choices=(18, 34, 50))
     last_stride: int = setting(1, choices=(1, 2))
     pretrained: str | None = setting(None, doc="torchvision-named ImageNet ResNet checkpoint")
@@ -70,12 +70,12 @@ class SpotModelSettings:
 
 
 @dataclass(frozen=True)
-class SpotRecipeSettings:
+class RecipeSettings:
     backbone_lr_mult: float = setting(0.1, low=0)
 
 
 @dataclass(frozen=True)
-class SpotLossSettings:
+class LossSettings(MetricLosses):
     id: float = setting(1.0, low=0, doc="weight of L_id in every branch")
     lambda_asr: float = setting(1.0, low=0, doc="lambda_1, weight of L_IS")
     lambda_part: float = setting(1.0, low=0, doc="lambda_2, weight of L_IP")
@@ -84,22 +84,17 @@ class SpotLossSettings:
 
 @METHODS.register("spot")
 class SpotRecipe(Method):
-    """``method: spot``; sections ``model`` (:class:`SpotModelSettings`), ``loss`` (:class:`SpotLossSettings`
+    """``method: spot``; sections ``model`` (:class:`ModelSettings`), ``loss`` (:class:`LossSettings`
     plus the metric-loss keys of :class:`MetricLosses`), ``recipe``, ``eval.flip``."""
 
     pose = True
     uses_heatmaps = True
 
+    sections = {"model": ModelSettings, "loss": LossSettings, "recipe": RecipeSettings}
+
     def __init__(self, cfg: dict, num_classes: int):
-        self.name = cfg["method"]
-        model = parse_section(SpotModelSettings, cfg.get("model"), "model")
-        loss = dict(cfg.get("loss") or {})
-        self.loss = parse_section(SpotLossSettings, {k: v for k, v in loss.items() if k not in MetricLosses.KEYS},
-                                  "loss")
-        self.metric = MetricLosses.from_dict(loss)
-        self.recipe = parse_section(SpotRecipeSettings, cfg.get("recipe"), "recipe")
-        self.model = build_model("spot", num_classes=num_classes, pose=self.pose, **vars(model))
-        self.flip = eval_flip(cfg)
+        super().__init__(cfg, num_classes)
+        self.model = build_model("spot", num_classes=num_classes, pose=self.pose, **to_dict(self.settings.model))
         if not self.pose:
             log.info("%s: part maps are fixed horizontal stripes and attention sees appearance only; "
                      "no keypoints are used (this is not SPOT as published)", self.name)
@@ -107,7 +102,7 @@ class SpotRecipe(Method):
     @classmethod
     def check_inputs(cls, cfg: dict, root) -> None:
         """Before any data is read: ``spot`` refuses a dataset without its keypoint file."""
-        setting_ = (cfg.get("data") or {}).get("keypoints")
+        setting_ = parse_section(DataSettings, cfg.get("data"), "data").keypoints
         path = keypoint_file(root, setting_)
         if path is None:
             raise ValueError(f"method spot needs per-image keypoints: set data.keypoints (the presets use "
@@ -121,22 +116,22 @@ class SpotRecipe(Method):
                 f"spot_nopose_sysu, the variant with fixed stripes and no keypoints")
 
     def param_groups(self):
-        return head_and_backbone_groups(self.model, self.recipe.backbone_lr_mult)
+        return head_and_backbone_groups(self.model, self.settings.recipe.backbone_lr_mult)
 
     def training_step(self, model, batch) -> dict:
         images, pids, _, modality = batch[:4]
         heatmaps = batch_extras(batch).get("heatmaps")
         out = model(images, modality, heatmaps) if self.pose else model(images, modality)
-        weights = {"base": 1.0, "asr": self.loss.lambda_asr, "part": self.loss.lambda_part, "fused": 1.0}
+        loss = self.settings.loss
+        weights = {"base": 1.0, "asr": loss.lambda_asr, "part": loss.lambda_part, "fused": 1.0}
         terms = {}
         for branch in BRANCHES:
             if not weights[branch]:
                 continue
             w = weights[branch]
-            if self.loss.id:
-                terms[f"id_{branch}"] = w * self.loss.id * id_loss(out["logits_" + branch], pids,
-                                                                    self.loss.label_smoothing)
-            for name, value in self.metric.terms(out[branch], pids, modality, suffix=f"_{branch}").items():
+            if loss.id:
+                terms[f"id_{branch}"] = w * loss.id * id_loss(out["logits_" + branch], pids, loss.label_smoothing)
+            for name, value in loss.terms(out[branch], pids, modality, suffix=f"_{branch}").items():
                 terms[name] = w * value
         if not terms:
             raise ValueError("every SPOT loss weight is 0; set loss.id or a metric loss (loss.triplet, loss.wrt)")
@@ -165,6 +160,6 @@ class SpotNoPoseRecipe(SpotRecipe):
 
     @classmethod
     def check_inputs(cls, cfg: dict, root) -> None:
-        if (cfg.get("data") or {}).get("keypoints"):
+        if parse_section(DataSettings, cfg.get("data"), "data").keypoints:
             raise ValueError("method spot_nopose does not read keypoints (its part maps are fixed stripes); "
                              "remove data.keypoints, or train method spot to use them")

@@ -6,7 +6,7 @@ section 6) names its parts but the survey defines only the losses and the
 stripe distance. vireid's readings (their sizes are settings in ``configs/cmlsp_sysu.yaml``):
 
 * "attention-based two-stream ResNet": AGW's backbone
-  (:class:`vireid.models.baseline.Backbone`: per-modality stem, shared
+  (:class:`vireid.models.reid_net.Backbone`: per-modality stem, shared
   layer1-4, non-local attention blocks after layer2/layer3);
 * global feature: GeM (or average) pooling of the layer4 map, then a BN neck
   and a classifier (L_id^g; hetero-center triplet L_Tri^g on the pooled feature);
@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .baseline import AGW_NON_LOCAL, Backbone, init_classifier, make_pool
 from .layers import BNNeck, classifier
 from .registry import MODELS
+from .reid_net import AGW_NON_LOCAL, Backbone, init_classifier, make_pool
 
 TEST_FEATURES = ("cat", "global", "enhanced")
 
@@ -84,7 +84,7 @@ class CMLSPNet(nn.Module):
     Args:
         num_classes: training identities.
         depth, last_stride, pretrained, two_stream, non_local, non_local_width: see
-            :class:`vireid.models.baseline.Backbone` (AGW's settings by default).
+            :class:`vireid.models.reid_net.Backbone` (AGW's settings by default).
         pool, gem_p: global pooling ("gem" p = 3, or "avg").
         stripes: h, the number of horizontal stripes; local_dim: their reduced width.
         classifier_std: N(0, std) classifier init (None = PyTorch default).

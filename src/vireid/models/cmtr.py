@@ -32,9 +32,9 @@ from ..data.records import INFRARED, VISIBLE
 from .backbones import build_vit, load_pretrained
 from .backbones.resnet import pretrained_path
 from .backbones.vit import split_tokens
-from .baseline import _exporting, init_classifier
-from .layers import BNNeck, classifier
+from .layers import BNNeck, classifier, exporting
 from .registry import MODELS
+from .reid_net import init_classifier
 
 PHI = ("linear", "identity")
 
@@ -107,7 +107,7 @@ class CMTR(nn.Module):
         if modality is None or modality.shape != images.shape[:1]:
             got = None if modality is None else tuple(modality.shape)
             raise ValueError(f"CMTR needs a per-sample modality tensor of shape ({images.shape[0]},), got {got}")
-        if not _exporting() and not bool(((modality == VISIBLE) | (modality == INFRARED)).all()):
+        if not exporting() and not bool(((modality == VISIBLE) | (modality == INFRARED)).all()):
             raise ValueError(f"modality values must be {VISIBLE} (visible) or {INFRARED} (infrared), "
                              f"got {sorted(set(modality.tolist()))}")
         patches = self.vit.patch_embed(images)

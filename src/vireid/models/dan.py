@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vireid.models.baseline import ReIDNet
 from vireid.models.layers import ModalityHead, grad_reverse
 from vireid.models.registry import MODELS
+from vireid.models.reid_net import ReIDNet
 
 
 @MODELS.register("dan")

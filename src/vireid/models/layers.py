@@ -12,6 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def exporting() -> bool:
+    """True while torch.jit.trace, torch.onnx.export or torch.export records the model (data-dependent checks,
+    which a trace would bake in or fail on, are skipped then)."""
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
+
+
 def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> torch.Tensor:
     """Generalised-mean pooling of a (B, C, h, w) map to (B, C).
 

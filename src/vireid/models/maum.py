@@ -5,7 +5,7 @@ Metrics for Cross-modality Person Re-identification", CVPR 2022; survey seed
 002, section 5):
 
 * ResNet-50 whose first convolution block is one copy per modality (RGB, IR)
-  and whose other blocks are shared -- :class:`vireid.models.baseline.Backbone`
+  and whose other blocks are shared -- :class:`vireid.models.reid_net.Backbone`
   with ``two_stream=True`` and no non-local blocks;
 * global average pooling gives the embedding ``x`` (the survey: "GAP");
 * three bias-free classifiers on ``x``: a shared one (all images), an RGB one
@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.records import INFRARED, VISIBLE
-from .baseline import Backbone, init_classifier, make_pool
 from .layers import BNNeck, classifier
 from .registry import MODELS
+from .reid_net import Backbone, init_classifier, make_pool
 
 NECKS = ("bn", "none")
 
@@ -75,7 +75,7 @@ class MAUMNet(nn.Module):
 
     Args:
         num_classes: training identities.
-        depth, last_stride, pretrained: see :class:`vireid.models.baseline.Backbone` (two-stream stem, shared
+        depth, last_stride, pretrained: see :class:`vireid.models.reid_net.Backbone` (two-stream stem, shared
             layer1-4, no non-local blocks).
         pool: "avg" (the paper's GAP) or "gem".
         neck: "bn" (vireid's reading: a BN neck before the classifiers) or "none".

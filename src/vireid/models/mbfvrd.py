@@ -1,6 +1,6 @@
 """MBFVRD (Wang, Wang, Chen, J. Chongqing Technology & Business Univ. 41(4), 2024; seed 003).
 
-AGW's two-stream backbone (:class:`vireid.models.baseline.Backbone`) with
+AGW's two-stream backbone (:class:`vireid.models.reid_net.Backbone`) with
 
 * DIAM, two heads on the layer4 map, each with its own learnable-p GeM
   (one p per channel, Eq. 3's p_k, seed 003:84-89; ``gem_p_per_channel:
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .baseline import AGW_NON_LOCAL, Backbone, init_classifier
 from .layers import BNNeck, GeM, classifier
 from .registry import MODELS
+from .reid_net import AGW_NON_LOCAL, Backbone, init_classifier
 
 TEST_FEATURES = ("cat", "bn1", "bn2")
 
@@ -51,7 +51,7 @@ class MBFVRD(nn.Module):
     Args:
         num_classes: training identities.
         depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone: see
-            :class:`vireid.models.baseline.Backbone` (AGW's settings by default).
+            :class:`vireid.models.reid_net.Backbone` (AGW's settings by default).
         gem_p, gem_learnable: initial GeM exponent of both branches (3, learnable).
         gem_p_per_channel: a learnable p per channel (Eq. 3, the default) or one per branch (False).
         gem_p_min: lower clamp of a learnable p (1 = average pooling; None = no clamp). Ours: trained at

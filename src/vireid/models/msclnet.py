@@ -3,7 +3,7 @@
 MSCLNet (Zhang, Zhao, Kang, Shen, "Modality Synergy Complement Learning with
 Cascaded Aggregation for Visible-Infrared Person Re-Identification", ECCV
 2022; survey seed 002, section 7). The extractor is AGW's two-stream network
-(:class:`vireid.models.baseline.ReIDNet`, unchanged); the test feature is the
+(:class:`vireid.models.reid_net.ReIDNet`, unchanged); the test feature is the
 extractor's. Training adds the synergy encoder S (theta_s):
 
 1. Pairing: each visible image is paired with an infrared image of the same
@@ -45,9 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.pairing import pair_by_identity
 from ..data.records import INFRARED, VISIBLE
-from .baseline import AGW_NON_LOCAL, ReIDNet
 from .registry import MODELS
+from .reid_net import AGW_NON_LOCAL, ReIDNet
 
 
 def _gate(size: int, rank: int | None) -> nn.Module:
@@ -95,31 +96,6 @@ class MogrifierLSTMCell(nn.Module):
 def stripes(maps: torch.Tensor, parts: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, parts, C): the mean of each of ``parts`` horizontal stripes (adaptive pooling)."""
     return F.adaptive_avg_pool2d(maps, (parts, 1)).squeeze(3).transpose(1, 2)
-
-
-def pair_by_identity(labels: torch.Tensor, modality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(visible rows, infrared rows) of the batch's visible-infrared pairs, each (P,).
-
-    Within an identity, the k-th visible and the k-th infrared sample (batch
-    order) are a pair; an identity with more samples in one modality leaves
-    the extra ones unpaired (the P x (K + K) sampler gives equal counts).
-    """
-    if labels.dim() != 1 or modality.shape != labels.shape:
-        raise ValueError(f"pairing needs labels (B,) and modality (B,), got {tuple(labels.shape)} and "
-                         f"{tuple(modality.shape)}")
-    vis_rows, ir_rows = [], []
-    for pid in torch.unique(labels):
-        same = labels == pid
-        v = (same & (modality == VISIBLE)).nonzero(as_tuple=True)[0]
-        r = (same & (modality == INFRARED)).nonzero(as_tuple=True)[0]
-        n = min(v.numel(), r.numel())
-        vis_rows.append(v[:n])
-        ir_rows.append(r[:n])
-    vis, ir = torch.cat(vis_rows), torch.cat(ir_rows)
-    if vis.numel() == 0:
-        raise ValueError("MSCLNet's synergy module needs, in every batch, at least one identity with both a "
-                         "visible and an infrared image (use the P x (K visible + K infrared) sampler)")
-    return vis, ir
 
 
 class SynergyEncoder(nn.Module):

@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .baseline import Backbone, init_classifier, make_pool
 from .layers import BNNeck, classifier
 from .registry import MODELS
+from .reid_net import Backbone, init_classifier, make_pool
 
 # ----------------------------------------------------------------------------------------- LAA and RNS
 
@@ -190,7 +190,7 @@ class NFormerNet(nn.Module):
 
     Args:
         num_classes: training identities.
-        depth, last_stride, pretrained, two_stream, backbone: the backbone (:class:`~vireid.models.baseline.Backbone`).
+        depth, last_stride, pretrained, two_stream, backbone: the backbone (:class:`~vireid.models.reid_net.Backbone`).
         pool: "avg" (the paper's GAP) or "gem".
         dim: the reduced feature width (256).
         classifier_std: N(0, std) init of both bias-free classifiers (the code's 0.001).

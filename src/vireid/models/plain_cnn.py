@@ -9,7 +9,7 @@ convolutions, no attention, no ImageNet weights. ``width`` 32 gives ~1.3 M
 parameters and a 256-d feature.
 
 The layers are :class:`vireid.models.backbones.plain.PlainTrunk`'s, which any method can use as its
-backbone (``model.backbone: plain_w32``). Its outputs have the names of :class:`vireid.models.baseline.ReIDNet`'s
+backbone (``model.backbone: plain_w32``). Its outputs have the names of :class:`vireid.models.reid_net.ReIDNet`'s
 ({"map", "pooled", "bn", "logits"} in train mode, the L2-normalised BN feature
 in eval mode), so the ``plain`` recipe trains it with ID + batch-hard triplet.
 """

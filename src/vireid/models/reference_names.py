@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 
-from vireid.models.baseline import non_local_state_from_agw
+from vireid.models.reid_net import non_local_state_from_agw
 
 KINDS = ("idkl", "agw")
 STEM = ("conv1.", "bn1.")

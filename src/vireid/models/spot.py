@@ -6,7 +6,7 @@ for Visible-Infrared Person Re-Identification", IEEE TIP 2022; survey seed
 not give is a setting (``configs/spot_sysu.yaml`` marks which are vireid's):
 
 * appearance F_I (C_I x H x W): a two-stream ResNet (per-modality stem,
-  shared layer1-4; :class:`vireid.models.baseline.Backbone`);
+  shared layer1-4; :class:`vireid.models.reid_net.Backbone`);
 * structure F_S = N_r(S): the 17 keypoint heat-maps S through a relation
   network of four conv layers and two pooling layers (3x3 conv-BN-ReLU,
   2x2 max pools after the 2nd and 4th), so heat-maps rendered at stride
@@ -50,9 +50,9 @@ from torch import nn
 
 from vireid.data.keypoints import NUM_KEYPOINTS
 
-from .baseline import Backbone, init_classifier, make_pool
 from .layers import BNNeck, classifier
 from .registry import MODELS
+from .reid_net import Backbone, init_classifier, make_pool
 
 BRANCHES = ("base", "asr", "part", "fused")
 TEST_FEATURES = ("fused", "cat")
@@ -206,7 +206,7 @@ class SPOTNet(nn.Module):
     Args:
         num_classes: training identities.
         depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone: see
-            :class:`vireid.models.baseline.Backbone`.
+            :class:`vireid.models.reid_net.Backbone`.
         pose: learn structure from keypoint heat-maps (SPOT) or use fixed stripes (``spot_nopose``).
         structure_channels: C_S; relation_width: the relation network's first width.
         reduction: K/Q width = C_I / reduction. attention, attention_temperature: the ASR's logits,

@@ -30,11 +30,11 @@ from ..data.records import INFRARED, VISIBLE
 from .backbones import build_trunk, is_vit, load_pretrained
 from .backbones.resnet import pretrained_path
 from .backbones.vit import split_tokens
-from .layers import BNNeck, GeM, classifier
+from .layers import BNNeck, GeM, classifier, exporting
 from .registry import MODELS
+from .trunk import AGW_NON_LOCAL
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
-AGW_NON_LOCAL = (0, 2, 3, 0)
 
 
 class NonLocal(nn.Module):
@@ -169,7 +169,7 @@ class Backbone(nn.Module):
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         if not self.two_stream:
             return self.stems[0](images)
-        if _exporting():
+        if exporting():
             return self._stem_select(images, modality)
         if modality is None or modality.shape != images.shape[:1]:
             got = None if modality is None else tuple(modality.shape)
@@ -222,11 +222,6 @@ class Backbone(nn.Module):
                 if i >= first:
                     x = blocks[i - first](x)
         return None, x
-
-
-def _exporting() -> bool:
-    """True while torch.jit.trace, torch.onnx.export or torch.export records the model."""
-    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
 
 
 def make_pool(kind: str, gem_p: float = 3.0, learnable: bool = False, gem_form: str = "clamp") -> nn.Module:
