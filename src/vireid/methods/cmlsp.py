@@ -31,20 +31,15 @@ from vireid.methods.base import Method
 from vireid.methods.common import flip_average, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.models.cmlsp import TEST_FEATURES
+from vireid.models.trunk import AGW_NON_LOCAL, TwoStreamSettings
 from vireid.schema import setting, to_dict
 
 LOCAL_TRIPLET_FORMS = ("stripes", "shortest_path")
 
 
 @dataclass(frozen=True)
-class ModelSettings:
-    depth: int = setting(50, choices=(18, 34, 50))
-    last_stride: int = setting(1, choices=(1, 2))
-    pretrained: str | None = setting(None, doc="torchvision-named ImageNet ResNet checkpoint")
-    backbone: str = setting("resnet", doc="resnet (depth) or a light trunk: osnet_x1_0..x0_25, plain_w<width>")
-    two_stream: bool = setting(True)
-    non_local: tuple[int, ...] = setting((0, 2, 3, 0), doc="non-local blocks per ResNet stage")
-    non_local_width: str | int = setting("agw")
+class ModelSettings(TwoStreamSettings):
+    non_local: tuple[int, ...] = setting(AGW_NON_LOCAL, doc="non-local blocks per stage (AGW's layout)")
     pool: str = setting("gem", choices=("gem", "avg"))
     gem_p: float = setting(3.0, low=1)
     stripes: int = setting(6, low=1, doc="h, horizontal stripes")

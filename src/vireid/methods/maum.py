@@ -31,15 +31,12 @@ from vireid.methods import METHODS
 from vireid.methods.base import Method
 from vireid.methods.common import flip_average, head_and_backbone_groups
 from vireid.models import build_model
+from vireid.models.trunk import TrunkSettings
 from vireid.schema import setting, to_dict
 
 
 @dataclass(frozen=True)
-class ModelSettings:
-    depth: int = setting(50, choices=(18, 34, 50))
-    last_stride: int = setting(1, choices=(1, 2))
-    pretrained: str | None = setting(None, doc="torchvision-named ImageNet ResNet checkpoint")
-    backbone: str = setting("resnet", doc="resnet (depth) or a light trunk: osnet_x1_0..x0_25, plain_w<width>")
+class ModelSettings(TrunkSettings):
     pool: str = setting("avg", choices=("avg", "gem"))
     neck: str = setting("bn", choices=("bn", "none"))
     classifier_std: float | None = setting(0.001, low=0)

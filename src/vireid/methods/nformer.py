@@ -53,17 +53,14 @@ from vireid.methods import METHODS
 from vireid.methods.base import Method
 from vireid.methods.common import flip_average
 from vireid.models import build_model
+from vireid.models.trunk import TrunkSettings
 from vireid.schema import DataSettings, TrainSettings, parse_section, setting, to_dict
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ModelSettings:
-    backbone: str = setting("resnet", doc="resnet (model.depth), an OSNet width or plain_w32")
-    depth: int = setting(50, choices=(18, 34, 50))
-    last_stride: int = setting(1, choices=(1, 2))
-    pretrained: str | None = setting(None, doc="torchvision-named ImageNet ResNet checkpoint")
+class ModelSettings(TrunkSettings):
     two_stream: bool = setting(False, doc="one stem per modality (AGW's layout) instead of a shared one")
     pool: str = setting("avg", choices=("avg", "gem"))
     dim: int = setting(256, low=2, doc="the reduced feature width (2048 -> 256)")

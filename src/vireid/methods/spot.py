@@ -34,6 +34,7 @@ from vireid.methods.base import Method
 from vireid.methods.common import MetricLosses, head_and_backbone_groups
 from vireid.models import build_model
 from vireid.models.spot import ATTENTIONS, BRANCHES, TEST_FEATURES
+from vireid.models.trunk import TwoStreamSettings
 from vireid.schema import DataSettings, parse_section, setting, to_dict
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,7 @@ NOPOSE_TAG = "spot_nopose: fixed stripes, no keypoints"
 
 
 @dataclass(frozen=True)
-class ModelSettings:
-    depth: int = setting(50, choices=(18, 34, 50))
-    last_stride: int = setting(1, choices=(1, 2))
-    pretrained: str | None = setting(None, doc="torchvision-named ImageNet ResNet checkpoint")
-    backbone: str = setting("resnet")
-    two_stream: bool = setting(True)
-    non_local: tuple[int, ...] = setting((0, 0, 0, 0), doc="non-local blocks per ResNet stage")
-    non_local_width: str | int = setting("agw")
+class ModelSettings(TwoStreamSettings):
     structure_channels: int = setting(256, low=1, doc="C_S, the relation network's output width")
     relation_width: int = setting(64, low=1)
     reduction: int = setting(8, low=1, doc="K/Q width = C_I / reduction")
