@@ -206,7 +206,8 @@ def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_c
     validate = None
     if getattr(batches, "validation", None) and info.is_main:
         extras = _extra_inputs(data, data_root) if data_root is not None else {}
-        validate = _validator(recipe, batches.validation, data, int(cfg["eval"]["val_every"]), extras)
+        every = parse_section(EvalSettings, cfg.get("eval"), "eval").val_every
+        validate = _validator(recipe, batches.validation, data, every, extras)
     trainer.fit(on_step=on_step, on_epoch_end=validate)
     barrier(info)
     return out / CHECKPOINT_NAME
@@ -383,15 +384,12 @@ def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol:
     if protocol is not None:
         get_protocol(protocol)  # an unknown name fails before any loading
     recipe, cfg = load_run(run_or_checkpoint)
+    settings = parse_section(EvalSettings, cfg.get("eval"), "eval")  # what the run's config asks for
+    protocol = settings.protocol if protocol is None else protocol
     if protocol is None:
-        protocol = (cfg.get("eval") or {}).get("protocol")
-        if protocol is None:
-            raise ValueError("no --protocol given and the run's config has no eval.protocol")
-    if rerank is None:
-        rerank = (cfg.get("eval") or {}).get("rerank", False)
-        if not isinstance(rerank, bool):
-            raise ValueError(f"eval.rerank in the run's config must be true or false, got {rerank!r}")
-    transductive = _flag(cfg, "transductive", transductive)
+        raise ValueError("no --protocol given and the run's config has no eval.protocol")
+    rerank = settings.rerank if rerank is None else bool(rerank)
+    transductive = settings.transductive if transductive is None else bool(transductive)
     protocol_obj = get_protocol(protocol)
     data = data_settings(cfg)
     check_inputs(cfg, data, data_root)
@@ -404,13 +402,3 @@ def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol:
     result = evaluate_protocol(protocol_obj, data_root, extract, rerank=rerank, trials=trials, transductive=step)
     result.tags = tuple(recipe.report_tags)  # e.g. spot_nopose says it used no keypoints
     return result
-
-
-def _flag(cfg: dict, key: str, given: bool | None) -> bool:
-    """``given``, or the run config's ``eval.<key>`` (false when absent), checked to be a bool."""
-    if given is not None:
-        return bool(given)
-    value = (cfg.get("eval") or {}).get(key, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"eval.{key} in the run's config must be true or false, got {value!r}")
-    return value
