@@ -56,3 +56,25 @@ def test_every_key_shown_can_be_overridden(name):
             continue
         text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
         assert resolve_config(name, [f"{key}={text}"]) == shown, key
+
+
+def test_one_trunk_schema():
+    """Every method section with a trunk key takes all of them from TrunkSettings (one spelling, one check).
+    Not CMTR (a ViT only: no depth or last stride) nor Hi-CMD (its encoders and its layer-3 ID trunk have no
+    last stride; it spells backbone/depth/pretrained the same way)."""
+    from vireid.methods import METHODS
+    from vireid.models.trunk import TrunkSettings, TwoStreamSettings
+
+    check_method({"method": "plain"})  # imports every recipe
+    trunk_keys = set(TrunkSettings.__dataclass_fields__)
+    two_stream_keys = set(TwoStreamSettings.__dataclass_fields__) - trunk_keys
+    embedding = []
+    for name in METHODS.names():
+        model = METHODS.get(name).sections.get("model")
+        keys = set(model.__dataclass_fields__) if model else set()
+        if keys & {"depth", "last_stride"} and name != "hicmd":
+            assert issubclass(model, TrunkSettings), name
+            embedding.append(name)
+        if keys >= two_stream_keys:
+            assert issubclass(model, TwoStreamSettings), name
+    assert {"agw", "caj", "mbfvrd", "idkl", "msclnet", "maum", "cmlsp", "spot", "nformer", "dan"} <= set(embedding)
