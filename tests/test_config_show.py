@@ -78,3 +78,28 @@ def test_one_trunk_schema():
         if keys >= two_stream_keys:
             assert issubclass(model, TwoStreamSettings), name
     assert {"agw", "caj", "mbfvrd", "idkl", "msclnet", "maum", "cmlsp", "spot", "nformer", "dan"} <= set(embedding)
+
+
+@pytest.mark.parametrize("method, network", [("agw", "baseline"), ("plain", "plain_cnn"), ("mbfvrd", "mbfvrd"),
+                                             ("idkl", "idkl"), ("msclnet", "msclnet"), ("maum", "maum"),
+                                             ("cmlsp", "cmlsp"), ("spot", "spot"), ("nformer", "nformer"),
+                                             ("hicmd", "hicmd"), ("cmtr", "cmtr")])
+def test_a_networks_python_defaults_are_its_model_sections(method, network):
+    """A network built in Python (``ReIDNet(5, depth=18)``) gets the defaults a config gets: every key of the
+    recipe's model section is a keyword of the network with the same default."""
+    import dataclasses
+    import inspect
+
+    from vireid.methods import METHODS
+    from vireid.models import MODELS, model_names
+
+    assert network in model_names()  # imports every network module
+    check_method({"method": method})
+    section = METHODS.get(method).sections["model"]
+    keywords = inspect.signature(MODELS.get(network).__init__).parameters
+    for field in dataclasses.fields(section):
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        assert field.name in keywords, f"{network} takes no {field.name}"
+        given = keywords[field.name].default
+        given = tuple(given) if isinstance(given, list) else given
+        assert given == default, f"{network}.{field.name}: {given!r} in Python, {default!r} in model section"
