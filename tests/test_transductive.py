@@ -114,7 +114,7 @@ def test_the_contract_wraps_a_recipe_step_on_the_device():
         def transductive(self, features):
             return features * 2
 
-    step = transductive_step(Recipe(), "cpu")
+    step = transductive_step(Recipe({"method": "toy"}, 2), "cpu")
     assert torch.equal(step(torch.ones(3, 2, dtype=torch.float64)), torch.full((3, 2), 2.0))
     cfg = {"method": "plain", "model": {"width": 8}}
     with pytest.raises(ValueError, match="method 'plain' has no transductive step"):
