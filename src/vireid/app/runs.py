@@ -37,7 +37,7 @@ from vireid.evaluation.protocols import get_protocol
 from vireid.evaluation.report import ProtocolResult
 from vireid.evaluation.transductive import transductive_step
 from vireid.methods import build_recipe, check_method
-from vireid.models.backbones.resnet import NO_PRETRAINED, file_sha256, pretrained_path, require_pretrained
+from vireid.models.backbones.weights import NO_PRETRAINED, file_sha256, pretrained_path, require_pretrained
 from vireid.schema import DataSettings, EvalSettings, parse_section, section_defaults, to_dict
 from vireid.utils.io import remove_stale_temps, write_text_atomic
 from vireid.utils.outputs import output_dir
