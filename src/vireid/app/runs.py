@@ -152,7 +152,7 @@ def check_inputs(cfg: dict, data: DataSettings, root) -> None:
     recipe_cls = check_method(cfg)
     recipe_cls.check_inputs(cfg, root)
     if data.keypoints and not recipe_cls.uses_heatmaps:
-        raise ValueError(f"data.keypoints is set ({data['keypoints']!r}) but method {cfg['method']!r} does not use "
+        raise ValueError(f"data.keypoints is set ({data.keypoints!r}) but method {cfg['method']!r} does not use "
                          "keypoint heat-maps; remove data.keypoints (only spot reads them)")
 
 
