@@ -28,6 +28,9 @@ concatenation of the reference code. On a single-modality training set
 drawn over that one modality: tickets of K images, batches of P*K indices. With ``with_seeds=True`` each entry is
 ``(index, augmentation_seed)`` instead, which :class:`~vireid.data.image_dataset.ImageDataset`
 uses to make random augmentation independent of worker scheduling.
+
+Every sampler is registered under its ``data.sampler`` name (:func:`register_sampler`): the config schema's
+choices and :func:`build_sampler` read the registry, so a new sampler is its class and one decorator.
 """
 
 from __future__ import annotations
