@@ -435,8 +435,8 @@ class MethodContext:
         self.eager_model = self.trainer.train_model
         self.compiled_model = None
         self.flops_per_step: float | None = None
-        p, k = self.data["p"], self.data["k"]
-        self.size = (self.data["height"], self.data["width"])
+        p, k = self.data.p, self.data.k
+        self.size = (self.data.height, self.data.width)
         self.batch = 2 * p * k
 
     def synthetic_batch(self):
@@ -445,7 +445,7 @@ class MethodContext:
         from vireid.data.records import INFRARED, VISIBLE
         from vireid.engine.trainer import _channels_last
 
-        p, k = self.data["p"], self.data["k"]
+        p, k = self.data.p, self.data.k
         g = torch.Generator().manual_seed(0)
         pids = torch.arange(p).repeat_interleave(k).repeat(2)
         modality = torch.tensor([VISIBLE] * (p * k) + [INFRARED] * (p * k))
@@ -573,13 +573,16 @@ def add_mfu(suite: Suite, flops_per_step: float | None, result: dict) -> None:
 def pipeline_stream(suite: Suite, ctx: MethodContext):
     """Endless batches from the real pipeline (epoch after epoch), and how long building it took."""
     from vireid.data.loaders import train_batches
+    from vireid.schema import DataSettings
 
     data = ctx.data
     workers = suite.args.workers if suite.device.type == "cuda" else 1
     start = time.perf_counter()
-    batches = train_batches(data["dataset"], suite.data_root, size=ctx.size, num_ids=data["p"],
-                            num_per_modality=data["k"], seed=0, workers=workers, augment=data["augment"],
-                            padding=data["pad"], erasing=data["random_erasing"], cache_dir=suite.out / "cache")
+    # the run's data settings as the benchmark reads them: its own worker count, and no keypoint or RegDB-trial
+    # input, no held-out identities, the balanced sampler and the default decoding (what this stage always used)
+    data = DataSettings(dataset=data.dataset, height=data.height, width=data.width, p=data.p, k=data.k,
+                        augment=data.augment, pad=data.pad, random_erasing=data.random_erasing, workers=workers)
+    batches = train_batches(data, suite.data_root, seed=0, cache_dir=suite.out / "cache")
     built = time.perf_counter() - start
 
     def stream():
@@ -588,7 +591,7 @@ def pipeline_stream(suite: Suite, ctx: MethodContext):
             yield from batches.epoch(epoch)
             epoch += 1
 
-    return stream(), {"workers": workers, "augment": data["augment"], "pipeline_build_s": built,
+    return stream(), {"workers": workers, "augment": data.augment, "pipeline_build_s": built,
                       "steps_per_epoch": len(batches), "images_on_disk": len(batches.dataset.samples)}
 
 

@@ -48,7 +48,7 @@ def run_variant(variant: dict, data_root: str, out: Path, budget: float, every: 
                  "train.log_every=1000000"]
     cfg = load_config(resolve_config_path(variant["config"]), overrides, defaults=run_defaults())
     data = data_settings(cfg)
-    size = (data["height"], data["width"])
+    size = (data.height, data.width)
     points, next_at = [], [every]
     run_dir = out / variant["name"]
     if run_dir.exists():
@@ -75,7 +75,7 @@ def run_variant(variant: dict, data_root: str, out: Path, budget: float, every: 
     params = sum(p.numel() for p in recipe.model.parameters())
     return {"name": variant["name"], "config": variant["config"], "set": variant.get("set", []),
             "budget_s": budget, "wall_s": wall, "params": params, "size": list(size),
-            "batch": 2 * data["p"] * data["k"], "points": points}
+            "batch": 2 * data.p * data.k, "points": points}
 
 
 def main(argv=None) -> int:

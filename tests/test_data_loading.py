@@ -1,5 +1,6 @@
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from vireid.data.image_dataset import ImageDataset
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.data.samplers import CrossModalityIdentitySampler
 from vireid.data.transforms import load_image
+from vireid.schema import DataSettings
 
 SIZE = (32, 16)
 
@@ -93,24 +95,25 @@ def test_train_loader_wires_checks_cache_and_sampler(tiny_trees, tmp_path):
     from vireid.data.check import DatasetError
     from vireid.data.loaders import train_loader
 
-    loader = train_loader("regdb", tiny_trees["regdb"], size=SIZE, num_ids=2, num_per_modality=2, workers=0,
-                          cache_dir=tmp_path, trial=2)
+    data = DataSettings(dataset="regdb", height=SIZE[0], width=SIZE[1], p=2, k=2, workers=0, trial=2)
+    loader = train_loader(data, tiny_trees["regdb"], cache_dir=tmp_path)
     images, pids, camids, modalities = next(iter(loader))
     assert images.shape == (8, 3, *SIZE) and images.dtype == torch.float32
     assert camids.tolist() == [1] * 4 + [2] * 4
     assert [p.name.split("-")[:3] for p in tmp_path.iterdir()] == [["regdb", "trial2", "32x16"]]
-    raw = train_loader("regdb", tiny_trees["regdb"], size=SIZE, num_ids=2, num_per_modality=2, workers=0,
-                       use_cache=False, augment_on_device=True)
+    raw = train_loader(replace(data, trial=None, cache=False), tiny_trees["regdb"], augment_on_device=True)
     assert next(iter(raw))[0].dtype == torch.uint8
     with pytest.raises(DatasetError, match="is not a folder"):
-        train_loader("llcm", tmp_path / "missing", workers=0)
+        train_loader(DataSettings(dataset="llcm", workers=0), tmp_path / "missing")
 
 
 def test_train_batches_resume_mid_epoch_and_augmentations(tiny_trees, tmp_path):
-    from vireid.data.loaders import train_batches, train_transforms
+    from vireid.data.augmentations import train_transforms
+    from vireid.data.loaders import train_batches
 
-    batches = train_batches("regdb", tiny_trees["regdb"], size=SIZE, num_ids=2, num_per_modality=2, workers=0,
-                            cache_dir=tmp_path, augment="erasing", trial=2)
+    data = DataSettings(dataset="regdb", height=SIZE[0], width=SIZE[1], p=2, k=2, workers=0, augment="erasing",
+                        trial=2)
+    batches = train_batches(data, tiny_trees["regdb"], cache_dir=tmp_path)
     full = list(batches.epoch(1))
     tail = list(batches.epoch(1, start=1))
     assert len(full) == len(batches) and len(tail) == len(full) - 1

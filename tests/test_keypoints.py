@@ -3,11 +3,13 @@ image, heat-map peaks, the dataset and batch format with and without keypoints, 
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from vireid.data.augmentations import train_transforms
 from vireid.data.datasets import open_dataset
 from vireid.data.image_dataset import ImageDataset, batch_extras
 from vireid.data.keypoints import (
@@ -22,9 +24,10 @@ from vireid.data.keypoints import (
     render_heatmaps,
     write_keypoints,
 )
-from vireid.data.loaders import train_batches, train_transforms
+from vireid.data.loaders import train_batches
 from vireid.data.records import Sample
 from vireid.data.transforms import Compose, HorizontalFlip, PadCrop, RandomErasing
+from vireid.schema import DataSettings
 
 
 def close(actual, expected):
@@ -216,10 +219,9 @@ def test_synth_writes_a_keypoint_entry_for_every_image(tiny_trees):
 
 def test_dataset_items_and_batches_with_and_without_keypoints(tiny_trees):
     root = tiny_trees["sysu"]
-    plain = train_batches("sysu", root, size=(32, 16), num_ids=2, num_per_modality=2, workers=0, augment="plain",
-                          use_cache=False)
-    keyed = train_batches("sysu", root, size=(32, 16), num_ids=2, num_per_modality=2, workers=0, augment="plain",
-                          use_cache=False, keypoints=root / "keypoints.json", heatmap=HeatmapSpec(stride=4))
+    data = DataSettings(dataset="sysu", height=32, width=16, p=2, k=2, workers=0, augment="plain", cache=False)
+    plain = train_batches(data, root)
+    keyed = train_batches(replace(data, keypoints="keypoints.json", heatmap_stride=4), root)
     first, second = next(iter(plain.epoch(0))), next(iter(keyed.epoch(0)))
     assert len(first) == 4 and batch_extras(first) == {}
     assert len(second) == 5 and set(batch_extras(second)) == {"heatmaps"}

@@ -13,8 +13,9 @@ import torch
 from conftest import golden_root
 from vireid.app.runs import resolve_config_path
 from vireid.config import load_config
+from vireid.data.augmentations import IDKL_PAD_FILL, train_transforms
 from vireid.data.image_dataset import ImageDataset, collate_views
-from vireid.data.loaders import IDKL_PAD_FILL, TrainBatches, second_views, train_transforms
+from vireid.data.loaders import TrainBatches, second_views
 from vireid.data.records import INFRARED, VISIBLE, Sample
 from vireid.data.samplers import AGWIdentitySampler, IDKLIdentitySampler, build_sampler
 from vireid.data.transforms import PadCrop, RandomErasing, torchvision_erasing

@@ -8,16 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vireid.models.backbones.resnet import (
-    REFERENCE_WEIGHTS,
-    build_resnet,
-    load_pretrained,
-    pretrained_path,
-    require_pretrained,
-    resnet18,
-    resnet34,
-    resnet50,
-)
+from vireid.models.backbones.resnet import build_resnet, resnet18, resnet34, resnet50
+from vireid.models.backbones.weights import REFERENCE_WEIGHTS, load_pretrained, pretrained_path, require_pretrained
 
 
 @pytest.mark.parametrize("factory, params", [(resnet18, 11_689_512), (resnet34, 21_797_672), (resnet50, 25_557_032)])

@@ -48,4 +48,4 @@ def test_data_section_checked_with_the_same_messages():
         data_settings({"data": {"augment": "strong"}})
     with pytest.raises(ValueError, match="data.height must be an integer >= 8, got 'tall'"):
         data_settings({"data": {"height": "tall"}})
-    assert data_settings({"data": {"p": 3}})["p"] == 3
+    assert data_settings({"data": {"p": 3}}).p == 3

@@ -12,8 +12,8 @@ import yaml
 from vireid.app.runs import evaluate_run, resolve_config_path, train
 from vireid.config import merge
 from vireid.models.backbones import build_trunk, build_vit, load_pretrained
-from vireid.models.backbones.resnet import require_pretrained
 from vireid.models.backbones.vit import checkpoint_grid, grid_size, resize_pos_embed, split_tokens, vit_config
+from vireid.models.backbones.weights import require_pretrained
 from vireid.models.idkl import IDKL
 from vireid.models.reid_net import ReIDNet
 from vireid.synth.generator import generate

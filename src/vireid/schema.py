@@ -17,6 +17,7 @@ config show`` fills in and what overrides may set).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import types
 import typing
@@ -28,12 +29,14 @@ NO_DEFAULT = dataclasses.MISSING
 def setting(default: Any = NO_DEFAULT, *, choices=None, low=None, high=None, aliases=None, doc: str = ""):
     """A dataclass field with what validation needs.
 
-    ``choices``: the accepted values; ``low``/``high``: inclusive bounds for
-    numbers; ``aliases``: legacy spellings mapped to a canonical value (e.g.
+    ``choices``: the accepted values, or a function giving them when a value is checked (the names a
+    registry holds, e.g. the samplers': its module is imported then, not with this one); ``low``/``high``:
+    inclusive bounds for numbers; ``aliases``: legacy spellings mapped to a canonical value (e.g.
     ``{True: "fp16"}`` for ``amp``); ``doc``: one line for error messages.
     """
-    meta = {"choices": tuple(choices) if choices is not None else None, "low": low, "high": high,
-            "aliases": dict(aliases or {}), "doc": doc}
+    if choices is not None and not callable(choices):
+        choices = tuple(choices)
+    meta = {"choices": choices, "low": low, "high": high, "aliases": dict(aliases or {}), "doc": doc}
     if isinstance(default, (list, dict, set)):
         frozen = tuple(default) if isinstance(default, (list, set)) else default
         return dataclasses.field(default_factory=lambda: frozen, metadata=meta)
@@ -94,6 +97,8 @@ def check_value(key: str, value: Any, annotation, meta: typing.Mapping | None = 
             break
     value = _check_type(key, value, annotation, meta)
     choices = meta.get("choices")
+    if callable(choices):
+        choices = tuple(choices())
     if choices is not None and value not in choices and value is not None:
         shown = ", ".join(str(c) for c in choices)
         raise ValueError(f"{key} must be one of {shown}, got {value!r}")
@@ -175,6 +180,11 @@ def _describe(annotation, meta) -> str:
     return text
 
 
+def _registered(module: str, names: str) -> tuple[str, ...]:
+    """The names registered in ``vireid.data.<module>`` (imported here, not when this module is)."""
+    return getattr(importlib.import_module(f"vireid.data.{module}"), names)()
+
+
 # --- the sections every run has ------------------------------------------------------------------------------
 
 
@@ -188,14 +198,14 @@ class DataSettings:
     width: int = setting(144, low=8)
     p: int = setting(8, low=1, doc="identities per batch")
     k: int = setting(4, low=1, doc="images per identity per modality")
-    augment: str = setting("caj", choices=("plain", "erasing", "idkl", "caj"))
+    augment: str = setting("caj", choices=lambda: _registered("augmentations", "augmentation_names"))
     pad: int = setting(10, low=0)
     random_erasing: float = setting(0.5, low=0, high=1)
     workers: int = setting(2, low=0)
     cache: bool = setting(True)
     trial: int | None = setting(None, low=1, doc="RegDB split 1-10")
     val_ids: int = setting(0, low=0, doc="training identities held out for validation")
-    sampler: str = setting("balanced", choices=("balanced", "agw", "idkl", "vsd", "pk"),
+    sampler: str = setting("balanced", choices=lambda: _registered("samplers", "sampler_names"),
                            doc="whose epoch definition and draws: vireid's balanced P x (K+K), or a reference's "
                                "(pk: the single-modality P x K of reid-strong-baseline)")
     resize: str = setting("lanczos", choices=("lanczos", "bilinear"), doc="IDKL's code resizes bilinearly")

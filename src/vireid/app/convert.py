@@ -21,7 +21,7 @@ import torch
 from vireid.config import dump
 from vireid.engine.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from vireid.methods import build_recipe
-from vireid.models.backbones.resnet import NO_PRETRAINED
+from vireid.models.backbones.weights import NO_PRETRAINED
 from vireid.models.reference_names import KINDS, convert_state
 from vireid.utils.io import write_text_atomic
 

@@ -213,7 +213,7 @@ def _rank_list(run_dir: Path, data_root: Path, protocol: str, path: Path, querie
     recipe, cfg = runs.load_run(run_dir)
     data = runs.data_settings(cfg)
     split = get_protocol(protocol).build(data_root, 0)
-    extract = image_extractor(recipe.embed, (data["height"], data["width"]), "cpu", workers=0, model=recipe.model)
+    extract = image_extractor(recipe.embed, (data.height, data.width), "cpu", workers=0, model=recipe.model)
     dist = cosine_distance(extract(split.query), extract(split.gallery))
     step = max(len(split.query) // queries, 1)
     rows = list(range(0, len(split.query), step))[:queries]

@@ -37,8 +37,8 @@ from vireid.evaluation.protocols import get_protocol
 from vireid.evaluation.report import ProtocolResult
 from vireid.evaluation.transductive import transductive_step
 from vireid.methods import build_recipe, check_method
-from vireid.models.backbones.resnet import NO_PRETRAINED, file_sha256, pretrained_path, require_pretrained
-from vireid.schema import DataSettings, EvalSettings, TrainSettings, parse_section, section_defaults, to_dict
+from vireid.models.backbones.weights import NO_PRETRAINED, file_sha256, pretrained_path, require_pretrained
+from vireid.schema import DataSettings, EvalSettings, TrainSettings, parse_section, section_defaults
 from vireid.utils.io import remove_stale_temps, write_text_atomic
 from vireid.utils.outputs import output_dir
 
@@ -90,9 +90,9 @@ def run_defaults(cfg: dict | None = None) -> dict:
     return out
 
 
-def data_settings(cfg: dict) -> dict:
-    """The checked ``data`` section with every default filled in, as a dict."""
-    return to_dict(parse_section(DataSettings, cfg.get("data"), "data"))
+def data_settings(cfg: dict) -> DataSettings:
+    """The checked ``data`` section with every default filled in (what the loaders take as it is)."""
+    return parse_section(DataSettings, cfg.get("data"), "data")
 
 
 def seed_everything(seed: int) -> None:
@@ -113,7 +113,7 @@ def _prepare(config, overrides, device: str):
     check_method(cfg)  # fail on a misspelt method before any data is read
     _require_weights(cfg)  # ... or a ResNet-50 run with no word on its ImageNet weights
     data = data_settings(cfg)
-    _require_modalities(cfg, data["dataset"])  # ... or a cross-modality method on a visible-only dataset
+    _require_modalities(cfg, data.dataset)  # ... or a cross-modality method on a visible-only dataset
     tc = parse_section(TrainSettings, get(cfg, "train", str(cfg_path)), "train")
     parse_section(EvalSettings, cfg.get("eval"), "eval")
     info = init_distributed(device)
@@ -143,48 +143,35 @@ def _require_weights(cfg: dict) -> None:
         require_pretrained(cfg.get("model") or {})
 
 
-def _source_batches(data: dict, root, seed: int, info, strict: bool = False):
-    extra = {"trial": data["trial"]} if data["trial"] is not None else {}
-    return train_batches(
-        data["dataset"], root, size=(data["height"], data["width"]), num_ids=data["p"],
-        num_per_modality=data["k"], seed=seed, workers=data["workers"], augment=data["augment"],
-        padding=data["pad"], erasing=data["random_erasing"], use_cache=data["cache"], rank=info.rank,
-        world_size=info.world_size, val_ids=data["val_ids"], sampler=data["sampler"], resize=data["resize"],
-        caj_view=data["caj_view"], idkl_epoch=data["idkl_epoch"], depth_rule=data["depth_rule"],
-        depth_bits=data["depth_bits"], strict=strict, **_keypoint_options(data, root), **extra)
+def _source_batches(data: DataSettings, root, seed: int, info, strict: bool = False):
+    return train_batches(data, root, seed=seed, rank=info.rank, world_size=info.world_size, strict=strict)
 
 
-def _keypoint_options(data: dict, root) -> dict:
-    """``train_batches`` options for the extra keypoint input: none unless ``data.keypoints`` names a file."""
-    path = keypoint_file(root, data["keypoints"])
-    return {} if path is None else {"keypoints": path, "heatmap": heatmap_spec(data)}
+def heatmap_spec(data: DataSettings) -> HeatmapSpec:
+    return HeatmapSpec(data.heatmap_stride, data.heatmap_sigma)
 
 
-def heatmap_spec(data: dict) -> HeatmapSpec:
-    return HeatmapSpec(data["heatmap_stride"], data["heatmap_sigma"])
-
-
-def check_inputs(cfg: dict, data: dict, root) -> None:
+def check_inputs(cfg: dict, data: DataSettings, root) -> None:
     """Before any data is read: the method and its extra inputs agree (a method may also check its own)."""
     recipe_cls = check_method(cfg)
     recipe_cls.check_inputs(cfg, root)
-    if data["keypoints"] and not recipe_cls.uses_heatmaps:
-        raise ValueError(f"data.keypoints is set ({data['keypoints']!r}) but method {cfg['method']!r} does not use "
+    if data.keypoints and not recipe_cls.uses_heatmaps:
+        raise ValueError(f"data.keypoints is set ({data.keypoints!r}) but method {cfg['method']!r} does not use "
                          "keypoint heat-maps; remove data.keypoints (only spot reads them)")
 
 
-def _decoding(data: dict) -> dict:
+def _decoding(data: DataSettings) -> dict:
     """``image_extractor`` options that decode test images as the run's training images were decoded."""
-    return {"resample": data["resize"], "depth_rule": data["depth_rule"], "depth_bits": data["depth_bits"]}
+    return {"resample": data.resize, "depth_rule": data.depth_rule, "depth_bits": data.depth_bits}
 
 
-def _extra_inputs(data: dict, root) -> dict:
+def _extra_inputs(data: DataSettings, root) -> dict:
     """``image_extractor`` options that add the keypoint heat-maps to test images (when the run uses them)."""
-    path = keypoint_file(root, data["keypoints"])
+    path = keypoint_file(root, data.keypoints)
     return {} if path is None else {"keypoints": KeypointTable.load(path), "root": root, "heatmap": heatmap_spec(data)}
 
 
-def _fit(recipe, batches, tc, cfg: dict, data: dict, out, info, seed: int, num_classes: int, resume,
+def _fit(recipe, batches, tc, cfg: dict, data: DataSettings, out, info, seed: int, num_classes: int, resume,
          progress: bool, on_step=None, data_root=None) -> Path:
     """Write the run's config and environment, then train (or resume) it to the end."""
     out = Path(out)
@@ -227,8 +214,8 @@ def _validator(recipe, samples, data, every: int, extras: dict | None = None):
         if trainer.epoch % every and trainer.epoch != trainer.cfg.epochs:
             return
         recipe.model.eval()
-        extract = image_extractor(recipe.embed, (data["height"], data["width"]), trainer.device,
-                                  workers=data["workers"], model=recipe.model, **_decoding(data), **(extras or {}))
+        extract = image_extractor(recipe.embed, (data.height, data.width), trainer.device,
+                                  workers=data.workers, model=recipe.model, **_decoding(data), **(extras or {}))
         result = evaluate_distances(cosine_distance(extract(query), extract(gallery)), query, gallery, rule)
         trainer.log({"epoch": trainer.epoch, "val_rank1": float(result["cmc"][0]), "val_mAP": result["mAP"],
                      "val_mINP": result["mINP"]})
@@ -280,7 +267,7 @@ def train(config: str | Path, data_root: str | Path, out: str | Path, overrides=
     output_dir(out)  # a run directory that cannot be written fails before any work
     cfg, data, tc, info, seed = _prepare(config, overrides, device)
     check_inputs(cfg, data, data_root)
-    if data["caj_view"] == "raw" and not (cfg.get("recipe") or {}).get("channel_exchange"):
+    if data.caj_view == "raw" and not (cfg.get("recipe") or {}).get("channel_exchange"):
         raise ValueError("data.caj_view: raw adds CAJ's second visible view, which only the tri-modal batch uses; "
                          "set recipe.channel_exchange: true (methods agw/caj/baseline) or data.caj_view: exchange")
     with _exclusive(out, info):
@@ -319,9 +306,9 @@ def adapt(config: str | Path, source: str | Path, target: str | Path, out: str |
     config, so ``evaluate_run``/``load_run`` rebuild the same network.
     Returns the checkpoint path; evaluate it on the target root.
     """
+    from vireid.data.augmentations import train_transforms
     from vireid.data.cache import ImageCache
     from vireid.data.check import require_valid
-    from vireid.data.loaders import train_transforms
     from vireid.data.target_batches import PairedBatches, TargetBatches
 
     output_dir(out)
@@ -333,22 +320,21 @@ def adapt(config: str | Path, source: str | Path, target: str | Path, out: str |
     if not recipe_cls.offers("attach"):
         raise ValueError(f"method {cfg['method']!r} does not adapt to a target domain; use a method with "
                          "source+target training, e.g. method: dan")
-    size = (data["height"], data["width"])
-    extra = {"trial": data["trial"]} if data["trial"] is not None else {}
+    size = (data.height, data.width)
+    extra = {"trial": data.trial} if data.trial is not None else {}
     source_batches = _source_batches(data, source, seed, info)
-    target_set = require_valid(target, data["dataset"], **extra)
+    target_set = require_valid(target, data.dataset, **extra)
     samples = target_set.train
     given = (cfg.get("recipe") or {}).get("num_target")
     if given is not None and given != len(samples):
         raise ValueError(f"recipe.num_target is {given} but the target training set at {target} has "
                          f"{len(samples)} images; leave it out (adapt sets it)")
     cfg.setdefault("recipe", {})["num_target"] = len(samples)
-    cache = ImageCache.build([s.path for s in samples], size, f"{data['dataset']}-target") if data["cache"] else None
-    target_batches = TargetBatches(samples, size, train_transforms(data["augment"], data["pad"],
-                                                                   data["random_erasing"]),
-                                   data["p"], data["k"], seed=seed, workers=data["workers"], cache=cache)
+    cache = ImageCache.build([s.path for s in samples], size, f"{data.dataset}-target") if data.cache else None
+    target_batches = TargetBatches(samples, size, train_transforms(data.augment, data.pad, data.random_erasing),
+                                   data.p, data.k, seed=seed, workers=data.workers, cache=cache)
     recipe = build_recipe(cfg, source_batches.num_classes)
-    recipe.attach(source_batches.dataset.samples, target_batches, size, data["workers"])
+    recipe.attach(source_batches.dataset.samples, target_batches, size, data.workers)
     batches = PairedBatches(source_batches, target_batches)
     with _exclusive(out, info):
         _check_settings(out, cfg, info, allow_changes, restart)
@@ -396,8 +382,8 @@ def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol:
     device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     step = transductive_step(recipe, device) if transductive else None  # a method without one fails here
     recipe.model.to(device)
-    extract = image_extractor(recipe.embed, (data["height"], data["width"]), device, batch_size=batch_size,
-                              workers=data["workers"], model=recipe.model, **_decoding(data),
+    extract = image_extractor(recipe.embed, (data.height, data.width), device, batch_size=batch_size,
+                              workers=data.workers, model=recipe.model, **_decoding(data),
                               **_extra_inputs(data, data_root))
     result = evaluate_protocol(protocol_obj, data_root, extract, rerank=rerank, trials=trials, transductive=step)
     result.tags = tuple(recipe.report_tags)  # e.g. spot_nopose says it used no keypoints

@@ -10,50 +10,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from vireid.data.augmentations import train_transforms
 from vireid.data.cache import ImageCache
 from vireid.data.channel_aug import train_transform
 from vireid.data.check import require_valid, usable_samples
 from vireid.data.image_dataset import ImageDataset, collate_views
-from vireid.data.keypoints import HeatmapSpec, KeypointInputs
-from vireid.data.records import INFRARED, VISIBLE, Sample
-from vireid.data.samplers import build_sampler
-from vireid.data.transforms import (
-    Compose,
-    HorizontalFlip,
-    Normalize,
-    PadCrop,
-    RandomErasing,
-    ToFloat,
-    torchvision_erasing,
-)
-
-AUGMENTATIONS = ("plain", "erasing", "idkl", "caj")
-IDKL_PAD_FILL = 127  # IDKL pads with grey: transforms.Pad(10, fill=127)
-
-
-def train_transforms(augment: str = "caj", padding: int = 10, erasing: float = 0.5) -> dict:
-    """Per-modality training pipelines.
-
-    plain: pad + random crop + flip + normalise (AGW); erasing: plain + random
-    erasing with probability ``erasing`` (area 0.02-0.4, uniform aspect, 100
-    tries, black padding); idkl: IDKL's own (grey padding, fill 127;
-    torchvision ``RandomErasing()`` defaults: area 0.02-0.33, log-uniform
-    aspect 0.3-3.3, 10 tries); caj: CAJ's per-view pipelines (channel random
-    erasing; ChannelAdapGray on infrared).
-    """
-    if augment == "caj":
-        return {VISIBLE: train_transform("visible", padding), INFRARED: train_transform("infrared", padding)}
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
-    fill = IDKL_PAD_FILL if augment == "idkl" else 0
-    steps = [PadCrop(padding, fill), HorizontalFlip(0.5), ToFloat(), Normalize()]
-    if augment == "erasing":
-        steps.append(RandomErasing(p=erasing))
-    if augment == "idkl":
-        steps.append(torchvision_erasing(p=erasing))
-    pipeline = Compose(steps)
-    return {VISIBLE: pipeline, INFRARED: pipeline}
-
+from vireid.data.keypoints import HeatmapSpec, KeypointInputs, keypoint_file
+from vireid.data.records import VISIBLE, Sample
+from vireid.data.samplers import build_sampler, sampler_options
+from vireid.schema import DataSettings
 
 CAJ_VIEWS = ("exchange", "raw")
 
@@ -126,53 +91,54 @@ class TrainBatches:
         yield from self.loader(epoch, start)
 
 
-def train_batches(name: str, root: str | Path, size: tuple[int, int] = (288, 144), num_ids: int = 8,
-                  num_per_modality: int = 4, seed: int = 0, workers: int = 2, augment: str = "caj",
-                  padding: int = 10, erasing: float = 0.5, cache_dir: str | Path | None = None,
-                  use_cache: bool = True, augment_on_device: bool = False, rank: int = 0, world_size: int = 1,
-                  val_ids: int = 0, sampler: str = "balanced", resize: str = "lanczos", caj_view: str = "exchange",
-                  idkl_epoch: str = "pass", keypoints: str | Path | None = None, heatmap: HeatmapSpec | None = None,
-                  depth_rule: str = "minmax", depth_bits: int = 16, strict: bool = False,
-                  **dataset_options) -> TrainBatches:
-    """Training batches from a dataset root; refuses a root that fails :func:`vireid.data.check.require_valid`.
+def train_batches(data: DataSettings, root: str | Path, *, seed: int = 0, rank: int = 0, world_size: int = 1,
+                  augment_on_device: bool = False, cache_dir: str | Path | None = None,
+                  strict: bool = False) -> TrainBatches:
+    """Training batches of the ``data`` settings from a dataset root; refuses a root that fails
+    :func:`vireid.data.check.require_valid`.
 
+    ``data`` is the checked ``data:`` section (:class:`vireid.schema.DataSettings`: dataset, image size,
+    P and K, augmentation, sampler, cache, ...); the arguments are what is not data config: the run's
+    ``seed``, this process's ``rank`` in ``world_size``, the cache folder (default: the user cache).
     With ``augment_on_device`` the images come as uint8 and the caller
     augments the whole batch (on the GPU); otherwise workers apply the
-    per-modality pipelines, seeded per batch position so runs repeat exactly.
-    With ``val_ids`` that many training identities are held out; their samples
-    are ``batches.validation``. ``sampler`` names the batch sampler
-    (:func:`vireid.data.samplers.build_sampler`: balanced, agw, idkl, vsd),
-    ``idkl_epoch`` what an IDKL-sampler epoch is (pass, ignite04);
-    ``resize`` the resize filter (lanczos, bilinear); ``caj_view="raw"`` adds
+    per-modality pipelines (:func:`vireid.data.augmentations.train_transforms`), seeded per batch position
+    so runs repeat exactly. With ``data.val_ids`` that many training identities are held out; their samples
+    are ``batches.validation``. ``data.sampler`` names the batch sampler
+    (:func:`vireid.data.samplers.build_sampler`); ``data.caj_view="raw"`` adds
     CAJ's second visible view to every batch (:func:`second_views`).
-    With ``keypoints`` (a keypoint file, :mod:`vireid.data.keypoints`) every
-    batch ends with ``{"heatmaps": (B, 17, h, w)}`` rendered per ``heatmap``;
-    without it batches are unchanged. ``depth_rule``/``depth_bits``: how 16/32-bit greyscale becomes 8-bit
-    (:mod:`vireid.data.image_file`). Training images that cannot be read are skipped with a warning that
+    With ``data.keypoints`` (a keypoint file relative to ``root``, :mod:`vireid.data.keypoints`) every
+    batch ends with ``{"heatmaps": (B, 17, h, w)}``; without it batches are unchanged.
+    Training images that cannot be read are skipped with a warning that
     lists them, or refused when ``strict`` (:func:`vireid.data.check.usable_samples`).
     """
-    dataset = require_valid(root, name, **dataset_options)
-    train, validation = split_validation(usable_samples(dataset.train, strict), val_ids, seed)
+    dataset_options = {"trial": data.trial} if data.trial is not None else {}
+    size = (data.height, data.width)
+    dataset = require_valid(root, data.dataset, **dataset_options)
+    train, validation = split_validation(usable_samples(dataset.train, strict), data.val_ids, seed)
     cache = None
-    if use_cache:
-        key = f"{name}-{'-'.join(f'{k}{v}' for k, v in sorted(dataset_options.items()))}".rstrip("-")
-        if val_ids:
-            key += f"-val{val_ids}s{seed}"
-        cache = ImageCache.build([s.path for s in train], size, key, cache_dir, resample=resize,
-                                 depth=(depth_rule, depth_bits))
-    transform = None if augment_on_device else train_transforms(augment, padding, erasing)
-    views = None if augment_on_device else second_views(caj_view, padding)
+    if data.cache:
+        key = f"{data.dataset}-{'-'.join(f'{k}{v}' for k, v in sorted(dataset_options.items()))}".rstrip("-")
+        if data.val_ids:
+            key += f"-val{data.val_ids}s{seed}"
+        cache = ImageCache.build([s.path for s in train], size, key, cache_dir, resample=data.resize,
+                                 depth=(data.depth_rule, data.depth_bits))
+    transform = None if augment_on_device else train_transforms(data.augment, data.pad, data.random_erasing)
+    views = None if augment_on_device else second_views(data.caj_view, data.pad)
     points = None
+    keypoints = keypoint_file(root, data.keypoints)
     if keypoints is not None:
         if augment_on_device:
             raise ValueError("keypoint heat-maps are made in the data workers; augment_on_device cannot be used "
                              "with data.keypoints")
-        points = KeypointInputs.from_file(keypoints, train, root, size, heatmap or HeatmapSpec())
-    images = ImageDataset(train, size, transform, cache, resample=resize, second_view=views, keypoints=points,
-                          depth_rule=depth_rule, depth_bits=depth_bits)
-    batch_sampler = build_sampler(sampler, train, num_ids, num_per_modality, seed=seed, rank=rank,
-                                  world_size=world_size, with_seeds=not augment_on_device, idkl_epoch=idkl_epoch)
-    batches = TrainBatches(images, batch_sampler, workers)
+        heatmap = HeatmapSpec(data.heatmap_stride, data.heatmap_sigma)
+        points = KeypointInputs.from_file(keypoints, train, root, size, heatmap)
+    images = ImageDataset(train, size, transform, cache, resample=data.resize, second_view=views, keypoints=points,
+                          depth_rule=data.depth_rule, depth_bits=data.depth_bits)
+    options = {name: getattr(data, name) for name in sampler_options()}  # e.g. idkl_epoch
+    batch_sampler = build_sampler(data.sampler, train, data.p, data.k, seed=seed, rank=rank,
+                                  world_size=world_size, with_seeds=not augment_on_device, **options)
+    batches = TrainBatches(images, batch_sampler, data.workers)
     batches.validation = validation
     return batches
 
@@ -195,7 +161,7 @@ def split_validation(samples: list[Sample], val_ids: int, seed: int) -> tuple[li
     return train, [s for s in samples if s.pid in held]
 
 
-def train_loader(name: str, root: str | Path, **options) -> DataLoader:
+def train_loader(data: DataSettings, root: str | Path, **options) -> DataLoader:
     """The DataLoader of epoch 0 (see :func:`train_batches` for the options); call
     ``loader.batch_sampler.sampler.set_epoch(e)`` or use :class:`TrainBatches` for later epochs."""
-    return train_batches(name, root, **options).loader(0)
+    return train_batches(data, root, **options).loader(0)

@@ -28,19 +28,81 @@ concatenation of the reference code. On a single-modality training set
 drawn over that one modality: tickets of K images, batches of P*K indices. With ``with_seeds=True`` each entry is
 ``(index, augmentation_seed)`` instead, which :class:`~vireid.data.image_dataset.ImageDataset`
 uses to make random augmentation independent of worker scheduling.
+
+Every sampler is registered under its ``data.sampler`` name (:func:`register_sampler`): the config schema's
+choices and :func:`build_sampler` read the registry, so a new sampler is its class and one decorator.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
 
 from vireid.data.records import INFRARED, VISIBLE, Sample
+from vireid.schema import DataSettings, section_defaults
+
+# --- the registry: data.sampler names -> sampler classes ------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class SamplerEntry:
+    """A registered sampler.
+
+    ``build(samples, num_ids, num_per_modality, seed=, rank=, world_size=, with_seeds=, **options)``: the
+    batch sampler; ``cross_modality``: each batch holds K visible + K infrared images per identity, so a
+    single-modality training set is refused; ``options``: the data settings it reads beyond P and K
+    (setting name -> its keyword, e.g. ``{"idkl_epoch": "epoch"}``).
+    """
+
+    build: Callable[..., Sampler]
+    cross_modality: bool = False
+    options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+_SAMPLERS: dict[str, SamplerEntry] = {}
+
+
+def register_sampler(name: str, *, cross_modality: bool = False, options: Mapping[str, str] | None = None):
+    """Decorator: register a sampler class (or factory) as ``data.sampler: name`` (see :class:`SamplerEntry`)."""
+
+    def add(build):
+        if name in _SAMPLERS:
+            raise ValueError(f"sampler {name!r} is already registered")
+        _SAMPLERS[name] = SamplerEntry(build, cross_modality, dict(options or {}))
+        return build
+
+    return add
+
+
+def unregister_sampler(name: str) -> None:
+    """Remove ``name`` (for plugins and tests that register something temporary)."""
+    _SAMPLERS.pop(name, None)
+
+
+def sampler_names() -> tuple[str, ...]:
+    """The registered names, in registration order (what ``data.sampler`` accepts)."""
+    return tuple(_SAMPLERS)
+
+
+def sampler_options() -> tuple[str, ...]:
+    """Every data setting some registered sampler reads beyond P and K (e.g. ``idkl_epoch``)."""
+    return tuple(dict.fromkeys(option for entry in _SAMPLERS.values() for option in entry.options))
+
+
+def find_sampler(name: str) -> SamplerEntry:
+    if name not in _SAMPLERS:
+        raise ValueError(f"unknown data.sampler {name!r}; expected one of {', '.join(_SAMPLERS)}")
+    return _SAMPLERS[name]
+
+
+# --- vireid's own sampler --------------------------------------------------------------------------------------
+
+
+@register_sampler("balanced")
 class CrossModalityIdentitySampler(Sampler):
     def __init__(self, samples: Sequence[Sample], num_ids: int = 8, num_per_modality: int = 4, seed: int = 0,
                  rank: int = 0, world_size: int = 1, with_seeds: bool = False):
@@ -169,10 +231,6 @@ def _cycle(rng: np.random.Generator, pool: np.ndarray, n: int) -> list[int]:
 # in vireid's layout (P*K visible then P*K infrared, identity-major, the same
 # identity order in both halves).
 
-SAMPLERS = ("balanced", "agw", "idkl", "vsd", "pk")
-CROSS_MODALITY_SAMPLERS = ("agw", "idkl", "vsd")  # each batch holds K visible + K infrared images per identity
-
-
 def epoch_state(seed: int, epoch: int) -> np.random.RandomState:
     """The legacy numpy generator of one epoch (the reference samplers draw from ``np.random``)."""
     return np.random.RandomState(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
@@ -260,6 +318,7 @@ class _ReferenceSampler(Sampler):
             yield batch
 
 
+@register_sampler("agw", cross_modality=True)
 class AGWIdentitySampler(_ReferenceSampler):
     """AGW's ``utils.py:IdentitySampler`` (CAJ and HcTri ship the same): identities uniform, images with replacement.
 
@@ -298,6 +357,7 @@ class AGWIdentitySampler(_ReferenceSampler):
         return batches
 
 
+@register_sampler("idkl", cross_modality=True, options={"idkl_epoch": "epoch"})
 class IDKLIdentitySampler(_ReferenceSampler):
     """IDKL's ``data/sampler.py:RandomIdentitySampler`` (MPANet lineage), one full pass per epoch.
 
@@ -436,6 +496,7 @@ class IDKLIdentitySampler(_ReferenceSampler):
         return [index for pair in zip(batch[n:], batch[:n]) for index in pair]
 
 
+@register_sampler("vsd", cross_modality=True)
 class VSDIdentitySampler(_ReferenceSampler):
     """VSD's ``CamRandomIdentitySampler`` epoch: every identity once, in random order, k/2 visible + k/2 infrared.
 
@@ -476,6 +537,7 @@ def vsd_epoch_length(num_identities: int, ids_per_batch: int) -> int:
     return int(num_identities) // int(ids_per_batch)
 
 
+@register_sampler("pk")
 class PKIdentitySampler(_ReferenceSampler):
     """The single-modality P x K sampler of reid-strong-baseline (``RandomIdentitySampler``), which
     ReID-Survey's AGW and NFormer train with; one full pass per epoch.
@@ -538,26 +600,33 @@ class PKIdentitySampler(_ReferenceSampler):
 
 
 def build_sampler(kind: str, samples: Sequence[Sample], num_ids: int, num_per_modality: int, seed: int = 0,
-                  rank: int = 0, world_size: int = 1, with_seeds: bool = False, idkl_epoch: str = "pass") -> Sampler:
-    """The batch sampler named by ``data.sampler``: balanced (vireid's), agw, idkl or vsd (the VI references'),
-    pk (the single-modality references').
+                  rank: int = 0, world_size: int = 1, with_seeds: bool = False, **options) -> Sampler:
+    """The batch sampler registered as ``data.sampler: kind``: balanced (vireid's), agw, idkl or vsd (the VI
+    references'), pk (the single-modality references').
 
-    ``idkl_epoch`` (idkl only): "pass" or "ignite04", see :class:`IDKLIdentitySampler`. On a
-    single-modality training set (every sample visible) only balanced and pk apply.
+    ``options``: data settings some sampler reads (:func:`sampler_options`), e.g. ``idkl_epoch`` ("pass" or
+    "ignite04", see :class:`IDKLIdentitySampler`); one that ``kind`` does not read must keep its default. On a
+    single-modality training set (every sample visible) only the samplers that are not cross-modality apply.
     """
-    classes = {"balanced": CrossModalityIdentitySampler, "agw": AGWIdentitySampler, "idkl": IDKLIdentitySampler,
-               "vsd": VSDIdentitySampler, "pk": PKIdentitySampler}
-    if kind not in classes:
-        raise ValueError(f"unknown data.sampler {kind!r}; expected one of {', '.join(SAMPLERS)}")
-    if kind in CROSS_MODALITY_SAMPLERS and samples and single_modality(samples):
+    entry = find_sampler(kind)
+    if entry.cross_modality and samples and single_modality(samples):
         raise ValueError(f"data.sampler: {kind} draws K visible and K infrared images per identity, but the training "
                          f"set has one modality ({samples[0].modality_name} only); use data.sampler: balanced "
                          "(vireid's epoch) or pk (reid-strong-baseline's, which AGW's and NFormer's single-modality "
                          "code use)")
     extra = {}
-    if kind == "idkl":
-        extra["epoch"] = idkl_epoch
-    elif idkl_epoch != "pass":
-        raise ValueError(f"data.idkl_epoch: {idkl_epoch} applies to data.sampler: idkl only (got {kind!r})")
-    return classes[kind](samples, num_ids, num_per_modality, seed=seed, rank=rank, world_size=world_size,
-                         with_seeds=with_seeds, **extra)
+    for setting, value in options.items():
+        if setting in entry.options:
+            extra[entry.options[setting]] = value
+        elif value != _default(setting):
+            owners = ", ".join(name for name, e in _SAMPLERS.items() if setting in e.options)
+            raise ValueError(f"data.{setting}: {value} applies to data.sampler: {owners} only (got {kind!r})")
+    return entry.build(samples, num_ids, num_per_modality, seed=seed, rank=rank, world_size=world_size,
+                       with_seeds=with_seeds, **extra)
+
+
+def _default(setting: str):
+    """The default of ``data.<setting>`` (a sampler option), or a ValueError for a setting no sampler reads."""
+    if setting not in sampler_options():
+        raise ValueError(f"no data.sampler reads data.{setting}; sampler settings: {', '.join(sampler_options())}")
+    return section_defaults(DataSettings)[setting]

@@ -203,9 +203,9 @@ class Extractor:
         self.checkpoint = resolve_checkpoint(run_or_checkpoint)
         self.recipe, self.config = load_run(self.checkpoint)
         data = data_settings(self.config)
-        self.size = (int(data["height"]), int(data["width"]))
+        self.size = (int(data.height), int(data.width))
         # decoded as the run's training images were: same resize filter, same rule for 16/32-bit greyscale
-        self.decoding = {"resample": data["resize"], "depth_rule": data["depth_rule"], "depth_bits": data["depth_bits"]}
+        self.decoding = {"resample": data.resize, "depth_rule": data.depth_rule, "depth_bits": data.depth_bits}
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)

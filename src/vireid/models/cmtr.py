@@ -30,8 +30,8 @@ from torch import nn
 
 from ..data.records import INFRARED, VISIBLE
 from .backbones import build_vit, load_pretrained
-from .backbones.resnet import pretrained_path
 from .backbones.vit import split_tokens
+from .backbones.weights import pretrained_path
 from .layers import BNNeck, classifier, exporting
 from .registry import MODELS
 from .reid_net import init_classifier

@@ -37,7 +37,7 @@ from torch import nn
 
 from ..data.records import INFRARED, VISIBLE
 from .backbones import build_trunk, load_pretrained
-from .backbones.resnet import pretrained_path
+from .backbones.weights import pretrained_path
 from .registry import MODELS
 
 LRELU = 0.3  # the leaky-ReLU slope of every generator and discriminator layer (released code: w_lrelu 0.3)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import build_trunk, load_pretrained
-from .backbones.resnet import pretrained_path
+from .backbones.weights import pretrained_path
 from .layers import BNNeck, GeM, InformationPurifier, ModalityHead, classifier, grad_reverse
 from .registry import MODELS
 

@@ -28,8 +28,8 @@ from torch import nn
 
 from ..data.records import INFRARED, VISIBLE
 from .backbones import build_trunk, is_vit, load_pretrained
-from .backbones.resnet import pretrained_path
 from .backbones.vit import split_tokens
+from .backbones.weights import pretrained_path
 from .layers import BNNeck, GeM, classifier, exporting
 from .registry import MODELS
 from .trunk import AGW_NON_LOCAL

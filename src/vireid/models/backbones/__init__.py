@@ -10,38 +10,34 @@ same five split points ("stem",
 ``out_channels`` and ``unbuilt_prefixes()``. A ViT (``"vit_base"``, ``"vit_small"``, ``"vit_tiny"``,
 ``"vit_d<dim>_l<depth>_h<heads>"``) splits only into its patch embedding ("stem") and the transformer
 (layer1-4 together), which returns tokens, not a map: see :mod:`vireid.models.backbones.vit`.
+
+Each family registers itself in its own module (:func:`~vireid.models.backbones.registry.register_backbone`:
+names, factory, default ImageNet weights, weight rule); every module of this package is imported here, so a
+new backbone file is found without editing a list. The weight policy is :mod:`~vireid.models.backbones.weights`.
 """
 
-from .efficientnet import NAME as EFFICIENTNET_LITE0
+from vireid.registry import import_submodules
+
 from .efficientnet import EfficientNetLite, efficientnet_lite0
 from .osnet import OSNet, osnet
-from .plain import PlainTrunk, plain_width
-from .resnet import ResNet, build_resnet, load_pretrained, resnet18, resnet34, resnet50
+from .plain import PlainTrunk
+from .registry import backbone_names, find_backbone, register_backbone, unregister_backbone
+from .resnet import ResNet, build_resnet, resnet18, resnet34, resnet50
 from .vit import VisionTransformer, build_vit, is_vit
+from .weights import load_pretrained
 
-OSNET_PREFIX = "osnet_"
-BACKBONES = ("resnet", *(OSNET_PREFIX + w for w in ("x1_0", "x0_75", "x0_5", "x0_25")), EFFICIENTNET_LITE0,
-             "plain_w<width>",
-             "vit_base", "vit_small", "vit_tiny", "vit_d<dim>_l<depth>_h<heads>")
+import_submodules(__name__)  # backbone files beyond the ones imported above register themselves on import
+
+BACKBONES = backbone_names()  # the names registered by this package's modules (see build_trunk's error for all)
 
 
 def build_trunk(backbone: str = "resnet", depth: int = 50, **kwargs):
-    """A ResNet (``depth``), OSNet, plain-CNN (width from the name) or ViT trunk or slice; ``kwargs`` go to its
-    constructor."""
-    if is_vit(backbone):
-        return build_vit(backbone, **kwargs)
-    if backbone == "resnet":
-        return build_resnet(depth, **kwargs)
-    if str(backbone).startswith(OSNET_PREFIX) and backbone in BACKBONES:
-        return osnet(backbone[len(OSNET_PREFIX):], **kwargs)
-    if backbone == EFFICIENTNET_LITE0:
-        return efficientnet_lite0(**kwargs)
-    width = plain_width(str(backbone))
-    if width is not None:
-        return PlainTrunk(width, **kwargs)
-    raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
+    """The trunk (or slice) of the registered ``backbone`` (``depth``: a ResNet's); ``kwargs`` go to its
+    constructor. An unknown name is a ValueError listing the registered ones."""
+    return find_backbone(backbone).build(backbone, depth, **kwargs)
 
 
-__all__ = ["BACKBONES", "EfficientNetLite", "OSNet", "PlainTrunk", "ResNet", "VisionTransformer", "build_resnet",
-           "build_trunk", "build_vit", "efficientnet_lite0", "is_vit", "load_pretrained", "osnet", "resnet18",
-           "resnet34", "resnet50"]
+__all__ = ["BACKBONES", "EfficientNetLite", "OSNet", "PlainTrunk", "ResNet", "VisionTransformer", "backbone_names",
+           "build_resnet", "build_trunk", "build_vit", "efficientnet_lite0", "find_backbone", "is_vit",
+           "load_pretrained", "osnet", "register_backbone", "resnet18", "resnet34", "resnet50",
+           "unregister_backbone"]

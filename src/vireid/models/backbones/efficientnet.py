@@ -37,6 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .registry import register_backbone
 from .resnet import PARTS, check_slice
 
 NAME = "efficientnet_lite0"
@@ -175,3 +176,9 @@ class EfficientNetLite(nn.Module):
 
 def efficientnet_lite0(**kwargs) -> EfficientNetLite:
     return EfficientNetLite(**kwargs)
+
+
+@register_backbone(NAME, imagenet={NAME: "efficientnet_lite0.imagenet"})
+def efficientnet_trunk(name: str, depth: int = 50, **kwargs) -> EfficientNetLite:
+    """``backbone: efficientnet_lite0``; ``depth`` is not used."""
+    return efficientnet_lite0(**kwargs)

@@ -16,7 +16,7 @@ channels and a residual (1x1 conv + BN projection when the width changes).
 Parameter names follow the torchreid release (conv1.conv, conv2.0.conv2a.conv1,
 conv2.0.gate.fc1, conv2.2.0.conv, conv5.conv, fc.0, classifier, ...), so its
 published ImageNet weights load with
-:func:`vireid.models.backbones.resnet.load_pretrained`.
+:func:`vireid.models.backbones.weights.load_pretrained`.
 
 Split points match the ResNet's: ``parts`` from ("stem", "layer1", "layer2",
 "layer3", "layer4") = (conv1 + max-pool, conv2, conv3, conv4, conv5), so the
@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .registry import register_backbone
 
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
 WIDTHS = {"x1_0": 1.0, "x0_75": 0.75, "x0_5": 0.5, "x0_25": 0.25}
@@ -185,3 +187,9 @@ class OSNet(nn.Module):
 
 def osnet(width: str = "x1_0", **kwargs) -> OSNet:
     return OSNet(width, **kwargs)
+
+
+@register_backbone(*(f"osnet_{w}" for w in WIDTHS), imagenet={"osnet_x1_0": "osnet_x1_0.imagenet"})
+def osnet_trunk(name: str, depth: int = 50, **kwargs) -> OSNet:
+    """``backbone: osnet_x1_0`` (x0_75, x0_5, x0_25): the width is in the name; ``depth`` is not used."""
+    return osnet(name.removeprefix("osnet_"), **kwargs)

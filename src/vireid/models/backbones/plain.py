@@ -16,6 +16,8 @@ import re
 import torch
 from torch import nn
 
+from .registry import register_backbone
+
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
 NAME = re.compile(r"^plain_w(\d+)$")
 
@@ -70,3 +72,9 @@ def plain_width(name: str) -> int | None:
     """32 for "plain_w32"; None when ``name`` is not a plain-CNN backbone name."""
     match = NAME.match(name)
     return int(match.group(1)) if match else None
+
+
+@register_backbone("plain_w<width>", pattern=NAME.pattern)
+def plain_trunk(name: str, depth: int = 50, **kwargs) -> PlainTrunk:
+    """``backbone: plain_w32``: the width is in the name; ``depth`` is not used."""
+    return PlainTrunk(plain_width(name), **kwargs)

