@@ -10,7 +10,7 @@ from torch import nn
 import vireid.models.backbones as backbones
 from vireid.models.backbones import build_trunk, register_backbone, unregister_backbone
 from vireid.models.backbones import weights as W
-from vireid.models.baseline import ReIDNet
+from vireid.models.reid_net import ReIDNet
 
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
 
