@@ -21,7 +21,7 @@ from conftest import REPO
 from vireid.synth.generator import generate
 
 DOC = REPO / "docs" / "adding-a-method.md"
-PACKAGES = ("models", "losses", "methods")
+PACKAGES = ("models", "models.backbones", "losses", "methods", "data")
 
 
 def doc_files() -> dict[str, str]:
@@ -41,25 +41,30 @@ def example_method(tmp_path):
         target.write_text(content)
     for package in PACKAGES:
         module = importlib.import_module(f"vireid.{package}")
-        path = str(tmp_path / "pkg" / "src" / "vireid" / package)
+        path = str(tmp_path / "pkg" / "src" / "vireid" / package.replace(".", "/"))
         module.__path__.append(path)
         added.append((module, path))
     yield files, tmp_path / "pkg" / "src" / "vireid" / "configs" / "tiny_two_stem_sysu.yaml"
+    from vireid.data.samplers import unregister_sampler
     from vireid.methods import METHODS
     from vireid.models import MODELS
+    from vireid.models.backbones import unregister_backbone
 
     METHODS.unregister("tiny_two_stem")
     MODELS.unregister("tiny_two_stem")
+    unregister_backbone("tiny_blocks_w<width>")
+    unregister_sampler("random_pairs")
     for module, path in added:
         module.__path__.remove(path)
-    for name in [n for n in sys.modules if n.endswith(("tiny_two_stem", "cross_modal_centre"))]:
+    for name in [n for n in sys.modules if n.endswith(("tiny_two_stem", "cross_modal_centre", "tiny_blocks",
+                                                       "random_pairs"))]:
         del sys.modules[name]
 
 
 def test_doc_names_one_file_of_each_kind():
     files = doc_files()
-    kinds = sorted(rel.split("/")[2] for rel in files)
-    assert kinds == ["configs", "losses", "methods", "models"], sorted(files)
+    kinds = sorted("/".join(rel.split("/")[2:-1]) for rel in files)
+    assert kinds == ["configs", "data", "losses", "methods", "models", "models/backbones"], sorted(files)
 
 
 def test_example_method_is_discovered_trains_and_evaluates(example_method, tmp_path):
@@ -79,6 +84,30 @@ def test_example_method_is_discovered_trains_and_evaluates(example_method, tmp_p
     vireid.train(preset, root, out, overrides, device="cpu", progress=False)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"id", "centre"} <= set(records[-1])
+    result = vireid.evaluate_run(out, root, "sysu/all/single/seeded", device="cpu", trials=[0])
+    assert 0.0 <= result.mean["mAP"] <= 1.0
+
+
+def test_guide_backbone_and_sampler_work_in_another_method(example_method, tmp_path):
+    """The guide's backbone and sampler files, dropped into vireid and named in a config, train AGW: the backbone
+    is the one built and the sampler's batches are the ones trained on."""
+    from vireid.app.runs import load_run
+    from vireid.data.samplers import sampler_names
+    from vireid.models.backbones import backbone_names
+
+    assert "random_pairs" in sampler_names() and "tiny_blocks_w<width>" in backbone_names()
+    root = tmp_path / "sysu"
+    generate(root, "sysu", 8, seed=4, size=(32, 16), images=2, workers=1)
+    out = tmp_path / "agw"
+    overrides = ["data.height=32", "data.width=16", "data.p=2", "data.k=2", "data.workers=0", "data.cache=false",
+                 "data.sampler=random_pairs", "model.backbone=tiny_blocks_w8", "model.non_local=[0,0,0,0]",
+                 "train.epochs=1", "train.milestones=[]", "train.warmup_epochs=0", "train.log_every=1"]
+    vireid.train("agw_sysu", root, out, overrides, device="cpu", progress=False)
+    recipe, cfg = load_run(out)
+    assert type(recipe.model.backbone.layers).__name__ == "TinyBlocks"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert len(steps) == recipe.num_classes // 2  # random_pairs' epoch: identities // P batches (P = 2)
     result = vireid.evaluate_run(out, root, "sysu/all/single/seeded", device="cpu", trials=[0])
     assert 0.0 <= result.mean["mAP"] <= 1.0
 

@@ -22,6 +22,7 @@ from vireid.data.transforms import (
     ToFloat,
     torchvision_erasing,
 )
+from vireid.registry import import_submodules
 
 IDKL_PAD_FILL = 127  # IDKL pads with grey: transforms.Pad(10, fill=127)
 
@@ -47,12 +48,13 @@ def unregister_augmentation(name: str) -> None:
 
 def augmentation_names() -> tuple[str, ...]:
     """The registered names, in registration order (what ``data.augment`` accepts)."""
+    import_submodules("vireid.data")  # an augmentation in a file of its own registers itself on import
     return tuple(_AUGMENTATIONS)
 
 
 def train_transforms(augment: str = "caj", padding: int = 10, erasing: float = 0.5) -> dict:
     """Per-modality training pipelines of the augmentation named ``augment``."""
-    if augment not in _AUGMENTATIONS:
+    if augment not in augmentation_names():
         raise ValueError(f"unknown augmentation {augment!r}; expected one of {', '.join(_AUGMENTATIONS)}")
     return _AUGMENTATIONS[augment](padding, erasing)
 

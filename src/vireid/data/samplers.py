@@ -43,6 +43,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from vireid.data.records import INFRARED, VISIBLE, Sample
+from vireid.registry import import_submodules
 from vireid.schema import DataSettings, section_defaults
 
 # --- the registry: data.sampler names -> sampler classes ------------------------------------------------------
@@ -83,17 +84,25 @@ def unregister_sampler(name: str) -> None:
     _SAMPLERS.pop(name, None)
 
 
+def _discover() -> None:
+    """Import every module of ``vireid.data``: a sampler in a file of its own registers itself, nothing lists it."""
+    import_submodules("vireid.data")
+
+
 def sampler_names() -> tuple[str, ...]:
     """The registered names, in registration order (what ``data.sampler`` accepts)."""
+    _discover()
     return tuple(_SAMPLERS)
 
 
 def sampler_options() -> tuple[str, ...]:
     """Every data setting some registered sampler reads beyond P and K (e.g. ``idkl_epoch``)."""
+    _discover()
     return tuple(dict.fromkeys(option for entry in _SAMPLERS.values() for option in entry.options))
 
 
 def find_sampler(name: str) -> SamplerEntry:
+    _discover()
     if name not in _SAMPLERS:
         raise ValueError(f"unknown data.sampler {name!r}; expected one of {', '.join(_SAMPLERS)}")
     return _SAMPLERS[name]
@@ -265,8 +274,10 @@ def idkl_length_estimate(infrared_counts: Sequence[int], num_instances: int, bat
     return {"sampler_len": total, "len_dataloader": total // int(batch_size)}
 
 
-class _ReferenceSampler(Sampler):
-    """Common plumbing: per-epoch plans from :func:`epoch_state`, rank slicing, augmentation seeds."""
+class PlannedSampler(Sampler):
+    """The base of a sampler whose epoch is a plan drawn from (seed, epoch): a subclass writes ``draw(rng)``
+    (the epoch's batches, each P*K visible then P*K infrared indices, identity-major) and ``batch_size``; the
+    base keeps one epoch's plan, slices it by rank under torchrun and adds per-sample augmentation seeds."""
 
     fixed_length = True  # every epoch has the same number of batches
 
@@ -277,7 +288,7 @@ class _ReferenceSampler(Sampler):
         self.epoch = 0
         self._plans: dict[int, list[list[int]]] = {}
 
-    def _identity_pools(self, samples: Sequence[Sample], num_ids: int, num_per_modality: int, who: str) -> None:
+    def identity_pools(self, samples: Sequence[Sample], num_ids: int, num_per_modality: int, who: str) -> None:
         """Check P and K and keep the identities with both modalities (``self.pools``), at least P of them."""
         if num_ids < 1 or num_per_modality < 1:
             raise ValueError(f"num_ids and num_per_modality must be >= 1, got {num_ids} and {num_per_modality}")
@@ -296,12 +307,12 @@ class _ReferenceSampler(Sampler):
     def plan(self, rng: np.random.RandomState | None = None) -> list[list[int]]:
         """All global batches of the current epoch (or of the reference's draw sequence from ``rng``)."""
         if rng is not None:
-            return self._draw(rng)
+            return self.draw(rng)
         if self.epoch not in self._plans:
-            self._plans = {self.epoch: self._draw(epoch_state(self.seed, self.epoch))}  # keep one epoch
+            self._plans = {self.epoch: self.draw(epoch_state(self.seed, self.epoch))}  # keep one epoch
         return self._plans[self.epoch]
 
-    def _draw(self, rng: np.random.RandomState) -> list[list[int]]:
+    def draw(self, rng: np.random.RandomState) -> list[list[int]]:
         raise NotImplementedError
 
     def __len__(self) -> int:
@@ -319,7 +330,7 @@ class _ReferenceSampler(Sampler):
 
 
 @register_sampler("agw", cross_modality=True)
-class AGWIdentitySampler(_ReferenceSampler):
+class AGWIdentitySampler(PlannedSampler):
     """AGW's ``utils.py:IdentitySampler`` (CAJ and HcTri ship the same): identities uniform, images with replacement.
 
     One epoch = ``floor(N / (P*K)) + 1`` batches (N = the larger modality's
@@ -331,7 +342,7 @@ class AGWIdentitySampler(_ReferenceSampler):
     def __init__(self, samples: Sequence[Sample], num_ids: int = 8, num_per_modality: int = 4, seed: int = 0,
                  rank: int = 0, world_size: int = 1, with_seeds: bool = False):
         super().__init__(seed, rank, world_size, with_seeds)
-        self._identity_pools(samples, num_ids, num_per_modality, "the AGW identity sampler")
+        self.identity_pools(samples, num_ids, num_per_modality, "the AGW identity sampler")
         n_vis = sum(s.modality == VISIBLE for s in samples)
         n_ir = sum(s.modality == INFRARED for s in samples)
         self.counts = agw_epoch_counts(n_vis, n_ir, num_ids, num_per_modality)
@@ -343,7 +354,7 @@ class AGWIdentitySampler(_ReferenceSampler):
     def __len__(self) -> int:  # no need to draw the plan: the count is fixed
         return self.counts["batches"] // self.world_size
 
-    def _draw(self, rng: np.random.RandomState) -> list[list[int]]:
+    def draw(self, rng: np.random.RandomState) -> list[list[int]]:
         pids = np.array(list(self.pools))
         batches = []
         for _ in range(self.counts["batches"]):
@@ -358,7 +369,7 @@ class AGWIdentitySampler(_ReferenceSampler):
 
 
 @register_sampler("idkl", cross_modality=True, options={"idkl_epoch": "epoch"})
-class IDKLIdentitySampler(_ReferenceSampler):
+class IDKLIdentitySampler(PlannedSampler):
     """IDKL's ``data/sampler.py:RandomIdentitySampler`` (MPANet lineage), one full pass per epoch.
 
     Per identity (those with infrared images, in order of their first
@@ -443,7 +454,7 @@ class IDKLIdentitySampler(_ReferenceSampler):
                         for c in range(n)]
         return out
 
-    def _draw(self, rng: np.random.RandomState) -> list[list[int]]:
+    def draw(self, rng: np.random.RandomState) -> list[list[int]]:
         queues = {pid: chunks[::-1] for pid, chunks in self.chunks(rng).items()}  # pop() from the end
         available = list(self.pids)
         batches = []
@@ -481,7 +492,7 @@ class IDKLIdentitySampler(_ReferenceSampler):
         """Pass ``number`` of the endless stream (ignite04), drawn from its own state; the last two are kept."""
         if number not in self._passes:
             self._passes = {k: v for k, v in self._passes.items() if k >= number - 1}
-            self._passes[number] = self._draw(epoch_state(self.seed, number))
+            self._passes[number] = self.draw(epoch_state(self.seed, number))
         return self._passes[number]
 
     def _pass_length(self, number: int) -> int:
@@ -497,7 +508,7 @@ class IDKLIdentitySampler(_ReferenceSampler):
 
 
 @register_sampler("vsd", cross_modality=True)
-class VSDIdentitySampler(_ReferenceSampler):
+class VSDIdentitySampler(PlannedSampler):
     """VSD's ``CamRandomIdentitySampler`` epoch: every identity once, in random order, k/2 visible + k/2 infrared.
 
     Batches of ``num_ids`` identities; the last incomplete batch is dropped
@@ -509,7 +520,7 @@ class VSDIdentitySampler(_ReferenceSampler):
     def __init__(self, samples: Sequence[Sample], num_ids: int = 16, num_per_modality: int = 4, seed: int = 0,
                  rank: int = 0, world_size: int = 1, with_seeds: bool = False):
         super().__init__(seed, rank, world_size, with_seeds)
-        self._identity_pools(samples, num_ids, num_per_modality, "the VSD sampler")
+        self.identity_pools(samples, num_ids, num_per_modality, "the VSD sampler")
 
     @property
     def batch_size(self) -> int:
@@ -518,7 +529,7 @@ class VSDIdentitySampler(_ReferenceSampler):
     def __len__(self) -> int:
         return vsd_epoch_length(len(self.pools), self.num_ids) // self.world_size
 
-    def _draw(self, rng: np.random.RandomState) -> list[list[int]]:
+    def draw(self, rng: np.random.RandomState) -> list[list[int]]:
         pids = list(self.pools)
         order = rng.permutation(len(pids))
         batches = []
@@ -538,7 +549,7 @@ def vsd_epoch_length(num_identities: int, ids_per_batch: int) -> int:
 
 
 @register_sampler("pk")
-class PKIdentitySampler(_ReferenceSampler):
+class PKIdentitySampler(PlannedSampler):
     """The single-modality P x K sampler of reid-strong-baseline (``RandomIdentitySampler``), which
     ReID-Survey's AGW and NFormer train with; one full pass per epoch.
 
@@ -576,7 +587,7 @@ class PKIdentitySampler(_ReferenceSampler):
     def batch_size(self) -> int:
         return self.num_ids * self.k
 
-    def _draw(self, rng: np.random.RandomState) -> list[list[int]]:
+    def draw(self, rng: np.random.RandomState) -> list[list[int]]:
         queues = {}
         for pid in self.pids:
             indices = self._arrays[pid]

@@ -75,18 +75,28 @@ def unregister_backbone(name: str) -> None:
     _ENTRIES[:] = [e for e in _ENTRIES if name not in e.names]
 
 
+def _discover() -> None:
+    """Import every module of the backbones package (a new file registers itself; nothing lists it)."""
+    from vireid.registry import import_submodules
+
+    import_submodules(__package__)
+
+
 def backbone_names() -> tuple[str, ...]:
     """Every listed name, in registration order."""
+    _discover()
     return tuple(n for entry in _ENTRIES for n in entry.names)
 
 
 def imagenet_defaults() -> dict[str, str]:
     """Weights key -> the weights ``model.pretrained: imagenet`` means, over every family."""
+    _discover()
     return {key: weights for entry in _ENTRIES for key, weights in entry.imagenet.items()}
 
 
 def find_backbone(name) -> BackboneEntry:
     """The family that builds ``name``, or a ValueError listing the registered names."""
+    _discover()
     for entry in _ENTRIES:
         if isinstance(name, str) and entry.matches(name):
             return entry
