@@ -32,7 +32,7 @@ from ..data.records import INFRARED, VISIBLE
 from .backbones import build_vit, load_pretrained
 from .backbones.vit import split_tokens
 from .backbones.weights import pretrained_path
-from .layers import BNNeck, classifier, exporting
+from .layers import BNNeck, check_modalities, classifier, exporting
 from .registry import MODELS
 from .reid_net import init_classifier
 
@@ -47,10 +47,7 @@ def remove_modality(feat: torch.Tensor, modality: torch.Tensor, removal: torch.T
     if feat.dim() != 2 or modality.shape != feat.shape[:1] or removal.shape != (2, feat.shape[1]):
         raise ValueError(f"modality removal needs feat (B, D), modality (B,) and removal (2, D), got "
                          f"{tuple(feat.shape)}, {tuple(modality.shape)} and {tuple(removal.shape)}")
-    known = (modality == VISIBLE) | (modality == INFRARED)
-    if not bool(known.all()):
-        raise ValueError(f"modality values must be {VISIBLE} (visible) or {INFRARED} (infrared), "
-                         f"got {sorted(set(modality.tolist()))}")
+    check_modalities(modality)
     return feat - removal[modality.long()]
 
 
@@ -107,9 +104,8 @@ class CMTR(nn.Module):
         if modality is None or modality.shape != images.shape[:1]:
             got = None if modality is None else tuple(modality.shape)
             raise ValueError(f"CMTR needs a per-sample modality tensor of shape ({images.shape[0]},), got {got}")
-        if not exporting() and not bool(((modality == VISIBLE) | (modality == INFRARED)).all()):
-            raise ValueError(f"modality values must be {VISIBLE} (visible) or {INFRARED} (infrared), "
-                             f"got {sorted(set(modality.tolist()))}")
+        if not exporting():
+            check_modalities(modality)
         patches = self.vit.patch_embed(images)
         tokens = self.vit.encode(patches, token_bias=self.modality_embed[modality.long()])
         pooled, fmap = split_tokens(tokens, tuple(patches.shape[2:]))

@@ -11,6 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vireid.data.records import INFRARED, VISIBLE
+
+
+def check_modalities(modality: torch.Tensor) -> None:
+    """Every value of a per-sample modality tensor is VISIBLE (0) or INFRARED (1), or a ValueError naming the others."""
+    if not bool(((modality == VISIBLE) | (modality == INFRARED)).all()):
+        raise ValueError(f"modality values must be {VISIBLE} (visible) or {INFRARED} (infrared), "
+                         f"got {sorted(set(modality.tolist()))}")
+
 
 def exporting() -> bool:
     """True while torch.jit.trace, torch.onnx.export or torch.export records the model (data-dependent checks,

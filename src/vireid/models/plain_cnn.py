@@ -22,7 +22,7 @@ from torch import nn
 
 from ..data.records import INFRARED, VISIBLE
 from .backbones.plain import PARTS, PlainTrunk
-from .layers import BNNeck, classifier
+from .layers import BNNeck, check_modalities, classifier
 from .registry import MODELS
 
 
@@ -64,10 +64,8 @@ class PlainCNN(nn.Module):
             got = None if modality is None else tuple(modality.shape)
             raise ValueError(f"a two-stem network needs a per-sample modality tensor of shape "
                              f"({images.shape[0]},), got {got}")
+        check_modalities(modality)
         vis, ir = modality == VISIBLE, modality == INFRARED
-        if not bool((vis | ir).all()):
-            raise ValueError(f"modality values must be {VISIBLE} (visible) or {INFRARED} (infrared), "
-                             f"got {sorted(set(modality.tolist()))}")
         if bool(vis.all()) or bool(ir.all()):
             return self.stems[0 if bool(vis.all()) else 1](images)
         out_vis, out_ir = self.stems[0](images[vis]), self.stems[1](images[ir])

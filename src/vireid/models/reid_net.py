@@ -30,7 +30,7 @@ from ..data.records import INFRARED, VISIBLE
 from .backbones import build_trunk, is_vit, load_pretrained
 from .backbones.vit import split_tokens
 from .backbones.weights import pretrained_path
-from .layers import BNNeck, GeM, classifier, exporting
+from .layers import BNNeck, GeM, check_modalities, classifier, exporting
 from .registry import MODELS
 from .trunk import AGW_NON_LOCAL
 
@@ -175,10 +175,7 @@ class Backbone(nn.Module):
             got = None if modality is None else tuple(modality.shape)
             raise ValueError(f"a two-stream backbone needs a per-sample modality tensor of shape "
                              f"({images.shape[0]},), got {got}")
-        known = (modality == VISIBLE) | (modality == INFRARED)
-        if not bool(known.all()):
-            raise ValueError(f"modality values must be {VISIBLE} (visible) or {INFRARED} (infrared), "
-                             f"got {sorted(set(modality.tolist()))}")
+        check_modalities(modality)
         parts, order = [], []
         for value, stem in zip((VISIBLE, INFRARED), self.stems):
             idx = (modality == value).nonzero(as_tuple=True)[0]
