@@ -34,7 +34,8 @@ def load_config(path: str | Path, overrides: Iterable[str] = (),
     if callable(defaults):
         defaults = defaults(cfg)
     if defaults:
-        cfg = merge(defaults, cfg)
+        merged = merge(defaults, cfg)
+        cfg = {key: merged[key] for key in [*cfg, *merged]}  # the file's keys first, in its order (method: ...)
     for item in overrides:
         apply_override(cfg, item)
     check_finite(cfg)
