@@ -110,12 +110,12 @@ def _prepare(config, overrides, device: str):
     """Resolved config, data settings, TrainSettings, distributed info and seed; seeds every RNG."""
     cfg_path = resolve_config_path(str(config))
     cfg = load_config(cfg_path, overrides, defaults=run_defaults)
-    check_method(cfg)  # fail on a misspelt method before any data is read
+    check_method(cfg).parse_settings(cfg)  # fail on a misspelt method or a bad model/loss value before any data
     _require_weights(cfg)  # ... or a ResNet-50 run with no word on its ImageNet weights
     data = data_settings(cfg)
     _require_modalities(cfg, data.dataset)  # ... or a cross-modality method on a visible-only dataset
     tc = parse_section(TrainSettings, get(cfg, "train", str(cfg_path)), "train")
-    parse_section(EvalSettings, cfg.get("eval"), "eval")
+    parse_section(EvalSettings, cfg.get("eval"), "eval")  # ... or a bad eval value (read again where it is used)
     info = init_distributed(device)
     if tc.deterministic:
         torch.use_deterministic_algorithms(True)
