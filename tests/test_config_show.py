@@ -103,3 +103,12 @@ def test_a_networks_python_defaults_are_its_model_sections(method, network):
         given = keywords[field.name].default
         given = tuple(given) if isinstance(given, list) else given
         assert given == default, f"{network}.{field.name}: {given!r} in Python, {default!r} in model section"
+
+
+def test_a_bad_method_setting_fails_before_any_data_is_read(tmp_path):
+    import vireid
+
+    with pytest.raises(ValueError, match="loss.id must be a number >= 0, got -1"):
+        vireid.train("agw_sysu", tmp_path / "no-such-root", tmp_path / "run", ["loss.id=-1"], device="cpu",
+                     progress=False)
+    assert not (tmp_path / "run").exists()
