@@ -139,7 +139,7 @@ def run_demo(out: str | Path = "vireid-demo", data_root: str | Path | None = Non
     rows = []
     for job_name, job_config, run_dir, _ in jobs:
         state = load_checkpoint(run_dir / "checkpoint.pt")
-        results = [runs.evaluate_run(run_dir, data_root, p, device="cpu") for p in PROTOCOLS]
+        results = runs.evaluate_run_protocols(run_dir, data_root, PROTOCOLS, device="cpu")
         rows.append({"method": job_name, "config": job_config, "run": str(run_dir), "trained_s": state.get("trained_s"),
                      "steps": state.get("global_step"), "results": [r.to_dict() for r in results]})
         for r in results:
@@ -214,10 +214,10 @@ def _rank_list(run_dir: Path, data_root: Path, protocol: str, path: Path, querie
     data = runs.data_settings(cfg)
     split = get_protocol(protocol).build(data_root, 0)
     extract = image_extractor(recipe.embed, (data.height, data.width), "cpu", workers=0, model=recipe.model)
-    dist = cosine_distance(extract(split.query), extract(split.gallery))
     step = max(len(split.query) // queries, 1)
-    rows = list(range(0, len(split.query), step))[:queries]
-    save_image(rank_list_image(dist, split.query, split.gallery, rows, top_k=10, size=(128, 64)), path)
+    shown = split.query[::step][:queries]  # only the pictured queries are embedded
+    dist = cosine_distance(extract(shown), extract(split.gallery))
+    save_image(rank_list_image(dist, shown, split.gallery, list(range(len(shown))), top_k=10, size=(128, 64)), path)
 
 
 def _pm(result: dict, key: str) -> str:

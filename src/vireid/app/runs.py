@@ -30,7 +30,7 @@ from vireid.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_chec
 from vireid.engine.distributed import barrier, init_distributed
 from vireid.engine.run_lock import run_directory_lock
 from vireid.engine.trainer import Trainer
-from vireid.evaluation.evaluator import cosine_distance, evaluate_protocol
+from vireid.evaluation.evaluator import FeatureCache, cosine_distance, evaluate_protocol
 from vireid.evaluation.features import image_extractor
 from vireid.evaluation.metrics import evaluate as evaluate_metrics
 from vireid.evaluation.protocols import get_protocol
@@ -367,24 +367,39 @@ def evaluate_run(run_or_checkpoint: str | Path, data_root: str | Path, protocol:
     query + gallery features together (:mod:`vireid.evaluation.transductive`), labelled ``[transductive]``;
     a method without one is refused before any image is read.
     """
-    if protocol is not None:
-        get_protocol(protocol)  # an unknown name fails before any loading
+    return evaluate_run_protocols(run_or_checkpoint, data_root, [protocol], rerank=rerank, device=device,
+                                  trials=trials, batch_size=batch_size, transductive=transductive)[0]
+
+
+def evaluate_run_protocols(run_or_checkpoint: str | Path, data_root: str | Path, protocols, *,
+                           rerank: bool | None = None, device: str = "auto", trials=None, batch_size: int = 64,
+                           transductive: bool | None = None) -> list[ProtocolResult]:
+    """:func:`evaluate_run` under several protocols (None: the config's) with one model load and one feature
+    cache: an image two protocols share (SYSU's infrared queries in all- and indoor-search, RegDB's two
+    directions) is embedded once."""
+    protocols = list(protocols)
+    for name in protocols:
+        if name is not None:
+            get_protocol(name)  # an unknown name fails before any loading
     recipe, cfg = load_run(run_or_checkpoint)
     settings = parse_section(EvalSettings, cfg.get("eval"), "eval")  # what the run's config asks for
-    protocol = settings.protocol if protocol is None else protocol
-    if protocol is None:
+    protocols = [settings.protocol if name is None else name for name in protocols]
+    if None in protocols:
         raise ValueError("no --protocol given and the run's config has no eval.protocol")
     rerank = settings.rerank if rerank is None else bool(rerank)
     transductive = settings.transductive if transductive is None else bool(transductive)
-    protocol_obj = get_protocol(protocol)
     data = data_settings(cfg)
     check_inputs(cfg, data, data_root)
     device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     step = transductive_step(recipe, device) if transductive else None  # a method without one fails here
     recipe.model.to(device)
-    extract = image_extractor(recipe.embed, (data.height, data.width), device, batch_size=batch_size,
-                              workers=data.workers, model=recipe.model, **_decoding(data),
-                              **_extra_inputs(data, data_root))
-    result = evaluate_protocol(protocol_obj, data_root, extract, rerank=rerank, trials=trials, transductive=step)
-    result.tags = tuple(recipe.report_tags)  # e.g. spot_nopose says it used no keypoints
-    return result
+    extract = FeatureCache(image_extractor(recipe.embed, (data.height, data.width), device, batch_size=batch_size,
+                                           workers=data.workers, model=recipe.model, **_decoding(data),
+                                           **_extra_inputs(data, data_root)))
+    results = []
+    for name in protocols:
+        result = evaluate_protocol(get_protocol(name), data_root, extract, rerank=rerank, trials=trials,
+                                   transductive=step)
+        result.tags = tuple(recipe.report_tags)  # e.g. spot_nopose says it used no keypoints
+        results.append(result)
+    return results

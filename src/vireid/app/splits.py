@@ -84,7 +84,7 @@ def _load_finished(path: Path, cfg: dict) -> dict | None:
 def run_trial(config, data_root, out: Path, trial: int, overrides=(), *, device: str = "auto",
               progress: bool = True) -> dict:
     """Train (or resume) and evaluate one split; returns {"trial", "config", "results": {direction: result}}."""
-    from vireid.app.runs import evaluate_run, train
+    from vireid.app.runs import evaluate_run_protocols, train
 
     cfg = trial_config(config, overrides, trial)
     run = out / f"trial{trial}"
@@ -94,8 +94,8 @@ def run_trial(config, data_root, out: Path, trial: int, overrides=(), *, device:
         return done
     log.info("trial %d: training %s", trial, run)
     train(config, data_root, run, trial_overrides(overrides, trial), device=device, progress=progress)
-    results = {d: evaluate_run(run, data_root, f"regdb/trial{trial}/{d}", device=device).to_dict()
-               for d in DIRECTIONS}
+    both = evaluate_run_protocols(run, data_root, [f"regdb/trial{trial}/{d}" for d in DIRECTIONS], device=device)
+    results = {d: result.to_dict() for d, result in zip(DIRECTIONS, both)}
     done = {"trial": trial, "config": cfg, "results": results}
     write_text_atomic(run / RESULT_NAME, json.dumps(done, indent=2) + "\n")
     return done
