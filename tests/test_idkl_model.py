@@ -101,7 +101,7 @@ def test_eval_runs_only_the_shared_branch_and_returns_the_bn_neck_feature():
         feat = model(x)
         expected = model.bn_neck(gem(model.branch_sh(model.trunk(x))))
     assert not calls
-    assert torch.allclose(feat, expected)
+    assert torch.allclose(feat, expected, atol=1e-5)  # the CPU test path runs channels_last: other rounding
     perm = torch.randperm(8)
     with torch.no_grad():
         assert torch.allclose(model(x[perm]), feat[perm], atol=1e-5)  # no dependence on batch order

@@ -110,7 +110,11 @@ class IDKL(nn.Module):
     def extract(self, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
         """Test feature: BN-neck output of the shared branch (eval-mode BN), optionally
         averaged with the horizontally flipped image and L2-normalised. Works in
-        either memory format (``torch.channels_last`` for GPU bf16 inference)."""
+        either memory format (``torch.channels_last`` for GPU bf16 inference). On the CPU the images
+        are made channels_last, whatever the weights' format: oneDNN's NHWC convolutions are faster
+        there (benchmarks/README.md)."""
+        if images.device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
         feat = self.bn_neck(self.pool(self.branch_sh(self.trunk(images))))
         if flip:
             feat = 0.5 * (feat + self.bn_neck(self.pool(self.branch_sh(self.trunk(images.flip(3))))))
