@@ -101,10 +101,56 @@ def test_eval_runs_only_the_shared_branch_and_returns_the_bn_neck_feature():
         feat = model(x)
         expected = model.bn_neck(gem(model.branch_sh(model.trunk(x))))
     assert not calls
-    assert torch.allclose(feat, expected, atol=1e-5)  # the CPU test path runs channels_last: other rounding
+    assert torch.allclose(feat, expected, atol=1e-5)  # the CPU test path folds BN: other rounding
     perm = torch.randperm(8)
     with torch.no_grad():
         assert torch.allclose(model(x[perm]), feat[perm], atol=1e-5)  # no dependence on batch order
+
+
+def _trained_eval_model(**kw):
+    model = tiny(**kw)
+    x, _, m = batch()
+    model(x, m)  # BN statistics away from their init values
+    return model.eval()
+
+
+@pytest.mark.parametrize("mode, atol", [("exact", 1e-5), ("fold", 1e-4)])
+def test_cpu_eval_paths_give_the_eager_feature(mode, atol):
+    x = batch(seed=1)[0]
+    model = _trained_eval_model(cpu_eval=mode)
+    with torch.no_grad():
+        fast = model(x)
+        model.cpu_eval = "eager"
+        eager = model(x)
+    assert model._cpu_test_path is not None  # the fast path really ran
+    assert torch.allclose(fast, eager, atol=atol, rtol=atol), (fast - eager).abs().max()
+
+
+def test_cpu_eval_path_follows_weight_changes_and_stays_off_with_autograd():
+    x = batch(seed=1)[0]
+    model = _trained_eval_model(cpu_eval="exact")
+    with torch.no_grad():
+        before = model(x)
+        next(model.trunk.parameters()).mul_(0.5)  # an in-place update, as the optimiser makes
+        after = model(x)
+        model.cpu_eval = "eager"
+        expected = model(x)
+    assert not torch.allclose(before, after, atol=1e-3)
+    assert torch.allclose(after, expected, atol=1e-5)
+    model.cpu_eval, model._cpu_test_path = "exact", None
+    feat = model(x)  # autograd on: the eager modules, so gradients reach the weights
+    assert model._cpu_test_path is None and feat.requires_grad
+    seen = []
+    handle = model.branch_sh.register_forward_hook(lambda *a: seen.append(1))
+    with torch.no_grad():
+        model(x)  # a hook on the branch (the non-finite layer search): the eager modules, so it fires
+    handle.remove()
+    assert seen and model._cpu_test_path is None
+
+
+def test_cpu_eval_is_checked():
+    with pytest.raises(ValueError, match="cpu_eval='fast'"):
+        tiny(cpu_eval="fast")
 
 
 def test_flip_averaging_and_normalisation():
