@@ -185,8 +185,12 @@ def worker(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = resolve_config("idkl_sysu", preset_overrides(args))
+    cfg = resolve_config("idkl_sysu", preset_overrides(args) + list(args.override or ()))
     recipe = build_recipe(cfg, args.classes)
+    torch.manual_seed(0)
+    # inference on its own copy, never trained: an evaluation sees fixed weights (IDKL's CPU test path is
+    # rebuilt after every weight change, which the training steps here would otherwise cause)
+    infer_recipe = build_recipe(cfg, args.classes)
     train_cfg = TrainConfig.from_dict(cfg["train"])
     trainer = Trainer(recipe, [], train_cfg, tempfile.mkdtemp(prefix="bench-idkl-"), progress=False)
     batch = loader_batch(args.train_batch, args.k, args.height, args.width)
@@ -195,15 +199,15 @@ def worker(args) -> None:
     modality = torch.zeros(args.infer_batch, dtype=torch.long)
     reference = None
     if args.reference_path:  # its own contiguous copy: the released code has no channels_last
-        reference = copy.deepcopy(recipe.model).to(memory_format=torch.contiguous_format).eval()
+        reference = copy.deepcopy(infer_recipe.model).to(memory_format=torch.contiguous_format).eval()
 
     def train():
         recipe.model.train()
         trainer.train_step(batch)
 
     def infer():
-        recipe.model.eval()
-        recipe.embed(images, modality)
+        infer_recipe.model.eval()
+        infer_recipe.embed(images, modality)
 
     def infer_ref():
         with torch.no_grad():
@@ -231,12 +235,14 @@ def worker(args) -> None:
 class Worker:
     """A worker process on one tree's src/ (the harness is this file for every tree)."""
 
-    def __init__(self, label: str, src: Path, args, reference_path: bool):
+    def __init__(self, label: str, src: Path, args, reference_path: bool, overrides=()):
         cmd = [sys.executable, __file__, "--worker", "--threads", str(args.threads), "--height", str(args.height),
                "--width", str(args.width), "--train-batch", str(args.train_batch), "--k", str(args.k),
                "--infer-batch", str(args.infer_batch), "--classes", str(args.classes), "--depth", str(args.depth)]
         if reference_path:
             cmd.append("--reference-path")
+        for item in overrides:
+            cmd += ["--override", item]
         env = dict(os.environ, PYTHONPATH=str(src))
         self.label = label
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -295,11 +301,14 @@ def compare(args) -> dict:
     dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"],
                                 capture_output=True, text=True).stdout.strip())
     trees.append((WORKTREE, f"{head}{'+uncommitted' if dirty else ''}", root / "src"))
+    variants = [(f"{WORKTREE}[{item}]", trees[-1][1], root / "src", item) for item in args.worktree_variant or ()]
     load_before = os.getloadavg()
     workers = []
     try:
         for i, (label, _, src) in enumerate(trees):
             workers.append(Worker(label, src, args, reference_path=i == 0))
+        for label, _, src, item in variants:
+            workers.append(Worker(label, src, args, reference_path=False, overrides=[item]))
         for w in workers:  # warm-up: allocator, oneDNN primitive caches
             w.run("train", args.warmup)
             w.run("infer", 1)
@@ -339,7 +348,8 @@ def compare(args) -> dict:
                   "infer_batch": args.infer_batch, "classes": args.classes, "depth": args.depth,
                   "rounds": args.rounds, "steps_per_round": args.steps, "warmup_steps": args.warmup,
                   "preset": "idkl_sysu", "overrides": preset_overrides(args)},
-        "trees": {w.label: {"commit": commit, **w.info} for w, (_, commit, _) in zip(workers, trees)},
+        "trees": {w.label: {"commit": tree[1], **({"override": tree[3]} if len(tree) > 3 else {}), **w.info}
+                  for w, tree in zip(workers, trees + variants)},
         "train_step_s": {k: spread(v) for k, v in train.items()},
         "infer_img_per_s": {k: spread([args.infer_batch / t for t in v]) for k, v in infer.items()},
         "reference_test_path_img_per_s": spread([args.infer_batch / t for t in ref]),
@@ -356,11 +366,11 @@ def compare(args) -> dict:
 
 def print_table(res: dict) -> None:
     base = next(iter(res["trees"]))
-    print(f"\n{'tree':<12} {'commit':<14} {'step s (median [q1, q3])':<27} {'x vs ' + base:<10} "
+    print(f"\n{'tree':<36} {'commit':<14} {'step s (median [q1, q3])':<27} {'x vs ' + base:<10} "
           f"{'infer img/s':<22} {'x vs ' + base:<10} {'x vs ref path':<12}")
     for k, info in res["trees"].items():
         t, i = res["train_step_s"][k], res["infer_img_per_s"][k]
-        print(f"{k:<12} {info['commit'][:12]:<14} {t['median']:.3f} [{t['q1']:.3f}, {t['q3']:.3f}]{'':<7} "
+        print(f"{k:<36} {info['commit'][:12]:<14} {t['median']:.3f} [{t['q1']:.3f}, {t['q3']:.3f}]{'':<7} "
               f"{res['train_speedup_vs_' + base][k]['median']:<10.3f} "
               f"{i['median']:.2f} [{i['q1']:.2f}, {i['q3']:.2f}]{'':<5} "
               f"{res['infer_speedup_vs_' + base][k]['median']:<10.3f} "
@@ -390,6 +400,9 @@ def main(argv=None):
                          "the first one is the baseline of the ratios and runs the reference test path)")
     ap.add_argument("--rounds", type=int, default=7, help="--compare-ref: interleaved rounds")
     ap.add_argument("--steps", type=int, default=2, help="--compare-ref: training steps per tree and round")
+    ap.add_argument("--worktree-variant", action="append", metavar="KEY=VALUE",
+                    help="--compare-ref: also time the working tree with this preset override (may be repeated)")
+    ap.add_argument("--override", action="append", help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--reference-path", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
