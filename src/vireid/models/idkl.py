@@ -132,11 +132,12 @@ class IDKL(nn.Module):
         "eager", they come from a copy of trunk + shared branch passed through torch.fx's
         ``optimize_for_inference``: activations stay in oneDNN's blocked layout from the first convolution
         to the last instead of being reordered around every convolution, and with "fold" each BN is folded
-        into its convolution. Why: about 1.35x ("exact") and 1.6x ("fold") the eager rate at batch 32
-        (benchmarks/README.md). The copy is rebuilt whenever a weight or buffer was replaced or changed in
-        place (the optimiser, ``load_state_dict``, ``.to()``), so it never runs stale weights; an edit
-        through ``.data``, which bypasses version counters, is not seen. Forward hooks on the trunk or
-        branch (e.g. the non-finite layer search of :mod:`vireid.evaluation.finite`) get the eager modules.
+        into its convolution. Why: about 1.25x ("exact") and 1.5x ("fold") the eager rate at batch 32
+        (benchmarks/README.md). The copy (one more set of trunk + branch weights in memory) is rebuilt
+        whenever a weight or buffer was replaced or changed in place (the optimiser, ``load_state_dict``,
+        ``.to()``), so it never runs stale weights; an edit through ``.data``, which bypasses version
+        counters, is not seen. Forward hooks on the trunk or branch (e.g. the non-finite layer search of
+        :mod:`vireid.evaluation.finite`) get the eager modules.
         """
         weights = [*self.trunk.parameters(), *self.branch_sh.parameters()]
         if (self.cpu_eval == "eager" or self.training or torch.is_grad_enabled() or images.device.type != "cpu"
@@ -198,9 +199,10 @@ class IDKL(nn.Module):
 
 
 def _recording() -> bool:
-    """True while torch.jit.trace, torch.onnx.export or torch.export records the model (the exported graph must
-    be the eager one)."""
-    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
+    """True while torch.jit.trace, torch.onnx.export, torch.export or torch.compile records the model (the
+    recorded graph must be the eager one)."""
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+                or torch.compiler.is_compiling())
 
 
 def _hooked(*modules: nn.Module) -> bool:
