@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from conftest import REPO
 from vireid.config import load_config
@@ -10,6 +11,7 @@ from vireid.losses import IDKLLossSettings, idkl_total_loss
 from vireid.losses.idkl import PAPER
 from vireid.methods.idkl import build_idkl
 from vireid.models import MODELS
+from vireid.models.fused_eval import FusedResNetEval
 from vireid.models.idkl import IDKL
 from vireid.models.layers import gem
 
@@ -28,7 +30,7 @@ def batch(p=2, k=2, h=32, w=16, seed=0):
 
 def tiny(**kw):
     torch.manual_seed(0)
-    return IDKL(num_classes=3, depth=18, **kw)
+    return IDKL(num_classes=3, **{"depth": 18, **kw})
 
 
 def load(name, **model_overrides):
@@ -114,15 +116,16 @@ def _trained_eval_model(**kw):
     return model.eval()
 
 
-@pytest.mark.parametrize("mode, atol", [("exact", 1e-5), ("fold", 1e-4)])
-def test_cpu_eval_paths_give_the_eager_feature(mode, atol):
+@pytest.mark.parametrize("mode, depth, atol", [("exact", 18, 1e-5), ("fold", 18, 1e-4), ("fold", 50, 1e-4)])
+def test_cpu_eval_paths_give_the_eager_feature(mode, depth, atol):
     x = batch(seed=1)[0]
-    model = _trained_eval_model(cpu_eval=mode)
+    model = _trained_eval_model(cpu_eval=mode, depth=depth)
     with torch.no_grad():
         fast = model(x)
         model.cpu_eval = "eager"
         eager = model(x)
     assert model._cpu_test_path is not None  # the fast path really ran
+    assert isinstance(model._cpu_test_path[1], FusedResNetEval) == (mode == "fold")
     assert torch.allclose(fast, eager, atol=atol, rtol=atol), (fast - eager).abs().max()
 
 
@@ -146,6 +149,19 @@ def test_cpu_eval_path_follows_weight_changes_and_stays_off_with_autograd():
         model(x)  # a hook on the branch (the non-finite layer search): the eager modules, so it fires
     handle.remove()
     assert seen and model._cpu_test_path is None
+
+
+def test_fused_runner_matches_the_modules_and_leaves_its_input_alone():
+    model = _trained_eval_model(depth=50)
+    maps = model.trunk(batch(seed=2)[0]).detach()
+    given = maps.clone()
+    with torch.no_grad():
+        fused = FusedResNetEval(model.branch_sh)(maps)  # a slice without stem: its first block adds into a copy
+        eager = model.branch_sh(maps)
+    assert torch.equal(maps, given)
+    assert torch.allclose(fused, eager, atol=1e-4, rtol=1e-4), (fused - eager).abs().max()
+    with pytest.raises(TypeError, match="headless vireid ResNet"):
+        FusedResNetEval(nn.Linear(2, 2))
 
 
 def test_cpu_eval_is_checked():

@@ -24,6 +24,7 @@ from torch.fx.experimental.optimization import optimize_for_inference
 
 from .backbones import build_trunk, load_pretrained
 from .backbones.resnet import pretrained_path
+from .fused_eval import FusedResNetEval
 from .layers import BNNeck, GeM, InformationPurifier, ModalityHead, classifier, grad_reverse
 from .registry import MODELS
 
@@ -68,9 +69,9 @@ class IDKL(nn.Module):
         test_normalize: L2-normalise the test feature.
         backbone: "resnet" (``depth``) or an OSNet width ("osnet_x1_0", ..., "osnet_x0_25"): the trunk is
             stem + layer1 + layer2 (OSNet: conv1-conv3), each branch layer3 + layer4 (OSNet: conv4, conv5).
-        cpu_eval: how the test path runs on the CPU without autograd (see ``test_maps``): "fold" (oneDNN
-            layouts end to end, each BN folded into its convolution: fastest, features differ from "eager"
-            by rounding), "exact" (oneDNN layouts, BN kept: the same numbers as "eager") or "eager".
+        cpu_eval: how the test path runs on the CPU without autograd (see ``test_maps``): "fold" (each BN
+            folded into its convolution, ReLU and residual add fused into it: fastest, features differ from
+            "eager" by rounding), "exact" (oneDNN layouts, BN kept: the same numbers as "eager") or "eager".
     """
 
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
@@ -129,15 +130,16 @@ class IDKL(nn.Module):
         """Shared layer-4 maps of eval-mode images.
 
         On the CPU without autograd (and not while an exporter records the model), unless ``cpu_eval`` is
-        "eager", they come from a copy of trunk + shared branch passed through torch.fx's
-        ``optimize_for_inference``: activations stay in oneDNN's blocked layout from the first convolution
-        to the last instead of being reordered around every convolution, and with "fold" each BN is folded
-        into its convolution. Why: about 1.25x ("exact") and 1.5x ("fold") the eager rate at batch 32
-        (benchmarks/README.md). The copy (one more set of trunk + branch weights in memory) is rebuilt
-        whenever a weight or buffer was replaced or changed in place (the optimiser, ``load_state_dict``,
-        ``.to()``), so it never runs stale weights; an edit through ``.data``, which bypasses version
-        counters, is not seen. Forward hooks on the trunk or branch (e.g. the non-finite layer search of
-        :mod:`vireid.evaluation.finite`) get the eager modules.
+        "eager", they come from a runner built from trunk + shared branch: with "fold" on a ResNet,
+        :class:`~vireid.models.fused_eval.FusedResNetEval` (BN folded, ReLU and residual add fused into
+        oneDNN's convolutions); with "exact", or "fold" on another backbone, a copy passed through
+        torch.fx's ``optimize_for_inference`` (activations kept in oneDNN's blocked layout instead of being
+        reordered around every convolution; "fold" also folds BN). Why: about 1.25x ("exact") and 2x
+        ("fold") the eager rate at batch 32 (benchmarks/README.md). The runner (one more set of trunk +
+        branch weights in memory) is rebuilt whenever a weight or buffer was replaced or changed in place
+        (the optimiser, ``load_state_dict``, ``.to()``), so it never runs stale weights; an edit through
+        ``.data``, which bypasses version counters, is not seen. Forward hooks on the trunk or branch
+        (e.g. the non-finite layer search of :mod:`vireid.evaluation.finite`) get the eager modules.
         """
         weights = [*self.trunk.parameters(), *self.branch_sh.parameters()]
         if (self.cpu_eval == "eager" or self.training or torch.is_grad_enabled() or images.device.type != "cpu"
@@ -147,15 +149,26 @@ class IDKL(nn.Module):
         state = weights + [*self.trunk.buffers(), *self.branch_sh.buffers()]
         key = (self.cpu_eval, tuple((t.data_ptr(), t._version) for t in state))
         if self._cpu_test_path is None or self._cpu_test_path[0] != key:
-            path = nn.Sequential(self.trunk, self.branch_sh).eval()
             try:
-                self._cpu_test_path = (key, optimize_for_inference(path, {"conv_bn_fuse": self.cpu_eval == "fold"}))
+                self._cpu_test_path = (key, self._cpu_runner())
             except Exception as err:  # torch.fx's pass is experimental: a torch that breaks it still evaluates
                 warnings.warn(f"IDKL cpu_eval={self.cpu_eval!r}: torch.fx optimize_for_inference failed ({err!r}); "
                               "running the eager test path", RuntimeWarning, stacklevel=2)
                 self.cpu_eval = "eager"
                 return self.branch_sh(self.trunk(images))
         return self._cpu_test_path[1](images)
+
+    def _cpu_runner(self):
+        """The test-path runner ``cpu_eval`` asks for (see ``test_maps``)."""
+        if self.cpu_eval == "fold":
+            try:
+                runner = FusedResNetEval(self.trunk, self.branch_sh)
+                runner(torch.zeros(1, 3, 64, 32))  # this torch has oneDNN's fused convolution ops
+                return runner
+            except (TypeError, RuntimeError, AttributeError):  # another backbone, or a torch without the ops
+                pass
+        path = nn.Sequential(self.trunk, self.branch_sh).eval()
+        return optimize_for_inference(path, {"conv_bn_fuse": self.cpu_eval == "fold"})
 
     # -- training path ------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor, modality: torch.Tensor | None = None):
