@@ -164,6 +164,15 @@ def test_fused_runner_matches_the_modules_and_leaves_its_input_alone():
         FusedResNetEval(nn.Linear(2, 2))
 
 
+def test_cpu_eval_on_a_backbone_the_fast_paths_cannot_run_falls_back_to_eager():
+    model = _trained_eval_model(backbone="osnet_x0_25")
+    x = batch(seed=1)[0]
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="running the eager test path"):
+        feat = model(x)
+    with torch.no_grad():
+        assert model.cpu_eval == "eager" and torch.equal(model(x), feat)
+
+
 def test_cpu_eval_is_checked():
     with pytest.raises(ValueError, match="cpu_eval='fast'"):
         tiny(cpu_eval="fast")

@@ -150,7 +150,7 @@ class IDKL(nn.Module):
         key = (self.cpu_eval, tuple((t.data_ptr(), t._version) for t in state))
         if self._cpu_test_path is None or self._cpu_test_path[0] != key:
             try:
-                self._cpu_test_path = (key, self._cpu_runner())
+                self._cpu_test_path = (key, self._cpu_runner(images[:1]))
             except Exception as err:  # torch.fx's pass is experimental: a torch that breaks it still evaluates
                 warnings.warn(f"IDKL cpu_eval={self.cpu_eval!r}: torch.fx optimize_for_inference failed ({err!r}); "
                               "running the eager test path", RuntimeWarning, stacklevel=2)
@@ -158,17 +158,20 @@ class IDKL(nn.Module):
                 return self.branch_sh(self.trunk(images))
         return self._cpu_test_path[1](images)
 
-    def _cpu_runner(self):
-        """The test-path runner ``cpu_eval`` asks for (see ``test_maps``)."""
+    def _cpu_runner(self, sample: torch.Tensor):
+        """The test-path runner ``cpu_eval`` asks for (see ``test_maps``), tried once on ``sample`` (one image):
+        a backbone or torch it does not support fails here, not in the middle of an evaluation."""
         if self.cpu_eval == "fold":
             try:
                 runner = FusedResNetEval(self.trunk, self.branch_sh)
-                runner(torch.zeros(1, 3, 64, 32))  # this torch has oneDNN's fused convolution ops
+                runner(sample)
                 return runner
             except (TypeError, RuntimeError, AttributeError):  # another backbone, or a torch without the ops
                 pass
         path = nn.Sequential(self.trunk, self.branch_sh).eval()
-        return optimize_for_inference(path, {"conv_bn_fuse": self.cpu_eval == "fold"})
+        runner = optimize_for_inference(path, {"conv_bn_fuse": self.cpu_eval == "fold"})
+        runner(sample)  # e.g. OSNet's broadcast gates are not supported in oneDNN layouts: caught by the caller
+        return runner
 
     # -- training path ------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor, modality: torch.Tensor | None = None):
