@@ -164,8 +164,20 @@ def test_fused_runner_matches_the_modules_and_leaves_its_input_alone():
         FusedResNetEval(nn.Linear(2, 2))
 
 
-def test_cpu_eval_on_a_backbone_the_fast_paths_cannot_run_falls_back_to_eager():
+def test_cpu_eval_runs_osnet_eagerly():
     model = _trained_eval_model(backbone="osnet_x0_25")
+    with torch.no_grad():
+        model(batch(seed=1)[0])
+    assert model._cpu_test_path is None
+
+
+def test_cpu_eval_falls_back_to_eager_with_a_warning_when_no_runner_works(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("not in this torch")
+
+    monkeypatch.setattr("vireid.models.idkl.FusedResNetEval", broken)
+    monkeypatch.setattr("vireid.models.idkl.optimize_for_inference", broken)
+    model = _trained_eval_model()
     x = batch(seed=1)[0]
     with torch.no_grad(), pytest.warns(RuntimeWarning, match="running the eager test path"):
         feat = model(x)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.fx.experimental.optimization import optimize_for_inference
 
 from .backbones import build_trunk, load_pretrained
-from .backbones.resnet import pretrained_path
+from .backbones.resnet import ResNet, pretrained_path
 from .fused_eval import FusedResNetEval
 from .layers import BNNeck, GeM, InformationPurifier, ModalityHead, classifier, grad_reverse
 from .registry import MODELS
@@ -129,10 +129,11 @@ class IDKL(nn.Module):
     def test_maps(self, images: torch.Tensor) -> torch.Tensor:
         """Shared layer-4 maps of eval-mode images.
 
-        On the CPU without autograd (and not while an exporter records the model), unless ``cpu_eval`` is
-        "eager", they come from a runner built from trunk + shared branch: with "fold" on a ResNet,
+        On the CPU without autograd (and not while an exporter records the model), with a ResNet backbone
+        (OSNet's broadcast gates do not run in oneDNN layouts) and unless ``cpu_eval`` is "eager", they
+        come from a runner built from trunk + shared branch: with "fold",
         :class:`~vireid.models.fused_eval.FusedResNetEval` (BN folded, ReLU and residual add fused into
-        oneDNN's convolutions); with "exact", or "fold" on another backbone, a copy passed through
+        oneDNN's convolutions); with "exact" (or "fold" on a torch without those ops), a copy passed through
         torch.fx's ``optimize_for_inference`` (activations kept in oneDNN's blocked layout instead of being
         reordered around every convolution; "fold" also folds BN). Why: about 1.25x ("exact") and 2x
         ("fold") the eager rate at batch 32 (benchmarks/README.md). The runner (one more set of trunk +
@@ -142,7 +143,8 @@ class IDKL(nn.Module):
         (e.g. the non-finite layer search of :mod:`vireid.evaluation.finite`) get the eager modules.
         """
         weights = [*self.trunk.parameters(), *self.branch_sh.parameters()]
-        if (self.cpu_eval == "eager" or self.training or torch.is_grad_enabled() or images.device.type != "cpu"
+        if (self.cpu_eval == "eager" or not isinstance(self.trunk, ResNet) or self.training
+                or torch.is_grad_enabled() or images.device.type != "cpu"
                 or images.dtype != torch.float32 or any(w.dtype != torch.float32 for w in weights) or _recording()
                 or _hooked(self.trunk, self.branch_sh)):
             return self.branch_sh(self.trunk(images))
@@ -152,7 +154,7 @@ class IDKL(nn.Module):
             try:
                 self._cpu_test_path = (key, self._cpu_runner(images[:1]))
             except Exception as err:  # torch.fx's pass is experimental: a torch that breaks it still evaluates
-                warnings.warn(f"IDKL cpu_eval={self.cpu_eval!r}: torch.fx optimize_for_inference failed ({err!r}); "
+                warnings.warn(f"IDKL cpu_eval={self.cpu_eval!r}: no CPU test-path runner works here ({err!r}); "
                               "running the eager test path", RuntimeWarning, stacklevel=2)
                 self.cpu_eval = "eager"
                 return self.branch_sh(self.trunk(images))
@@ -170,7 +172,7 @@ class IDKL(nn.Module):
                 pass
         path = nn.Sequential(self.trunk, self.branch_sh).eval()
         runner = optimize_for_inference(path, {"conv_bn_fuse": self.cpu_eval == "fold"})
-        runner(sample)  # e.g. OSNet's broadcast gates are not supported in oneDNN layouts: caught by the caller
+        runner(sample)
         return runner
 
     # -- training path ------------------------------------------------------------------------------
