@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -338,6 +339,7 @@ def compare(args) -> dict:
     finally:
         for w in workers:
             w.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     base = workers[0].label
     result = {
         "command": "PYTHONPATH=src python3 benchmarks/bench_idkl.py " + " ".join(sys.argv[1:]),
