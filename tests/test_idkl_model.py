@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from conftest import REPO
 from vireid.config import load_config
@@ -10,6 +11,7 @@ from vireid.losses import IDKLLossSettings, idkl_total_loss
 from vireid.losses.idkl import PAPER
 from vireid.methods.idkl import build_idkl
 from vireid.models import MODELS
+from vireid.models.fused_eval import FusedResNetEval
 from vireid.models.idkl import IDKL
 from vireid.models.layers import gem
 from vireid.schema import parse_section
@@ -29,7 +31,7 @@ def batch(p=2, k=2, h=32, w=16, seed=0):
 
 def tiny(**kw):
     torch.manual_seed(0)
-    return IDKL(num_classes=3, depth=18, **kw)
+    return IDKL(num_classes=3, **{"depth": 18, **kw})
 
 
 def load(name, **model_overrides):
@@ -102,10 +104,91 @@ def test_eval_runs_only_the_shared_branch_and_returns_the_bn_neck_feature():
         feat = model(x)
         expected = model.bn_neck(gem(model.branch_sh(model.trunk(x))))
     assert not calls
-    assert torch.allclose(feat, expected)
+    assert torch.allclose(feat, expected, atol=1e-5)  # the CPU test path folds BN: other rounding
     perm = torch.randperm(8)
     with torch.no_grad():
         assert torch.allclose(model(x[perm]), feat[perm], atol=1e-5)  # no dependence on batch order
+
+
+def _trained_eval_model(**kw):
+    model = tiny(**kw)
+    x, _, m = batch()
+    model(x, m)  # BN statistics away from their init values
+    return model.eval()
+
+
+@pytest.mark.parametrize("mode, depth, atol", [("exact", 18, 1e-5), ("fold", 18, 1e-4), ("fold", 50, 1e-4)])
+def test_cpu_eval_paths_give_the_eager_feature(mode, depth, atol):
+    x = batch(seed=1)[0]
+    model = _trained_eval_model(cpu_eval=mode, depth=depth)
+    with torch.no_grad():
+        fast = model(x)
+        model.cpu_eval = "eager"
+        eager = model(x)
+    assert model._cpu_test_path is not None  # the fast path really ran
+    assert isinstance(model._cpu_test_path[1], FusedResNetEval) == (mode == "fold")
+    assert torch.allclose(fast, eager, atol=atol, rtol=atol), (fast - eager).abs().max()
+
+
+def test_cpu_eval_path_follows_weight_changes_and_stays_off_with_autograd():
+    x = batch(seed=1)[0]
+    model = _trained_eval_model(cpu_eval="exact")
+    with torch.no_grad():
+        before = model(x)
+        next(model.trunk.parameters()).mul_(0.5)  # an in-place update, as the optimiser makes
+        after = model(x)
+        model.cpu_eval = "eager"
+        expected = model(x)
+    assert not torch.allclose(before, after, atol=1e-3)
+    assert torch.allclose(after, expected, atol=1e-5)
+    model.cpu_eval, model._cpu_test_path = "exact", None
+    feat = model(x)  # autograd on: the eager modules, so gradients reach the weights
+    assert model._cpu_test_path is None and feat.requires_grad
+    seen = []
+    handle = model.branch_sh.register_forward_hook(lambda *a: seen.append(1))
+    with torch.no_grad():
+        model(x)  # a hook on the branch (the non-finite layer search): the eager modules, so it fires
+    handle.remove()
+    assert seen and model._cpu_test_path is None
+
+
+def test_fused_runner_matches_the_modules_and_leaves_its_input_alone():
+    model = _trained_eval_model(depth=50)
+    maps = model.trunk(batch(seed=2)[0]).detach()
+    given = maps.clone()
+    with torch.no_grad():
+        fused = FusedResNetEval(model.branch_sh)(maps)  # a slice without stem: its first block adds into a copy
+        eager = model.branch_sh(maps)
+    assert torch.equal(maps, given)
+    assert torch.allclose(fused, eager, atol=1e-4, rtol=1e-4), (fused - eager).abs().max()
+    with pytest.raises(TypeError, match="headless vireid ResNet"):
+        FusedResNetEval(nn.Linear(2, 2))
+
+
+def test_cpu_eval_runs_osnet_eagerly():
+    model = _trained_eval_model(backbone="osnet_x0_25")
+    with torch.no_grad():
+        model(batch(seed=1)[0])
+    assert model._cpu_test_path is None
+
+
+def test_cpu_eval_falls_back_to_eager_with_a_warning_when_no_runner_works(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("not in this torch")
+
+    monkeypatch.setattr("vireid.models.idkl.FusedResNetEval", broken)
+    monkeypatch.setattr("vireid.models.idkl.optimize_for_inference", broken)
+    model = _trained_eval_model()
+    x = batch(seed=1)[0]
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="running the eager test path"):
+        feat = model(x)
+    with torch.no_grad():
+        assert model.cpu_eval == "eager" and torch.equal(model(x), feat)
+
+
+def test_cpu_eval_is_checked():
+    with pytest.raises(ValueError, match="cpu_eval='fast'"):
+        tiny(cpu_eval="fast")
 
 
 def test_flip_averaging_and_normalisation():

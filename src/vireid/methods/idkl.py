@@ -18,7 +18,7 @@ from vireid.losses.idkl import IDKLLossSettings, idkl_total_loss
 from vireid.methods import METHODS
 from vireid.methods.base import Method
 from vireid.methods.common import MetricLosses
-from vireid.models.idkl import IDKL
+from vireid.models.idkl import CPU_EVAL, IDKL
 from vireid.models.trunk import TrunkSettings
 from vireid.schema import parse_section, setting, to_dict
 
@@ -53,6 +53,9 @@ class ModelSettings(TrunkSettings):
     head_hidden: int = setting(100, low=1)
     head_dropout: float = setting(0.5, low=0, high=1)
     test_normalize: bool = setting(False)
+    cpu_eval: str = setting("fold", choices=CPU_EVAL, doc="the CPU test path: fold (BN folded, ReLU/add fused "
+                                                          "into oneDNN convolutions), exact (same numbers as "
+                                                          "eager) or eager")
 
 
 IDKL_LOSS_KEYS = tuple(f.name for f in fields(IDKLLossSettings))
