@@ -117,8 +117,14 @@ def _trained_eval_model(**kw):
     return model.eval()
 
 
-@pytest.mark.parametrize("mode, depth, atol", [("exact", 18, 1e-5), ("fold", 18, 1e-4), ("fold", 50, 1e-4)])
-def test_cpu_eval_paths_give_the_eager_feature(mode, depth, atol):
+def _close(fast: torch.Tensor, eager: torch.Tensor, relative: float) -> bool:
+    """Within ``relative`` of the feature's scale: the folded BN and oneDNN's kernels round differently from
+    eager on different CPUs (AVX-512, AVX2); a wrong fold or fused op is off by the scale itself."""
+    return bool((fast - eager).abs().max() <= relative * eager.abs().max())
+
+
+@pytest.mark.parametrize("mode, depth, rel", [("exact", 18, 1e-4), ("fold", 18, 1e-3), ("fold", 50, 1e-3)])
+def test_cpu_eval_paths_give_the_eager_feature(mode, depth, rel):
     x = batch(seed=1)[0]
     model = _trained_eval_model(cpu_eval=mode, depth=depth)
     with torch.no_grad():
@@ -127,7 +133,7 @@ def test_cpu_eval_paths_give_the_eager_feature(mode, depth, atol):
         eager = model(x)
     assert model._cpu_test_path is not None  # the fast path really ran
     assert isinstance(model._cpu_test_path[1], FusedResNetEval) == (mode == "fold")
-    assert torch.allclose(fast, eager, atol=atol, rtol=atol), (fast - eager).abs().max()
+    assert _close(fast, eager, rel), ((fast - eager).abs().max(), eager.abs().max())
 
 
 def test_cpu_eval_path_follows_weight_changes_and_stays_off_with_autograd():
@@ -160,7 +166,7 @@ def test_fused_runner_matches_the_modules_and_leaves_its_input_alone():
         fused = FusedResNetEval(model.branch_sh)(maps)  # a slice without stem: its first block adds into a copy
         eager = model.branch_sh(maps)
     assert torch.equal(maps, given)
-    assert torch.allclose(fused, eager, atol=1e-4, rtol=1e-4), (fused - eager).abs().max()
+    assert _close(fused, eager, 1e-3), ((fused - eager).abs().max(), eager.abs().max())
     with pytest.raises(TypeError, match="headless vireid ResNet"):
         FusedResNetEval(nn.Linear(2, 2))
 

@@ -22,8 +22,14 @@ class Scale(nn.Module):
 
 
 def overflowing():
-    """Finite through ``1``, then 1e20 * 1e20 * ... overflows float32 at ``2``."""
-    return nn.Sequential(nn.Linear(4, 4), Scale(1e20), Scale(1e20), nn.ReLU())
+    """Finite through ``1``, then 1e20 * 1e20 * ... overflows float32 at ``2``. The linear layer's weights are
+    fixed (all ones, no bias: every output of a ones input is 4), so no draw of the global RNG can keep an
+    output small enough to stay finite."""
+    linear = nn.Linear(4, 4)
+    with torch.no_grad():
+        linear.weight.fill_(1.0)
+        linear.bias.zero_()
+    return nn.Sequential(linear, Scale(1e20), Scale(1e20), nn.ReLU())
 
 
 def test_probe_names_the_first_module_whose_output_is_not_finite():
