@@ -12,6 +12,7 @@ from vireid.methods import build_recipe
 from vireid.models.backbones import build_trunk, load_pretrained
 from vireid.models.backbones.efficientnet import PART_BLOCKS
 from vireid.models.backbones.weights import pretrained_path
+from vireid.models.baseline import ReIDNet
 
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
 IMAGENET_MEAN, IMAGENET_STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
@@ -111,6 +112,40 @@ def test_a_training_step_from_imagenet(method):
     model.eval()
     with torch.no_grad():
         assert recipe.embed(images, modality).shape == (8, 1280)
+
+
+def test_frozen_blocks_get_no_update_and_keep_their_bn_statistics():
+    """model.frozen_blocks: 3 fixes both stems (stem conv + block 0) and blocks 1-2; block 3 on still learns."""
+    cfg = load_config(resolve_config_path("demo_imagenet"), ["model.frozen_blocks=3", "model.pretrained=null"],
+                      defaults=run_defaults())
+    torch.manual_seed(0)
+    recipe = build_recipe(cfg, 4)
+    model = recipe.model.train()
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad and n.startswith("backbone.")]
+    assert frozen and all(n.startswith(("backbone.stems.", "backbone.layers._blocks.1.", "backbone.layers._blocks.2."))
+                          for n in frozen)
+    assert sum(n.startswith("backbone.stems.") for n in frozen) == sum(
+        n.startswith("backbone.stems.") for n, _ in model.named_parameters())
+    stem_bn = model.backbone.stems[0]._bn0
+    assert not stem_bn.training and not getattr(model.backbone.layers._blocks, "2")._bn1.training  # eval even in train()
+    assert getattr(model.backbone.layers._blocks, "3")._bn1.training and model.bn_neck.training
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(8, 3, 64, 32, generator=g)
+    pids, modality = torch.arange(4).repeat(2), torch.tensor([0, 1]).repeat_interleave(4)
+    optim = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    recipe.training_step(model, (images, pids, torch.zeros(8), modality))["loss"].backward()
+    optim.step()
+    after = model.state_dict()
+    for key in ("backbone.stems.1._conv_stem.weight", "backbone.stems.0._bn0.running_mean",
+                "backbone.layers._blocks.2._depthwise_conv.weight", "backbone.layers._blocks.2._bn1.running_var"):
+        assert torch.equal(before[key], after[key]), key
+    for key in ("backbone.layers._blocks.3._depthwise_conv.weight", "backbone.layers._blocks.3._bn1.running_mean"):
+        assert not torch.equal(before[key], after[key]), key
+    with pytest.raises(ValueError, match="frozen_blocks must be an integer from 0 to 16"):
+        build_trunk("efficientnet_lite0").freeze(17)
+    with pytest.raises(ValueError, match="frozen_blocks=2 needs the efficientnet_lite0 backbone"):
+        ReIDNet(4, depth=18, non_local=(0, 0, 0, 0), frozen_blocks=2)
 
 
 def test_onnx_export_parity(tmp_path):

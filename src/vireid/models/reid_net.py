@@ -123,6 +123,8 @@ class Backbone(nn.Module):
             :func:`vireid.models.backbones.build_trunk`.
         patch_size, patch_stride: a ViT's patch convolution (TransReID's 16 / 12: overlapping patches);
             unused by CNNs.
+        frozen_blocks: EfficientNet-Lite0 only: keep the stem conv and its first N blocks fixed (no
+            gradients, BN on running statistics; see ``EfficientNetLite.freeze``); 0 trains everything.
 
     ``forward(images, modality)`` -> the layer4 map; ``modality`` (B,) holds
     VISIBLE (0) / INFRARED (1) per sample and is required when two_stream.
@@ -136,7 +138,7 @@ class Backbone(nn.Module):
 
     def __init__(self, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
                  two_stream: bool = True, non_local=(0, 0, 0, 0), non_local_width: str | int = "agw",
-                 backbone: str = "resnet", patch_size: int = 16, patch_stride: int = 12):
+                 backbone: str = "resnet", patch_size: int = 16, patch_stride: int = 12, frozen_blocks: int = 0):
         super().__init__()
         self.two_stream = bool(two_stream)
         self.is_vit = is_vit(backbone)
@@ -148,6 +150,12 @@ class Backbone(nn.Module):
         if weights:
             for part in (*self.stems, self.layers):
                 load_pretrained(part, weights)
+        if frozen_blocks:
+            if not hasattr(self.layers, "freeze"):
+                raise ValueError(f"frozen_blocks={frozen_blocks!r} needs the efficientnet_lite0 backbone, "
+                                 f"not {backbone!r}")
+            for part in (*self.stems, self.layers):
+                part.freeze(frozen_blocks)
         if self.is_vit and any(tuple(non_local or ())):
             raise ValueError(f"non_local={list(non_local)} asks for non-local blocks between the stages of the ViT "
                              f"backbone {backbone!r}, which has none (and whose self-attention is non-local "
@@ -258,6 +266,7 @@ class ReIDNet(nn.Module):
         test_normalize: L2-normalise the test feature (AGW does).
         bn_neck_std: BN-neck weight initialised N(1, std) (AGW's code: 0.01); 0 = all ones.
         patch_size, patch_stride: a ViT backbone's patch convolution (unused by CNNs).
+        frozen_blocks: see :class:`Backbone`.
 
     Train mode: ``forward(images, modality)`` -> {"map": layer4 map, "pooled": (B, D)
     for metric losses, "bn": BN-neck feature, "logits": (B, num_classes)}. Eval mode:
@@ -273,14 +282,15 @@ class ReIDNet(nn.Module):
                  two_stream: bool = True, non_local=AGW_NON_LOCAL, non_local_width: str | int = "agw",
                  pool: str = "gem", gem_p: float = 3.0, gem_learnable: bool = False, gem_form: str = "clamp",
                  classifier_std: float | None = 0.001, test_feature: str = "bn", test_normalize: bool = True,
-                 bn_neck_std: float = 0.0, backbone: str = "resnet", patch_size: int = 16, patch_stride: int = 12):
+                 bn_neck_std: float = 0.0, backbone: str = "resnet", patch_size: int = 16, patch_stride: int = 12,
+                 frozen_blocks: int = 0):
         super().__init__()
         if test_feature not in TEST_FEATURES:
             raise ValueError(f"test_feature must be one of {TEST_FEATURES}, got {test_feature!r}")
         if pool == "cls" and not is_vit(backbone):
             raise ValueError(f"pool 'cls' is a ViT's class token; the {backbone!r} backbone has none (use gem or avg)")
         self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone,
-                                 patch_size, patch_stride)
+                                 patch_size, patch_stride, frozen_blocks)
         self.feature_dim = dim = self.backbone.out_channels
         self.pool = None if pool == "cls" else make_pool(pool, gem_p, gem_learnable, gem_form)
         self.bn_neck = BNNeck(dim)

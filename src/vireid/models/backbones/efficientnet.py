@@ -135,6 +135,7 @@ class EfficientNetLite(nn.Module):
         # each part as a Sequential of the modules above (not registered again: a plain dict), so that
         # stage(part) iterates blocks like a ResNet layer (AGW puts non-local blocks after the last ones)
         self._stages = {p: nn.Sequential(*self._part_modules(p)) for p in self.parts}
+        self._frozen: list[nn.Module] = []
         self._init_weights()
 
     def _part_modules(self, part: str) -> list[nn.Module]:
@@ -149,6 +150,34 @@ class EfficientNetLite(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
+
+    def freeze(self, blocks: int) -> None:
+        """Fix the stem conv and blocks ``0 .. blocks-1`` (those this slice builds): no gradients, BN in eval mode.
+
+        Why: fine-tuned from ImageNet on a CPU budget, the low-level filters are
+        worth keeping as they are, and a frozen block costs no backward pass and
+        stores no activations, so every step is cheaper. Their BN layers keep
+        the ImageNet running statistics (eval mode even while training).
+        ``blocks`` 0 freezes nothing; 16 freezes every block (the head conv stays).
+        """
+        if not isinstance(blocks, int) or isinstance(blocks, bool) or not 0 <= blocks <= len(block_specs()):
+            raise ValueError(f"frozen_blocks must be an integer from 0 to {len(block_specs())} (the stem conv and "
+                             f"the first N of EfficientNet-Lite0's MBConv blocks), got {blocks!r}")
+        modules = []
+        if blocks and "stem" in self.parts:
+            modules += [self._conv_stem, self._bn0]
+        modules += [getattr(self._blocks, str(i)) for i in range(blocks) if hasattr(self._blocks, str(i))]
+        for module in modules:
+            module.requires_grad_(False)
+        self._frozen = modules
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        """``nn.Module.train``, except that frozen parts (see :meth:`freeze`) stay in eval mode."""
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
 
     def stage(self, part: str) -> nn.Module:
         """``part`` as a Sequential (stem: conv, BN, ReLU6, block 0; layer4: its blocks, head conv, BN, ReLU6)."""
