@@ -19,6 +19,11 @@ from vireid.methods import check_method
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "presets_resolved_300259c.json").read_text())
 
+# Presets changed on purpose since the snapshot (each with the issue that changed it); nothing else may differ.
+CHANGED_SINCE = {
+    "demo_imagenet": {"model": {"frozen_blocks": 11}, "train": {"lr": 4.0e-3}},  # issue 24, ImageNet round 2
+}
+
 
 def _leaves(node: dict, prefix: str = ""):
     for key, value in node.items():
@@ -31,7 +36,7 @@ def _leaves(node: dict, prefix: str = ""):
 @pytest.mark.parametrize("name", sorted(BEFORE))
 def test_preset_resolves_as_before_with_its_defaults_added(name):
     now = resolve_config(name)
-    assert now == merge(run_defaults(now), BEFORE[name])
+    assert now == merge(merge(run_defaults(now), BEFORE[name]), CHANGED_SINCE.get(name, {}))
 
 
 def test_every_shipped_preset_is_in_the_snapshot():

@@ -12,7 +12,7 @@ from vireid.methods import build_recipe
 from vireid.models.backbones import build_trunk, load_pretrained
 from vireid.models.backbones.efficientnet import PART_BLOCKS
 from vireid.models.backbones.weights import pretrained_path
-from vireid.models.baseline import ReIDNet
+from vireid.models.reid_net import ReIDNet
 
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4")
 IMAGENET_MEAN, IMAGENET_STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
