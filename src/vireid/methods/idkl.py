@@ -121,9 +121,15 @@ def build_idkl(cfg: dict, num_classes: int | None = None) -> tuple[IDKL, IDKLLos
         raise ValueError("an IDKL config needs a 'model' section (and usually a 'loss' section)")
     model_cfg = dict(cfg["model"])
     num_classes = model_cfg.pop("num_classes", num_classes)
-    model = parse_section(ModelSettings, model_cfg, "model")
-    loss = parse_section(LossSettings, cfg.get("loss"), "loss")
-    settings = apply_terms(loss.idkl(model.confuser), parse_section(TermsSettings, cfg.get("terms"), "terms"))
+    return build_from_settings(parse_section(ModelSettings, model_cfg, "model"),
+                               parse_section(LossSettings, cfg.get("loss"), "loss"),
+                               parse_section(TermsSettings, cfg.get("terms"), "terms"), num_classes)
+
+
+def build_from_settings(model: ModelSettings, loss: LossSettings, terms: TermsSettings,
+                        num_classes: int) -> tuple[IDKL, IDKLLossSettings]:
+    """:func:`build_idkl` from parsed sections (what the recipe already holds)."""
+    settings = apply_terms(loss.idkl(model.confuser), terms)
     if (model.confuser == "grl") != (settings.confuser_targets == "modality"):
         raise ValueError(f"model.confuser={model.confuser!r} does not fit "
                          f"loss.confuser_targets={settings.confuser_targets!r} (grl <-> modality, pseudo <-> pseudo)")
@@ -151,7 +157,9 @@ class IDKLRecipe(Method):
         super().__init__(cfg, num_classes)
         self.progress = 1.0
         self.extra = self.settings.loss.extra()
-        self.model, self.loss_settings = build_idkl(cfg, num_classes)
+        sections = self.settings
+        self.model, self.loss_settings = build_from_settings(sections.model, sections.loss, sections.terms,
+                                                             num_classes)
 
     def param_groups(self):
         return [{"params": self.model.parameters()}]

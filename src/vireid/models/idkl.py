@@ -26,7 +26,7 @@ from .backbones import build_trunk, load_pretrained
 from .backbones.resnet import ResNet
 from .backbones.weights import pretrained_path
 from .fused_eval import FusedResNetEval
-from .layers import BNNeck, GeM, InformationPurifier, ModalityHead, classifier, grad_reverse
+from .layers import BNNeck, GeM, InformationPurifier, ModalityHead, classifier, exporting, grad_reverse
 from .registry import MODELS
 
 TRUNK = ("stem", "layer1", "layer2")
@@ -218,10 +218,9 @@ class IDKL(nn.Module):
 
 
 def _recording() -> bool:
-    """True while torch.jit.trace, torch.onnx.export, torch.export or torch.compile records the model (the
+    """True while an exporter (:func:`~vireid.models.layers.exporting`) or torch.compile records the model (the
     recorded graph must be the eager one)."""
-    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
-                or torch.compiler.is_compiling())
+    return exporting() or torch.compiler.is_compiling()
 
 
 def _hooked(*modules: nn.Module) -> bool:
