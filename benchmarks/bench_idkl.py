@@ -171,6 +171,73 @@ def reference_test_path(model, images: torch.Tensor) -> torch.Tensor:
     return model.bn_neck(model.pool(x_sh))
 
 
+def training_setup(args):
+    """What `vireid train idkl_sysu` builds, from the importable vireid: (config, recipe, trainer, one batch).
+
+    Works on trees from before and after the train section became ``schema.TrainSettings`` (it was
+    ``engine.trainer.TrainConfig``), so ``--compare-ref`` can time older commits."""
+    from vireid.app.runs import resolve_config
+    from vireid.engine import trainer as trainer_module
+    from vireid.methods import build_recipe
+
+    torch.manual_seed(0)
+    cfg = resolve_config("idkl_sysu", preset_overrides(args) + list(args.override or ()))
+    recipe = build_recipe(cfg, args.classes)
+    if hasattr(trainer_module, "TrainConfig"):
+        train_cfg = trainer_module.TrainConfig.from_dict(cfg["train"])
+    else:
+        from vireid.schema import TrainSettings, parse_section
+
+        train_cfg = parse_section(TrainSettings, cfg["train"], "train")
+    trainer = trainer_module.Trainer(recipe, [], train_cfg, tempfile.mkdtemp(prefix="bench-idkl-"), progress=False)
+    return cfg, recipe, trainer, loader_batch(args.train_batch, args.k, args.height, args.width)
+
+
+def roofline(args) -> dict:
+    """How far the training step is from this machine's arithmetic limit (working tree, in process).
+
+    Counts the step's floating-point operations (torch.utils.flop_counter), times one profiled step by
+    operator, and measures the fp32 GEMM rate at the same thread count. Two bounds follow: if every
+    operator but the convolutions cost nothing (step / convolution time), and if the convolutions also
+    ran at the GEMM rate (step / (convolution FLOPs / GEMM rate)). A target above both cannot be met in
+    fp32 on this machine by scheduling, fusion or memory layout."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _, recipe, trainer, batch = training_setup(args)
+    recipe.model.train()
+    times = timed(lambda: trainer.train_step(batch), torch.device("cpu"), args.warmup, args.repeats)
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(batch)
+    flops = {str(k): int(v) for k, v in counter.get_flop_counts()["Global"].items()}
+    conv_flops = sum(v for k, v in flops.items() if "convolution" in k)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.train_step(batch)
+    by_op = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+    profiled = sum(by_op.values())
+    conv_s = sum(v for k, v in by_op.items() if k in ("aten::convolution_backward", "aten::mkldnn_convolution",
+                                                        "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward",
+                                                        "aten::thnn_conv2d"))
+    gemm = max(gemm_gflops(torch.device("cpu")) for _ in range(3))
+    step = statistics.median(times)
+    conv_share = conv_s / profiled
+    return {
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "step_s_median": round(step, 3), "step_times_s": [round(t, 3) for t in times],
+        "gflop_per_step": {k: round(v / 1e9, 2) for k, v in flops.items()},
+        "conv_share_of_profiled_step": round(conv_share, 3),
+        "conv_s_in_step": round(conv_share * step, 3),
+        "conv_gflop_per_s": round(conv_flops / 1e9 / (conv_share * step), 1),
+        "gemm_gflop_per_s": gemm,
+        "conv_rate_vs_gemm": round(conv_flops / 1e9 / (conv_share * step) / gemm, 3),
+        "bound_if_only_convolutions_remain": round(1 / conv_share, 3),
+        "bound_if_convolutions_ran_at_gemm_rate_and_nothing_else": round(step / (conv_flops / 1e9 / gemm), 3),
+        "top_ops_s": {k: round(v, 4) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:12]},
+    }
+
+
 def worker(args) -> None:
     """Serve timing requests on stdin ("train N", "infer N", "infer_ref N", "quit"); answer one JSON line each.
 
@@ -179,22 +246,16 @@ def worker(args) -> None:
     import copy
 
     import vireid
-    from vireid.app.runs import resolve_config
-    from vireid.engine.trainer import TrainConfig, Trainer
     from vireid.methods import build_recipe
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    cfg = resolve_config("idkl_sysu", preset_overrides(args) + list(args.override or ()))
-    recipe = build_recipe(cfg, args.classes)
+    cfg, recipe, trainer, batch = training_setup(args)
+    train_cfg = trainer.cfg
     torch.manual_seed(0)
     # inference on its own copy, never trained: an evaluation sees fixed weights (IDKL's CPU test path is
     # rebuilt after every weight change, which the training steps here would otherwise cause)
     infer_recipe = build_recipe(cfg, args.classes)
-    train_cfg = TrainConfig.from_dict(cfg["train"])
-    trainer = Trainer(recipe, [], train_cfg, tempfile.mkdtemp(prefix="bench-idkl-"), progress=False)
-    batch = loader_batch(args.train_batch, args.k, args.height, args.width)
     gen = torch.Generator().manual_seed(1)
     images = torch.randn(args.infer_batch, 3, args.height, args.width, generator=gen)
     modality = torch.zeros(args.infer_batch, dtype=torch.long)
@@ -382,7 +443,7 @@ def print_table(res: dict) -> None:
           f"[{r['q1']:.2f}, {r['q3']:.2f}]")
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
@@ -404,12 +465,27 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=2, help="--compare-ref: training steps per tree and round")
     ap.add_argument("--worktree-variant", action="append", metavar="KEY=VALUE",
                     help="--compare-ref: also time the working tree with this preset override (may be repeated)")
-    ap.add_argument("--override", action="append", help=argparse.SUPPRESS)
+    ap.add_argument("--roofline", action="store_true",
+                    help="count the training step's FLOPs, profile it by operator and compare with the GEMM rate "
+                         "(working tree, CPU)")
+    ap.add_argument("--override", action="append", metavar="KEY=VALUE",
+                    help="preset override for the built run (--roofline, and the workers of --compare-ref)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--reference-path", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.roofline:
+        res = roofline(args)
+        print(json.dumps(res, indent=1))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+        return
     if args.compare_ref:
         if args.device != "cpu" or args.variant != "idkl":
             raise SystemExit("--compare-ref times the idkl_sysu preset on the CPU (no --device/--variant)")
