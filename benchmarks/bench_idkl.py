@@ -224,7 +224,8 @@ def roofline(args) -> dict:
     step = statistics.median(times)
     conv_share = conv_s / profiled
     return {
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
         "step_s_median": round(step, 3), "step_times_s": [round(t, 3) for t in times],
         "gflop_per_step": {k: round(v / 1e9, 2) for k, v in flops.items()},
         "conv_share_of_profiled_step": round(conv_share, 3),
