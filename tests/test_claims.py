@@ -1,23 +1,16 @@
 """benchmarks/claims.py: a claim holds when A - B exceeds two standard errors of the seed means."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "claims.py"
+from benchmark_modules import load
 
 
 @pytest.fixture(scope="module")
 def claims():
-    spec = importlib.util.spec_from_file_location("claims", PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["claims"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load("claims")
 
 
 def row(name, rank1, std, n=3):
