@@ -1,25 +1,19 @@
 """benchmarks/bench_idkl.py: its worker builds what `vireid train idkl_sysu` builds from this tree, and the roofline
 adds up (a tiny IDKL, so it runs in seconds)."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_idkl.py"
+from benchmark_modules import load
+
 TINY = ["--depth", "18", "--height", "64", "--width", "32", "--classes", "7", "--warmup", "0", "--repeats", "1",
         "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_idkl", PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_idkl"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load("bench_idkl")
 
 
 def args_of(bench, extra=()):

@@ -1,6 +1,5 @@
 """benchmarks/gpu_suite.py: the --cpu-smoke dry run reports every stage with numbers; stages are guarded."""
 
-import importlib.util
 import json
 import math
 import os
@@ -11,15 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from benchmark_modules import load
+
 SUITE_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.py"
 
 
 @pytest.fixture(scope="module")
 def gpu_suite():
-    spec = importlib.util.spec_from_file_location("gpu_suite", SUITE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("gpu_suite")
 
 
 def _number(value) -> bool:

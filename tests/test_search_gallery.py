@@ -1,22 +1,15 @@
 """benchmarks/search_gallery.py: the gallery model recovers the geometry it is fitted to, and samples it."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "search_gallery.py"
+from benchmark_modules import load
 
 
 @pytest.fixture(scope="module")
 def sg():
-    spec = importlib.util.spec_from_file_location("search_gallery", PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["search_gallery"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load("search_gallery")
 
 
 def labelled(rng, ids=300, per_id=8, dim=48, between=6, within=3, within_std=0.2, cams=4):
