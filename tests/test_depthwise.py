@@ -66,6 +66,9 @@ def test_stock_path_where_the_tiles_are_not_wanted(monkeypatch):
     conv.register_forward_hook(lambda m, i, o: seen.append(m._tiled(i[0])))
     torch.jit.trace(conv, x, check_trace=False)  # an export records the plain convolution
     assert seen == [False]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not conv._tiled(x)
+    assert not conv._tiled(x.double())
     monkeypatch.setattr(depthwise, "_tiles_help", lambda: False)  # a CPU where they were not measured
     assert not conv._tiled(x)
 

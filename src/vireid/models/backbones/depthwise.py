@@ -18,11 +18,11 @@ on their overlap. The input gradient and the forward pass are the stock ones.
 The result equals the stock gradient up to fp32 summation order (exact in fp64,
 tested).
 
-Used only where it was measured to help: training on a CPU whose PyTorch kernels
-run at the AVX-512 level, grad enabled, the weight trained, kernel > 3, stride 1
-(with stride 2 the strided windows made the tiles 2x slower than the stock
-kernel at 144 channels, 32x16); never
-while exporting (tracing) or compiling (those see a plain conv2d).
+Used only where it was measured to help: training in fp32 (no autocast) on a CPU
+whose PyTorch kernels run at the AVX-512 level, grad enabled, the weight trained,
+kernel > 3, stride 1 (with stride 2 the strided windows made the tiles 2x slower
+than the stock kernel at 144 channels, 32x16); never while exporting (tracing)
+or compiling: those see a plain conv2d.
 """
 
 from __future__ import annotations
@@ -107,5 +107,6 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def _tiled(self, x: torch.Tensor) -> bool:
         return (self.kernel_size[0] > TILE and self.stride[0] == 1 and x.device.type == "cpu"
+                and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
                 and torch.is_grad_enabled() and self.weight.requires_grad and not exporting()
                 and not torch.compiler.is_compiling() and _tiles_help())
