@@ -37,6 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .depthwise import DepthwiseConv2d
 from .registry import register_backbone
 from .resnet import PARTS, check_slice
 
@@ -71,8 +72,7 @@ class MBConv(nn.Module):
         if expand != 1:
             self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
             self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS)
-        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride=stride, padding=kernel // 2, groups=mid,
-                                         bias=False)
+        self._depthwise_conv = DepthwiseConv2d(mid, kernel, stride)
         self._bn1 = nn.BatchNorm2d(mid, eps=BN_EPS)
         self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
         self._bn2 = nn.BatchNorm2d(cout, eps=BN_EPS)
