@@ -3,13 +3,14 @@
 Why: oneDNN (PyTorch's CPU convolutions) has a fast depthwise kernel for the
 weight gradient of 3x3 filters only; a 5x5 depthwise weight gradient runs a
 generic grouped-convolution kernel whose weights are blocked 16x16 per group
-(oneDNN's verbose log), so most of its arithmetic is on padding. EfficientNet-Lite0 has 5x5 depthwise convolutions in
-9 of its 16 blocks, so they take a large share of its backward pass on a CPU
-(measured on a 2-core AVX-512 Xeon, one thread, batch 32, 1152 channels at 8x4:
-17-32 ms for the 5x5 weight gradient depending on the machine's load, 1.5 ms
-for a 3x3 one, 12-13 ms for the four 3x3 tiles below; a fully trained
-EfficientNet step at 64x32 1.14x faster on a quiet machine, the demo's partly
-frozen one 1.04x; benchmarks/README.md, "EfficientNet on the CPU").
+(oneDNN's verbose log), so most of its arithmetic is on padding.
+EfficientNet-Lite0 has 5x5 depthwise convolutions in 9 of its 16 blocks, so
+they take a large share of its backward pass on a CPU (measured on a 2-core
+AVX-512 Xeon, one thread, batch 32, 1152 channels at 8x4: 17-32 ms for the 5x5
+weight gradient depending on the machine's load, 1.5 ms for a 3x3 one, 12-13 ms
+for the four 3x3 tiles below; a fully trained EfficientNet step at 64x32 1.14x
+faster on a quiet machine, the demo's partly frozen one 1.04x;
+benchmarks/README.md, "EfficientNet on the CPU").
 
 The identity used: for a KxK filter, dL/dW[c, i, j] = sum over (b, h, w) of
 dL/dY[b, c, h, w] * Xpad[b, c, s*h + i, s*w + j]. The 3x3 block of dW starting
