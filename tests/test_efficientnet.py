@@ -144,8 +144,47 @@ def test_frozen_blocks_get_no_update_and_keep_their_bn_statistics():
         assert not torch.equal(before[key], after[key]), key
     with pytest.raises(ValueError, match="frozen_blocks must be an integer from 0 to 16"):
         build_trunk("efficientnet_lite0").freeze(17)
-    with pytest.raises(ValueError, match="frozen_blocks=2 needs the efficientnet_lite0 backbone"):
+    with pytest.raises(ValueError, match=r"model.frozen_blocks=2 needs .*\(efficientnet_lite0\), not 'resnet'"):
         ReIDNet(4, depth=18, non_local=(0, 0, 0, 0), frozen_blocks=2)
+
+
+@pytest.mark.parametrize("preset, extra", [("idkl_sysu", []), ("msclnet_sysu", []), ("maum_sysu", []),
+                                           ("cmlsp_sysu", ["model.stripes=4"]), ("mbfvrd_sysu", []),
+                                           ("nformer_sysu", []), ("spot_nopose_sysu", ["model.parts=4"]),
+                                           ("caj_sysu", [])])
+def test_every_trunk_method_freezes_the_same_blocks(preset, extra):
+    """model.frozen_blocks is a trunk setting: in every method on the trunk, the stem conv and blocks 0..N-1 (in
+    every slice that holds them: IDKL's trunk and both branches) get no gradient and no update, the next block
+    learns, and asking it of a backbone that cannot freeze is refused by name."""
+    cfg = load_config(resolve_config_path(preset), ["model.backbone=efficientnet_lite0", "model.pretrained=null",
+                                                    "model.frozen_blocks=6", *extra], defaults=run_defaults)
+    torch.manual_seed(0)
+    recipe = build_recipe(cfg, 4)
+    model = recipe.model.train()
+    names = [n for n, _ in model.named_parameters()]
+    low = [n for n in names if ("_blocks." not in n and ("_conv_stem." in n or "._bn0." in n))
+           or any(f"_blocks.{i}." in n for i in range(6))]
+    learnt = [n for n in names if "_blocks.6." in n]
+    assert low and learnt
+    params = dict(model.named_parameters())
+    assert not any(params[n].requires_grad for n in low) and all(params[n].requires_grad for n in learnt)
+    if preset == "idkl_sysu":  # blocks 5 (frozen) and 6 (trained) sit in both branches
+        assert {n.split(".")[0] for n in learnt} == {"branch_sh", "branch_sp"}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(8, 3, 64, 32, generator=g)
+    pids, modality = torch.arange(4).repeat(2), torch.tensor([0, 1]).repeat_interleave(4)
+    optim = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    recipe.training_step(model, (images, pids, torch.zeros(8), modality))["loss"].backward()
+    optim.step()
+    after = model.state_dict()
+    buffers = [k for k in after if k.endswith("running_mean")]
+    assert all(torch.equal(before[k], after[k]) for k in low + [b for b in buffers if b.rsplit(".", 2)[0] + ".weight"
+                                                                  in low])
+    assert any(not torch.equal(before[k], after[k]) for k in learnt)
+    with pytest.raises(ValueError, match=r"model.frozen_blocks=6 needs .*\(efficientnet_lite0\), not 'resnet'"):
+        build_recipe(load_config(resolve_config_path(preset), ["model.depth=18", "model.frozen_blocks=6"],
+                                 defaults=run_defaults), 4)
 
 
 def test_onnx_export_parity(tmp_path):

@@ -54,8 +54,6 @@ class ModelSettings(TwoStreamSettings):
     bn_neck_std: float = setting(0.0, low=0)
     patch_size: int = setting(16, low=1, doc="ViT backbones only")
     patch_stride: int = setting(12, low=1, doc="ViT backbones only (< patch_size: overlapping patches)")
-    frozen_blocks: int = setting(0, low=0, doc="efficientnet_lite0 only: the stem conv and its first N blocks kept "
-                                               "at their ImageNet weights (no gradient, BN on running statistics)")
 
 
 @dataclass(frozen=True)

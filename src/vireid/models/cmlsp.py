@@ -95,13 +95,14 @@ class CMLSPNet(nn.Module):
                  two_stream: bool = True, non_local=AGW_NON_LOCAL, non_local_width: str | int = "agw",
                  pool: str = "gem", gem_p: float = 3.0, stripes: int = 6, local_dim: int = 256,
                  classifier_std: float | None = 0.001, test_feature: str = "cat", test_normalize: bool = True,
-                 backbone: str = "resnet"):
+                 backbone: str = "resnet", frozen_blocks: int = 0):
         super().__init__()
         if test_feature not in TEST_FEATURES:
             raise ValueError(f"CM-LSP-GE test_feature must be one of {TEST_FEATURES}, got {test_feature!r}")
         if stripes < 1 or local_dim < 1:
             raise ValueError(f"stripes and local_dim must be >= 1, got {stripes} and {local_dim}")
-        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone)
+        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone,
+                                 frozen_blocks=frozen_blocks)
         dim = self.backbone.out_channels
         self.pool = make_pool(pool, gem_p)
         self.global_neck = BNNeck(dim)

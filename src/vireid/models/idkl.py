@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.experimental.optimization import optimize_for_inference
 
-from .backbones import build_trunk, load_pretrained
+from .backbones import build_trunk, freeze_blocks, load_pretrained
 from .backbones.resnet import ResNet
 from .backbones.weights import pretrained_path
 from .fused_eval import FusedResNetEval
@@ -73,6 +73,9 @@ class IDKL(nn.Module):
         cpu_eval: how the test path runs on the CPU without autograd (see ``test_maps``): "fold" (each BN
             folded into its convolution, ReLU and residual add fused into it: fastest, features differ from
             "eager" by rounding), "exact" (oneDNN layouts, BN kept: the same numbers as "eager") or "eager".
+        frozen_blocks: efficientnet_lite0 only: its stem conv and first N blocks stay at their loaded weights
+            in the trunk and in both branches (``freeze_blocks``); with 11, both branches keep blocks 5-10 as
+            loaded, so the shared/specific split is learnt in blocks 11-15 and the head conv.
     """
 
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
@@ -81,7 +84,8 @@ class IDKL(nn.Module):
                  reduction: int = 16, confuser: str = "pseudo", grl_coef: float = 1.0, num_confusers: int = 1,
                  num_discriminators: int = 1, head_input: str = "bnneck", entropy_classifier: str = "separate",
                  raw_sp_reid: bool = False, head_hidden: int = 100, head_dropout: float = 0.5,
-                 test_normalize: bool = False, backbone: str = "resnet", cpu_eval: str = "fold"):
+                 test_normalize: bool = False, backbone: str = "resnet", cpu_eval: str = "fold",
+                 frozen_blocks: int = 0):
         super().__init__()
         self.cpu_eval = _choice("cpu_eval", cpu_eval, CPU_EVAL)
         self._cpu_test_path = None  # (key of the weights it was built from, module): see test_maps
@@ -100,6 +104,7 @@ class IDKL(nn.Module):
         if weights:
             for part in (self.trunk, self.branch_sh, self.branch_sp):
                 load_pretrained(part, weights)
+        freeze_blocks((self.trunk, self.branch_sh, self.branch_sp), frozen_blocks, backbone)
         dim = self.branch_sh.out_channels
         self.feature_dim = dim
         self.pool = GeM(gem_p, learnable=gem_learnable)

@@ -75,8 +75,8 @@ class MAUMNet(nn.Module):
 
     Args:
         num_classes: training identities.
-        depth, last_stride, pretrained: see :class:`vireid.models.reid_net.Backbone` (two-stream stem, shared
-            layer1-4, no non-local blocks).
+        depth, last_stride, pretrained, frozen_blocks: see :class:`vireid.models.reid_net.Backbone`
+            (two-stream stem, shared layer1-4, no non-local blocks).
         pool: "avg" (the paper's GAP) or "gem".
         neck: "bn" (vireid's reading: a BN neck before the classifiers) or "none".
         classifier_std: N(0, std) classifier init (None = PyTorch default).
@@ -91,12 +91,12 @@ class MAUMNet(nn.Module):
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
                  pool: str = "avg", neck: str = "bn", classifier_std: float | None = 0.001,
                  memory_visible: int = 10, memory_infrared: int = 10, test_normalize: bool = True,
-                 backbone: str = "resnet"):
+                 backbone: str = "resnet", frozen_blocks: int = 0):
         super().__init__()
         if neck not in NECKS:
             raise ValueError(f"MAUM neck must be one of {NECKS}, got {neck!r}")
         self.backbone = Backbone(depth, last_stride, pretrained, two_stream=True, non_local=(0, 0, 0, 0),
-                                 backbone=backbone)
+                                 backbone=backbone, frozen_blocks=frozen_blocks)
         self.feature_dim = dim = self.backbone.out_channels
         self.pool = make_pool(pool)
         self.neck = BNNeck(dim) if neck == "bn" else nn.Identity()

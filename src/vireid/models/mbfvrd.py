@@ -69,11 +69,12 @@ class MBFVRD(nn.Module):
                  gem_p: float = 3.0, gem_learnable: bool = True, gem_p_min: float | None = 1.0,
                  gem_p_per_channel: bool = True, ib_widths=(1024, 512),
                  classifier_std: float | None = 0.001, test_feature: str = "cat", test_normalize: bool = True,
-                 backbone: str = "resnet"):
+                 backbone: str = "resnet", frozen_blocks: int = 0):
         super().__init__()
         if test_feature not in TEST_FEATURES:
             raise ValueError(f"MBFVRD test_feature must be one of {TEST_FEATURES}, got {test_feature!r}")
-        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone)
+        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone,
+                                 frozen_blocks=frozen_blocks)
         dim = self.backbone.out_channels
         if gem_p_per_channel and not gem_learnable:
             raise ValueError("MBFVRD gem_p_per_channel: true needs gem_learnable: true (a fixed p is one number); "

@@ -150,13 +150,14 @@ class MSCLNet(nn.Module):
                  pool: str = "gem", gem_p: float = 3.0, classifier_std: float | None = 0.001,
                  test_feature: str = "bn", test_normalize: bool = True, parts: int = 6,
                  mogrifier_rounds: int = 5, mogrifier_rank: int | None = None, backbone: str = "resnet",
-                 attached_synergy: bool = False):
+                 attached_synergy: bool = False, frozen_blocks: int = 0):
         super().__init__()
         self.attached_synergy = attached_synergy
         self.extractor = ReIDNet(num_classes, depth=depth, last_stride=last_stride, pretrained=pretrained,
                                  two_stream=two_stream, non_local=non_local, non_local_width=non_local_width,
                                  pool=pool, gem_p=gem_p, classifier_std=classifier_std,
-                                 test_feature=test_feature, test_normalize=test_normalize, backbone=backbone)
+                                 test_feature=test_feature, test_normalize=test_normalize, backbone=backbone,
+                                 frozen_blocks=frozen_blocks)
         self.feature_dim = self.extractor.feature_dim
         self.synergy = SynergyEncoder(self.feature_dim, parts, mogrifier_rounds, mogrifier_rank)
 

@@ -207,9 +207,10 @@ class NFormerNet(nn.Module):
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, pretrained: str | None = None,
                  two_stream: bool = False, backbone: str = "resnet", pool: str = "avg", dim: int = 256,
                  classifier_std: float | None = 0.001, heads: int = 2, blocks: int = 4, landmarks: int = 5,
-                 topk: int = 20, dropout: float = 0.1, test_normalize: bool = True):
+                 topk: int = 20, dropout: float = 0.1, test_normalize: bool = True, frozen_blocks: int = 0):
         super().__init__()
-        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, (0, 0, 0, 0), "agw", backbone)
+        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, (0, 0, 0, 0), "agw", backbone,
+                                 frozen_blocks=frozen_blocks)
         self.pool = make_pool(pool)
         self.reduce = nn.Linear(self.backbone.out_channels, dim)
         self.neck = BNNeck(dim)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.records import INFRARED, VISIBLE
-from .backbones import build_trunk, is_vit, load_pretrained
+from .backbones import build_trunk, freeze_blocks, is_vit, load_pretrained
 from .backbones.vit import split_tokens
 from .backbones.weights import pretrained_path
 from .layers import BNNeck, GeM, check_modalities, classifier, exporting
@@ -150,12 +150,7 @@ class Backbone(nn.Module):
         if weights:
             for part in (*self.stems, self.layers):
                 load_pretrained(part, weights)
-        if frozen_blocks:
-            if not hasattr(self.layers, "freeze"):
-                raise ValueError(f"frozen_blocks={frozen_blocks!r} needs the efficientnet_lite0 backbone, "
-                                 f"not {backbone!r}")
-            for part in (*self.stems, self.layers):
-                part.freeze(frozen_blocks)
+        freeze_blocks((*self.stems, self.layers), frozen_blocks, backbone)
         if self.is_vit and any(tuple(non_local or ())):
             raise ValueError(f"non_local={list(non_local)} asks for non-local blocks between the stages of the ViT "
                              f"backbone {backbone!r}, which has none (and whose self-attention is non-local "

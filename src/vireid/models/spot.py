@@ -224,13 +224,15 @@ class SPOTNet(nn.Module):
                  attention_temperature: float = 0.1, parts: int = 6, heads: int = 8,
                  transformer_layers: int = 1, transformer_ffn: int | None = None, dropout: float = 0.1,
                  pe_base: float = 10000.0, pool: str = "avg", gem_p: float = 3.0,
-                 classifier_std: float | None = 0.001, test_feature: str = "fused", test_normalize: bool = True):
+                 classifier_std: float | None = 0.001, test_feature: str = "fused", test_normalize: bool = True,
+                 frozen_blocks: int = 0):
         super().__init__()
         if test_feature not in TEST_FEATURES:
             raise ValueError(f"SPOT test_feature must be one of {TEST_FEATURES}, got {test_feature!r}")
         if attention not in ATTENTIONS:
             raise ValueError(f"SPOT attention must be one of {ATTENTIONS}, got {attention!r}")
-        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone)
+        self.backbone = Backbone(depth, last_stride, pretrained, two_stream, non_local, non_local_width, backbone,
+                                 frozen_blocks=frozen_blocks)
         dim = self.backbone.out_channels
         self.pose = bool(pose)
         self.relation = RelationNet(structure_channels, relation_width) if self.pose else None

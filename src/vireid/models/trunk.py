@@ -27,6 +27,8 @@ class TrunkSettings:
     last_stride: int = setting(1, choices=(1, 2), doc="stride of the last stage (1: the re-ID convention)")
     pretrained: str | None = setting(None, doc="null (random init), imagenet, a weight name "
                                                "(resnet50.tv_in1k, ...) or a file (vireid.models.backbones.weights)")
+    frozen_blocks: int = setting(0, low=0, doc="efficientnet_lite0 only: the stem conv and its first N blocks kept "
+                                               "at their loaded weights (no gradient, BN on running statistics)")
 
 
 @dataclass(frozen=True)

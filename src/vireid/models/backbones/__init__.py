@@ -37,7 +37,23 @@ def build_trunk(backbone: str = "resnet", depth: int = 50, **kwargs):
     return find_backbone(backbone).build(backbone, depth, **kwargs)
 
 
+def freeze_blocks(parts, blocks: int, backbone: str) -> None:
+    """Keep the stem and the first ``blocks`` blocks of every slice in ``parts`` at their loaded weights.
+
+    Why here: every method's network is built from trunk slices, and freezing is the slice's job
+    (``EfficientNetLite.freeze``: no gradient, BN on running statistics); this is the one place that checks
+    the backbone can do it, so ``model.frozen_blocks`` means the same in every method. 0 freezes nothing.
+    """
+    if not blocks:
+        return
+    if not all(hasattr(part, "freeze") for part in parts):
+        raise ValueError(f"model.frozen_blocks={blocks!r} needs a backbone that can freeze its low blocks "
+                         f"(efficientnet_lite0), not {backbone!r}; set model.frozen_blocks: 0")
+    for part in parts:
+        part.freeze(blocks)
+
+
 __all__ = ["BACKBONES", "EfficientNetLite", "OSNet", "PlainTrunk", "ResNet", "VisionTransformer", "backbone_names",
-           "build_resnet", "build_trunk", "build_vit", "efficientnet_lite0", "find_backbone", "is_vit",
+           "build_resnet", "build_trunk", "build_vit", "efficientnet_lite0", "find_backbone", "freeze_blocks", "is_vit",
            "load_pretrained", "osnet", "register_backbone", "resnet18", "resnet34", "resnet50",
            "unregister_backbone"]
