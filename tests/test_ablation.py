@@ -89,7 +89,8 @@ def test_seed_statistics_and_separated_pairs():
     assert "- none: at this budget the rows do not separate." in none
 
 
-@pytest.mark.parametrize("name", ["ablation_cpu.yaml", "ablation_gpu.yaml", "ablation_cpu_imagenet.yaml"])
+@pytest.mark.parametrize("name", ["ablation_cpu.yaml", "ablation_gpu.yaml", "ablation_cpu_imagenet.yaml",
+                                  "ablation_cpu_finetune.yaml"])
 def test_shipped_plans_resolve_and_every_row_builds(name, tmp_path):
     from conftest import REPO
     from vireid.app.runs import run_defaults
@@ -108,4 +109,7 @@ def test_shipped_plans_resolve_and_every_row_builds(name, tmp_path):
             assert cfg["train"]["time_budget_s"] == budget["time_budget_s"]
         else:  # ... or equal passes over the data, for every row
             assert cfg["train"]["time_budget_s"] == 0 and cfg["train"]["epochs"] == budget["epochs"]
-        build_recipe(cfg, num_classes=5)
+        recipe = build_recipe(cfg, num_classes=5)
+        if cfg["model"].get("frozen_blocks"):  # the fine-tuning plan: the low blocks really are fixed in every row
+            frozen = [n for n, p in recipe.model.named_parameters() if not p.requires_grad]
+            assert any("_blocks.10." in n for n in frozen) and not any("_blocks.11." in n for n in frozen), row["name"]
