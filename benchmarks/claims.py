@@ -32,7 +32,7 @@ CLAIMS = [
     ("CM-LSP-GE", "CM-LSP-GE above AGW", "CM-LSP-GE", AGW),
     ("AGW (TPAMI 2021)", "AGW above the ID + triplet baseline", AGW,
      ("EfficientNet baseline (ID + triplet)", "plain baseline")),
-    ("MSCLNet (ECCV 2022)", "MS + MC above its base", "MSCLNet", ("MSCLNet base",)),
+    ("MSCLNet (ECCV 2022)", "MSCLNet above its base AGW* (ID + WRT)", "MSCLNet", ("MSCLNet base (AGW*)",)),
     ("SPOT", "keypoint guidance above fixed stripes", "SPOT", ("spot_nopose",)),
 ]
 
