@@ -3,6 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vireid.data.augmentations import train_transforms
 from vireid.data.channel_aug import (
     CAJ_ERASING_FILL,
     ChannelAdapGray,
@@ -10,6 +11,7 @@ from vireid.data.channel_aug import (
     ChannelRandomErasing,
     train_transform,
 )
+from vireid.data.records import INFRARED, VISIBLE
 from vireid.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -17,6 +19,7 @@ from vireid.data.transforms import (
     Normalize,
     PadCrop,
     RandomErasing,
+    RandomGrayscale,
     ToFloat,
     eval_transform,
     load_image,
@@ -133,3 +136,29 @@ def test_unknown_view_and_eval_transform():
         train_transform("thermal")
     x = image_batch(2)
     assert torch.equal(eval_transform()(x), Normalize()(ToFloat()(x)))
+
+
+def test_random_grayscale_makes_luminance_in_every_channel_for_about_p_of_the_images():
+    x = torch.rand(400, 3, 4, 2)
+    out = RandomGrayscale(0.5)(x, torch.Generator().manual_seed(0))
+    grey = (out[:, 0] == out[:, 1]).all((1, 2)) & (out[:, 1] == out[:, 2]).all((1, 2))
+    assert 150 < int(grey.sum()) < 250
+    luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    torch.testing.assert_close(out[grey, 0], luma[grey])
+    assert torch.equal(out[~grey], x[~grey])  # the others untouched
+    assert torch.equal(RandomGrayscale(0.0)(x), x)
+    single = RandomGrayscale(1.0)(x[0])
+    assert single.shape == (3, 4, 2) and torch.allclose(single[0], single[2])
+    with pytest.raises(ValueError, match="float RGB"):
+        RandomGrayscale(1.0)(torch.zeros(2, 3, 4, 2, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="probability"):
+        RandomGrayscale(1.5)
+
+
+def test_gray_augmentation_greys_only_visible_images():
+    pipes = train_transforms("gray", padding=0, erasing=0.0)
+    x = torch.randint(0, 256, (64, 3, 8, 4), dtype=torch.uint8)
+    for modality, expect_some_grey in ((VISIBLE, True), (INFRARED, False)):
+        out = pipes[modality](x, torch.Generator().manual_seed(1))
+        grey = (out[:, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0] - out[:, 1] * IMAGENET_STD[1] - IMAGENET_MEAN[1]).abs()
+        assert bool((grey.amax((1, 2)) < 1e-5).any()) == expect_some_grey

@@ -19,6 +19,7 @@ from vireid.data.transforms import (
     Normalize,
     PadCrop,
     RandomErasing,
+    RandomGrayscale,
     ToFloat,
     torchvision_erasing,
 )
@@ -75,6 +76,15 @@ def with_erasing(padding: int, erasing: float) -> dict:
     """plain + random erasing with probability ``erasing`` (area 0.02-0.4, uniform aspect, 100 tries, black
     padding)."""
     return _both([PadCrop(padding, 0), HorizontalFlip(0.5), ToFloat(), Normalize(), RandomErasing(p=erasing)])
+
+
+@register_augmentation("gray")
+def gray(padding: int, erasing: float) -> dict:
+    """plain, and every visible image grey (its luminance in all three channels) with probability 0.5;
+    infrared images as in plain (``erasing`` not used)."""
+    visible = Compose([PadCrop(padding, 0), HorizontalFlip(0.5), ToFloat(), RandomGrayscale(0.5), Normalize()])
+    infrared = Compose([PadCrop(padding, 0), HorizontalFlip(0.5), ToFloat(), Normalize()])
+    return {VISIBLE: visible, INFRARED: infrared}
 
 
 @register_augmentation("idkl")

@@ -217,6 +217,35 @@ class Normalize:
         return f"Normalize(mean={self.mean}, std={self.std})"
 
 
+class RandomGrayscale:
+    """With probability ``p`` per image, replace it by its luminance (ITU-R 601: 0.299 R + 0.587 G + 0.114 B)
+    in all three channels; runs on the float [0, 1] image, before ``Normalize``.
+
+    Why: an infrared camera keeps shape and texture but not colour; a visible image seen without its colour
+    now and then keeps a network from relying on colour alone (the "random grayscale" of many VI-ReID
+    baselines; CAJ's channel augmentations are a stronger relative, :mod:`vireid.data.channel_aug`).
+    """
+
+    LUMA = (0.299, 0.587, 0.114)
+
+    def __init__(self, p: float = 0.5):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"RandomGrayscale: p must be a probability in [0, 1], got {p!r}")
+        self.p = p
+
+    @batch_or_single
+    def __call__(self, x, generator=None):
+        if x.shape[1] != 3 or not x.is_floating_point():
+            raise ValueError(f"RandomGrayscale expects float RGB images (B, 3, H, W), got {tuple(x.shape)} {x.dtype}")
+        gray = (uniform(x.shape[0], generator) < self.p).to(x.device)
+        luma = torch.tensor(self.LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        grey = (x * luma).sum(1, keepdim=True).expand_as(x)
+        return torch.where(gray.view(-1, 1, 1, 1), grey, x)
+
+    def __repr__(self):
+        return f"RandomGrayscale(p={self.p})"
+
+
 class RandomErasing:
     """Erase one random rectangle (area fraction in [sl, sh], aspect in [r1, r2]) with probability ``p``.
 
