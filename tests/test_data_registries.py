@@ -97,9 +97,9 @@ def test_a_registered_augmentation_is_a_valid_setting_and_the_loader_uses_it(no_
 
 
 def test_unknown_augmentation_names_list_the_registered_ones(no_augment):
-    with pytest.raises(ValueError, match="data.augment must be one of plain, erasing, idkl, caj, as_is, got 'cutmix'"):
+    with pytest.raises(ValueError, match="data.augment must be one of plain, erasing, gray, idkl, caj, as_is, got 'cutmix'"):
         _settings(augment="cutmix")
-    with pytest.raises(ValueError, match="unknown augmentation 'cutmix'; expected one of plain, erasing, idkl, caj, "
+    with pytest.raises(ValueError, match="unknown augmentation 'cutmix'; expected one of plain, erasing, gray, idkl, caj, "
                                          "as_is"):
         train_transforms("cutmix")
     with pytest.raises(ValueError, match="augmentation 'as_is' is already registered"):

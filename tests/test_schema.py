@@ -44,7 +44,7 @@ def test_values_are_converted_losslessly_and_defaults_written_once():
 
 
 def test_data_section_checked_with_the_same_messages():
-    with pytest.raises(ValueError, match="data.augment must be one of plain, erasing, idkl, caj, got 'strong'"):
+    with pytest.raises(ValueError, match="data.augment must be one of plain, erasing, gray, idkl, caj, got 'strong'"):
         data_settings({"data": {"augment": "strong"}})
     with pytest.raises(ValueError, match="data.height must be an integer >= 8, got 'tall'"):
         data_settings({"data": {"height": "tall"}})
